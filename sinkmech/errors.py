@@ -1,0 +1,25 @@
+"""Errors the suite raises on bad input: one clear message each, no traceback soup at the CLI."""
+
+
+class SinkmechError(Exception):
+    """Base class: experiments catch it, print its message and exit non-zero."""
+
+    exit_code = 1
+
+
+class ModelUnavailableError(SinkmechError):
+    """The model is neither installed, cached nor reachable."""
+
+    exit_code = 3
+
+
+class ConfigError(SinkmechError):
+    """A config value is malformed or of the wrong type."""
+
+    exit_code = 2
+
+
+class PromptError(SinkmechError):
+    """Prompts are empty, or too long for the model."""
+
+    exit_code = 2
