@@ -50,7 +50,7 @@ def expand_kv_heads(values: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def output_weights(loaded: LoadedModel, layer: int) -> torch.Tensor:
     """W_O of one layer, [head, d_head, d_model]: head h writes z_h @ W_O[h] to the residual."""
-    return loaded.model.blocks[layer].attn.W_O
+    return loaded.model.blocks[layer].attn.W_O.detach()
 
 
 def run_hooked(
@@ -63,3 +63,25 @@ def run_hooked(
             batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=list(fwd_hooks)
         )
     return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def gather_per_layer(
+    layers: Sequence[int],
+    names: dict[str, Callable[[int], str]],
+    on_layer: Callable[[int, dict[str, torch.Tensor]], None],
+) -> list[tuple[str, HookFn]]:
+    """Hooks that collect several activations of a layer and call ``on_layer(layer, acts)`` once
+    all have arrived, then drop them. Hook firing order differs between architectures (BERT's
+    bridge fires ``hook_pattern`` after ``hook_z``), so nothing here assumes an order."""
+    pending: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in layers}
+
+    def collect(layer: int, key: str) -> HookFn:
+        def hook(tensor: torch.Tensor, hook: object) -> None:
+            pending[layer][key] = tensor
+            if len(pending[layer]) == len(names):
+                on_layer(layer, pending[layer])
+                pending[layer] = {}
+
+        return hook
+
+    return [(name(layer), collect(layer, key)) for layer in layers for key, name in names.items()]

@@ -12,12 +12,12 @@ attention-pattern hook, so a forward pass keeps [batch, head, key] per layer, ne
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 
-from sinkmech.hooks import pattern_name, run_hooked
+from sinkmech.hooks import HookFn, pattern_name, run_hooked
 from sinkmech.models import LoadedModel
 from sinkmech.prompts import TokenBatch
 from sinkmech.tokens import FIRST, classify
@@ -64,20 +64,26 @@ def scorable_keys(attention_mask: torch.Tensor, causal: bool, min_queries: int) 
     return attention_mask.bool() & ((lengths - positions) >= min_queries)
 
 
-def capture_key_scores(loaded: LoadedModel, batch: TokenBatch) -> torch.Tensor:
-    """Key scores of every layer for one batch, [batch, layer, head, key], via pattern hooks only."""
+def capture_key_scores(
+    loaded: LoadedModel, batch: TokenBatch, extra_hooks: Sequence[tuple[str, HookFn]] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key scores of every layer, [batch, layer, head, key], and the logits of one forward pass.
+
+    Only the attention-pattern hooks are added (plus ``extra_hooks``, e.g. an intervention); each
+    pattern is reduced to scores inside its hook.
+    """
     mask = batch.attention_mask.to(loaded.device)
     per_layer: dict[int, torch.Tensor] = {}
 
-    def reduce(layer: int):
+    def reduce(layer: int) -> HookFn:
         def hook(pattern: torch.Tensor, hook: object) -> None:
             per_layer[layer] = key_scores(pattern.float(), mask, loaded.causal)
 
         return hook
 
     hooks = [(pattern_name(layer), reduce(layer)) for layer in range(loaded.n_layers)]
-    run_hooked(loaded, batch, hooks)
-    return torch.stack([per_layer[layer] for layer in range(loaded.n_layers)], dim=1)
+    logits = run_hooked(loaded, batch, [*extra_hooks, *hooks])
+    return torch.stack([per_layer[layer] for layer in range(loaded.n_layers)], dim=1), logits
 
 
 @dataclass
@@ -209,6 +215,6 @@ def detect_sinks(
         thresholds or SinkThresholds(),
     )
     for batch in batches:
-        census.update(capture_key_scores(loaded, batch), batch, loaded.causal)
+        census.update(capture_key_scores(loaded, batch)[0], batch, loaded.causal)
     table = census.table()
     return table, summarise(table, census.n_prompts, loaded.qk_norm)

@@ -1,0 +1,44 @@
+"""wandb logging of a unit's config, tables and figures; offline by default, disabled in tests.
+
+The same tables are always written to results/ too, so nothing depends on wandb being reachable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import wandb
+from omegaconf import OmegaConf
+
+from experiments.config import RunConf
+
+# wandb.Table copies every cell; bigger tables are summarised in results/ only.
+MAX_LOGGED_ROWS = 20_000
+
+
+class Tracker:
+    """A wandb run for one (experiment, model) unit."""
+
+    def __init__(self, cfg: RunConf, out: Path) -> None:
+        self.run = wandb.init(
+            project=cfg.logging.project,
+            mode=cfg.logging.mode,
+            name=f"{cfg.experiment.name}/{cfg.model.name}",
+            group=cfg.experiment.name,
+            config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+            dir=".",
+            reinit="finish_previous",
+        )
+        self.run.summary["results_dir"] = str(out)
+
+    def log_table(self, name: str, table: pd.DataFrame) -> None:
+        if len(table) <= MAX_LOGGED_ROWS:
+            self.run.log({name: wandb.Table(dataframe=table.astype({c: str for c in table.columns if table[c].dtype == object}))})
+
+    def log_figure(self, name: str, figure: Any) -> None:
+        self.run.log({name: wandb.Image(figure)})
+
+    def finish(self) -> None:
+        self.run.finish()

@@ -1,0 +1,156 @@
+"""Catch, tag, release on one model: one streamed pass for catch + tag variance, then release
+alignment and interventions on the strongest tag heads.
+
+Reproduces Sec. 3 (catch and tag, Fig. 1-3: variance explained by tags) of arXiv 2502.00919 and
+extends its Sec. 4 (release/retrieval) with causal ablation and patching (App. K limitation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from sinkmech.hooks import (
+    expand_kv_heads, gather_per_layer, output_weights, pattern_name, run_hooked, value_name, z_name,
+)
+from sinkmech.interventions import TagEditSpec, capture_tags, measure_edit
+from sinkmech.models import LoadedModel
+from sinkmech.prompts import TokenBatch
+from sinkmech.release import release_alignment
+from sinkmech.sinks import capture_key_scores
+from sinkmech.tags import catch_table, sink_mask
+from sinkmech.variance import HeadMoments, tag_directions, variance_explained
+
+
+@dataclass
+class CTRSettings:
+    """Thresholds and sizes of the catch-tag-release analyses."""
+
+    sink_threshold: float = 0.2
+    catch_threshold: float = 0.2
+    min_queries: int = 3
+    ranks: tuple[int, ...] = (1, 2)
+    n_random: int = 32
+    top_heads: int = 4
+    intervention_batches: int = 2
+    seed: int = 0
+
+
+def _stream_pass(
+    loaded: LoadedModel, batches: Iterable[TokenBatch], settings: CTRSettings
+) -> tuple[list[HeadMoments], pd.DataFrame]:
+    """One forward pass per batch accumulating z/sink moments and catch rows, layer by layer."""
+    d_head = output_weights(loaded, 0).shape[1]
+    moments = [HeadMoments(loaded.n_heads, d_head, loaded.device) for _ in range(loaded.n_layers)]
+    catches: list[pd.DataFrame] = []
+    for batch_index, batch in enumerate(batches):
+        mask = batch.attention_mask.to(loaded.device)
+
+        def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
+            pattern = acts["pattern"].float()
+            values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
+            sinks = sink_mask(pattern, mask, loaded.causal, settings.sink_threshold, settings.min_queries)
+            moments[layer].update(acts["z"].float(), values, sinks, mask)
+            rows = catch_table(pattern, mask, sinks, settings.catch_threshold, layer)
+            if not rows.empty:
+                rows["prompt"] += batch_index * 10**6
+                catches.append(rows)
+
+        names = {"pattern": pattern_name, "values": value_name, "z": z_name}
+        hooks = gather_per_layer(range(loaded.n_layers), names, consume)
+        run_hooked(loaded, batch, hooks)
+    catch = pd.concat(catches, ignore_index=True) if catches else pd.DataFrame()
+    return moments, catch
+
+
+def _label_catches(catch: pd.DataFrame, batches: Sequence[TokenBatch]) -> pd.DataFrame:
+    """Add the sink token's text to catch rows (prompt ids encode batch * 1e6 + row)."""
+    if catch.empty:
+        return catch
+    tokens = [
+        batches[prompt // 10**6].token_strings[prompt % 10**6][position]
+        for prompt, position in zip(catch.prompt, catch.sink_position)
+    ]
+    return catch.assign(sink_token=tokens)
+
+
+def analyse_ctr(
+    loaded: LoadedModel, batches: Sequence[TokenBatch], settings: CTRSettings | None = None
+) -> dict[str, pd.DataFrame]:
+    """Run catch, tag (variance explained), release alignment and interventions.
+
+    Returns tidy tables: ``catch`` (one row per prompt, layer, head, sink), ``variance`` (per
+    layer, head, rank), ``release`` (tag directions of the top heads read by later heads) and
+    ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
+    """
+    settings = settings or CTRSettings()
+    moments, catch = _stream_pass(loaded, batches, settings)
+    variance = pd.concat(
+        [
+            variance_explained(
+                moments[layer], output_weights(loaded, layer), settings.ranks, settings.n_random,
+                settings.seed,
+            ).assign(layer=layer)
+            for layer in range(loaded.n_layers)
+        ],
+        ignore_index=True,
+    )
+    variance["model"] = loaded.name
+    top = _top_tag_heads(variance, settings.top_heads)
+    directions = {
+        (layer, head): tag_directions(moments[layer], output_weights(loaded, layer))[head, 0]
+        for layer, head in top
+    }
+    release = release_alignment(loaded, directions).assign(model=loaded.name)
+    interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
+    return {
+        "catch": _label_catches(catch, batches).assign(model=loaded.name),
+        "variance": variance,
+        "release": release,
+        "interventions": interventions.assign(model=loaded.name),
+    }
+
+
+def _top_tag_heads(variance: pd.DataFrame, k: int) -> list[tuple[int, int]]:
+    """The k heads whose rank-1 tag explains the most output variance."""
+    rank1 = variance[(variance["rank"] == 1) & variance.tag_variance_explained.notna()]
+    best = rank1.nlargest(k, "tag_variance_explained")
+    return [(int(row.layer), int(row.head)) for row in best.itertuples()]
+
+
+def _shifted_tags(tags: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    """Tags of the next prompt in the batch (cyclic), zero where that prompt is padding."""
+    source_mask = batch.attention_mask.roll(-1, dims=0).to(tags.device, tags.dtype)
+    return tags.roll(-1, dims=0) * source_mask[:, :, None, None]
+
+
+def _interventions(
+    loaded: LoadedModel,
+    batches: Sequence[TokenBatch],
+    heads: list[tuple[int, int]],
+    settings: CTRSettings,
+) -> pd.DataFrame:
+    """Remove, random control, cross-prompt patch and self-patch for each top head."""
+    frames = []
+    for batch_index, batch in enumerate(batches):
+        batch = batch.to(loaded.device)
+        clean = capture_key_scores(loaded, batch)
+        for layer, head in heads:
+            spec = TagEditSpec(
+                layer, [head], threshold=settings.sink_threshold,
+                min_queries=settings.min_queries, seed=settings.seed,
+            )
+            own_tags = capture_tags(loaded, batch, spec)
+            edits = [
+                (replace(spec, mode="remove"), None, "remove"),
+                (replace(spec, mode="random"), None, "random_control"),
+                (replace(spec, mode="patch"), _shifted_tags(own_tags, batch), "patch_other_prompt"),
+                (replace(spec, mode="patch"), own_tags, "patch_self"),
+            ]
+            for edit, source, label in edits:
+                frame = measure_edit(loaded, batch, edit, own_tags, source, clean)
+                frames.append(frame.assign(intervention=label, batch=batch_index))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
