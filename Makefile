@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup reproduce test test-slow benchmark clean-results
+.PHONY: setup reproduce test test-slow
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# The default reproduction on the models available offline: real MiniLM weights and a tiny
+# random model of every supported family (QK-norm ones included).
+OFFLINE_MODELS ?= minilm,tiny_gpt2,tiny_llama,tiny_qwen2,tiny_olmo2,tiny_gemma3,tiny_qwen3
+EXPERIMENT ?= ctr
+
 reproduce: setup
-	$(BIN)/python -m experiments.reproduce
+	HF_HUB_OFFLINE=1 $(BIN)/python -m experiments.run -m experiment=$(EXPERIMENT) model=$(OFFLINE_MODELS)
+	$(BIN)/python -m experiments.report
 
 test: setup
 	$(BIN)/python -m pytest
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
-
-benchmark: setup
-	$(BIN)/python -m benchmarks.run_benchmark

@@ -53,7 +53,7 @@ class ExperimentConf:
     ranks: List[int] = field(default_factory=lambda: [1, 2])
     n_random: int = 32
     top_heads: int = 4
-    intervention_batches: int = 2
+    intervention_batches: int = 1
     probe_folds: int = 5
     max_probe_heads: Optional[int] = 8
     seed: int = 0

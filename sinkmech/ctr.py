@@ -35,7 +35,7 @@ class CTRSettings:
     ranks: tuple[int, ...] = (1, 2)
     n_random: int = 32
     top_heads: int = 4
-    intervention_batches: int = 2
+    intervention_batches: int = 1
     seed: int = 0
 
 
