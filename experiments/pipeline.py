@@ -104,11 +104,14 @@ def _run_sinks(loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf) -> 
 def _run_ctr(loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf) -> tuple[Tables, Figures]:
     e = cfg.experiment
     settings = CTRSettings(
-        cfg.sinks.threshold, e.catch_threshold, cfg.sinks.min_queries, tuple(e.ranks), e.n_random,
+        cfg.sinks.threshold, cfg.sinks.gu_eps, e.catch_threshold, cfg.sinks.min_queries, tuple(e.ranks), e.n_random,
         e.top_heads, e.intervention_batches, e.seed,
     )
     tables = analyse_ctr(loaded, batches, settings)
-    figures = {"variance_explained": plots.variance_figure(tables["variance"])}
+    figures = {
+        "sinks_heatmap": plots.sink_heatmap(tables["sinks"], settings.sink_threshold),
+        "variance_explained": plots.variance_figure(tables["variance"]),
+    }
     if not tables["interventions"].empty:
         figures["interventions"] = plots.intervention_figure(tables["interventions"])
     return tables, figures

@@ -20,7 +20,9 @@ from sinkmech.interventions import TagEditSpec, capture_tags, measure_edit
 from sinkmech.models import LoadedModel
 from sinkmech.prompts import TokenBatch
 from sinkmech.release import release_alignment
-from sinkmech.sinks import capture_key_scores
+from sinkmech.sinks import (
+    SinkCensus, SinkThresholds, capture_key_scores, key_scores, special_token_strings, summarise,
+)
 from sinkmech.tags import catch_table, sink_mask
 from sinkmech.variance import HeadMoments, tag_directions, variance_explained
 
@@ -30,6 +32,7 @@ class CTRSettings:
     """Thresholds and sizes of the catch-tag-release analyses."""
 
     sink_threshold: float = 0.2
+    gu_eps: float = 0.3
     catch_threshold: float = 0.2
     min_queries: int = 3
     ranks: tuple[int, ...] = (1, 2)
@@ -41,18 +44,31 @@ class CTRSettings:
 
 def _stream_pass(
     loaded: LoadedModel, batches: Iterable[TokenBatch], settings: CTRSettings
-) -> tuple[list[HeadMoments], pd.DataFrame]:
-    """One forward pass per batch accumulating z/sink moments and catch rows, layer by layer."""
+) -> tuple[SinkCensus, list[HeadMoments], pd.DataFrame]:
+    """One forward pass per batch feeding the sink census, z/sink moments and catch rows.
+
+    Each layer's pattern is reduced to key scores once; scores, sink masks, moments and catch
+    rows are computed inside the hooks, and the layer's activations are dropped right after.
+    """
     d_head = output_weights(loaded, 0).shape[1]
     moments = [HeadMoments(loaded.n_heads, d_head, loaded.device) for _ in range(loaded.n_layers)]
+    census = SinkCensus(
+        loaded.name, loaded.n_layers, loaded.n_heads, special_token_strings(loaded.tokenizer),
+        SinkThresholds(settings.sink_threshold, settings.gu_eps, settings.min_queries),
+    )
     catches: list[pd.DataFrame] = []
     for batch_index, batch in enumerate(batches):
         mask = batch.attention_mask.to(loaded.device)
+        scores: dict[int, torch.Tensor] = {}
 
         def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
             pattern = acts["pattern"].float()
             values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
-            sinks = sink_mask(pattern, mask, loaded.causal, settings.sink_threshold, settings.min_queries)
+            scores[layer] = key_scores(pattern, mask, loaded.causal)
+            sinks = sink_mask(
+                pattern, mask, loaded.causal, settings.sink_threshold, settings.min_queries,
+                scores=scores[layer],
+            )
             moments[layer].update(acts["z"].float(), values, sinks, mask)
             rows = catch_table(pattern, mask, sinks, settings.catch_threshold, layer)
             if not rows.empty:
@@ -60,10 +76,10 @@ def _stream_pass(
                 catches.append(rows)
 
         names = {"pattern": pattern_name, "values": value_name, "z": z_name}
-        hooks = gather_per_layer(range(loaded.n_layers), names, consume)
-        run_hooked(loaded, batch, hooks)
+        run_hooked(loaded, batch, gather_per_layer(range(loaded.n_layers), names, consume))
+        census.update(torch.stack([scores[l] for l in range(loaded.n_layers)], dim=1), batch, loaded.causal)
     catch = pd.concat(catches, ignore_index=True) if catches else pd.DataFrame()
-    return moments, catch
+    return census, moments, catch
 
 
 def _label_catches(catch: pd.DataFrame, batches: Sequence[TokenBatch]) -> pd.DataFrame:
@@ -80,14 +96,15 @@ def _label_catches(catch: pd.DataFrame, batches: Sequence[TokenBatch]) -> pd.Dat
 def analyse_ctr(
     loaded: LoadedModel, batches: Sequence[TokenBatch], settings: CTRSettings | None = None
 ) -> dict[str, pd.DataFrame]:
-    """Run catch, tag (variance explained), release alignment and interventions.
+    """Run the sink census, catch, tag (variance explained), release and interventions.
 
-    Returns tidy tables: ``catch`` (one row per prompt, layer, head, sink), ``variance`` (per
+    Returns tidy tables: ``sinks`` and ``sinks_summary`` (as ``sinks.detect_sinks``), ``catch`` (one row per prompt, layer, head, sink), ``variance`` (per
     layer, head, rank), ``release`` (tag directions of the top heads read by later heads) and
     ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
     """
     settings = settings or CTRSettings()
-    moments, catch = _stream_pass(loaded, batches, settings)
+    census, moments, catch = _stream_pass(loaded, batches, settings)
+    sinks = census.table()
     variance = pd.concat(
         [
             variance_explained(
@@ -107,6 +124,8 @@ def analyse_ctr(
     release = release_alignment(loaded, directions).assign(model=loaded.name)
     interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
     return {
+        "sinks": sinks,
+        "sinks_summary": summarise(sinks, census.n_prompts, loaded.qk_norm),
         "catch": _label_catches(catch, batches).assign(model=loaded.name),
         "variance": variance,
         "release": release,

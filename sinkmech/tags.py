@@ -24,14 +24,16 @@ def sink_mask(
     threshold: float,
     min_queries: int = 3,
     positions: torch.Tensor | None = None,
+    scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Which keys are sinks for which head in which prompt: boolean [batch, head, key].
 
     A key is a sink of head h when its mean received attention (``sinks.key_scores``) exceeds
     ``threshold`` (the paper's eps = 0.2). ``positions`` ([batch, key] bool) restricts candidates,
-    e.g. to the first token or to punctuation.
+    e.g. to the first token or to punctuation. ``scores`` reuses key scores already computed.
     """
-    scores = key_scores(pattern.float(), attention_mask, causal)
+    if scores is None:
+        scores = key_scores(pattern.float(), attention_mask, causal)
     candidates = scorable_keys(attention_mask, causal, min_queries)
     if positions is not None:
         candidates = candidates & positions.bool()
@@ -65,32 +67,33 @@ def catch_table(
     sinks: torch.Tensor,
     threshold: float,
     layer: int,
-    heads: list[int] | None = None,
 ) -> pd.DataFrame:
     """Catch: for each (prompt, head, sink), the queries whose attention to the sink exceeds
     ``threshold`` and the attention mass they give it (Sec. 3, "catch").
 
     Several sinks per prompt (first token and punctuation) each get their own row, so a prompt's
-    segments can be seen caught by different sinks.
+    segments can be seen caught by different sinks. Vectorised over sinks: one device-to-host
+    copy per call.
     """
-    heads = list(range(pattern.shape[1])) if heads is None else heads
-    valid_queries = attention_mask.bool()
-    rows = []
-    for b, h, s in sinks[:, heads].nonzero().tolist():
-        head = heads[h]
-        attention = pattern[b, head, :, s]
-        caught = (attention > threshold) & valid_queries[b]
-        rows.append(
-            {
-                "prompt": b,
-                "layer": layer,
-                "head": head,
-                "sink_position": s,
-                "n_caught": int(caught.sum()),
-                "n_queries": int(valid_queries[b].sum()),
-                "caught_positions": caught.nonzero().flatten().tolist(),
-                "mean_caught_attention": float(attention[caught].mean()) if caught.any() else 0.0,
-                "total_attention": float(attention[valid_queries[b]].sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+    prompt, head, position = sinks.nonzero(as_tuple=True)
+    valid = attention_mask.bool()[prompt]  # [n, query]
+    attention = pattern[prompt, head, :, position]  # [n, query]
+    caught = (attention > threshold) & valid
+    n_caught = caught.sum(-1)
+    caught_mass = (attention * caught).sum(-1)
+    total = (attention * valid).sum(-1)
+    rows, columns = caught.nonzero(as_tuple=True)
+    positions = torch.split(columns.cpu(), torch.bincount(rows, minlength=len(prompt)).cpu().tolist())
+    return pd.DataFrame(
+        {
+            "prompt": prompt.cpu().numpy(),
+            "layer": layer,
+            "head": head.cpu().numpy(),
+            "sink_position": position.cpu().numpy(),
+            "n_caught": n_caught.cpu().numpy(),
+            "n_queries": valid.sum(-1).cpu().numpy(),
+            "caught_positions": [p.tolist() for p in positions],
+            "mean_caught_attention": (caught_mass / n_caught.clamp_min(1)).cpu().numpy(),
+            "total_attention": total.cpu().numpy(),
+        }
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from sinkmech.hooks import (
 from sinkmech.interventions import TagEditSpec, capture_tags, measure_edit, tag_edit_hooks
 from sinkmech.prompts import iter_batches, load_prompts, tokenize
 from sinkmech.release import read_strength
+from sinkmech.sinks import detect_sinks
 from sinkmech.tags import catch_table, decompose_head_outputs, sink_mask, tag_z
 from sinkmech.variance import HeadMoments, tag_directions, variance_explained
 
@@ -172,3 +174,6 @@ def test_analyse_ctr_end_to_end_streams_tables(minilm):
     assert interventions[interventions.intervention == "patch_self"].kl.abs().max() < 1e-6
     assert (tables["catch"].sink_token == "[CLS]").any()
     assert tables["release"].later_layer.gt(tables["release"].layer).all()
+    # The census fed inside the one-pass analysis equals the stand-alone sink detection.
+    alone, _ = detect_sinks(minilm, batches)
+    pd.testing.assert_frame_equal(tables["sinks"], alone)
