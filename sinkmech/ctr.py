@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from sinkmech.hooks import (
     expand_kv_heads, gather_per_layer, output_weights, pattern_name, run_hooked, value_name, z_name,
@@ -57,7 +58,7 @@ def _stream_pass(
         SinkThresholds(settings.sink_threshold, settings.gu_eps, settings.min_queries),
     )
     catches: list[pd.DataFrame] = []
-    for batch_index, batch in enumerate(batches):
+    for batch_index, batch in enumerate(tqdm(batches, desc=f"{loaded.name}: catch/tag", unit="batch")):
         mask = batch.attention_mask.to(loaded.device)
         scores: dict[int, torch.Tensor] = {}
 
@@ -154,7 +155,7 @@ def _interventions(
 ) -> pd.DataFrame:
     """Remove, random control, cross-prompt patch and self-patch for each top head."""
     frames = []
-    for batch_index, batch in enumerate(batches):
+    for batch_index, batch in enumerate(tqdm(batches, desc=f"{loaded.name}: interventions", unit="batch")):
         batch = batch.to(loaded.device)
         clean = capture_key_scores(loaded, batch)
         for layer, head in heads:

@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from sinkmech.hooks import HookFn, pattern_name, run_hooked
 from sinkmech.models import LoadedModel
@@ -214,7 +215,7 @@ def detect_sinks(
         loaded.name, loaded.n_layers, loaded.n_heads, special_token_strings(loaded.tokenizer),
         thresholds or SinkThresholds(),
     )
-    for batch in batches:
+    for batch in tqdm(batches, desc=f"{loaded.name}: sinks", unit="batch"):
         census.update(capture_key_scores(loaded, batch)[0], batch, loaded.causal)
     table = census.table()
     return table, summarise(table, census.n_prompts, loaded.qk_norm)
