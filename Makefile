@@ -19,9 +19,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 # The default reproduction on the models available offline: real MiniLM weights and a tiny
-# random model of every supported family (QK-norm ones included).
-OFFLINE_MODELS ?= minilm,tiny_gpt2,tiny_llama,tiny_qwen2,tiny_olmo2,tiny_gemma3,tiny_qwen3
-EXPERIMENT ?= ctr
+# random model of every supported family (QK-norm ones included), and the self-trained text LM
+# pair with and without QK-norm (checkpoints/textlm, issue 8).
+OFFLINE_MODELS ?= minilm,textlm_qknorm,textlm_noqknorm,tiny_gpt2,tiny_llama,tiny_qwen2,tiny_olmo2,tiny_gemma3,tiny_qwen3
+EXPERIMENT ?= full
 
 reproduce: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m experiments.run -m experiment=$(EXPERIMENT) model=$(OFFLINE_MODELS)

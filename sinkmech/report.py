@@ -76,14 +76,18 @@ def intervention_section(interventions: pd.DataFrame) -> pd.DataFrame:
     return means.reset_index()
 
 
-def probe_section(results_dir: Path) -> pd.DataFrame:
-    """Mean probe scores per model and feature type, if probing ran."""
-    probes = collect(results_dir, "truth_probes")
+def probe_section(results_dir: Path, table: str) -> pd.DataFrame:
+    """Logistic-probe test accuracy / AUROC per model, head role, feature and label kind."""
+    probes = collect(results_dir, table)
     if probes.empty:
         return probes
-    metrics = [c for c in ("accuracy", "auroc") if c in probes]
-    keys = [c for c in ("experiment", "model", "feature_type") if c in probes]
-    return probes.groupby(keys)[metrics].agg(["mean", "max"]).round(3).reset_index().pipe(_flatten)
+    if "probe" in probes:
+        probes = probes[probes.probe == "logistic"]
+    if "skipped" in probes:
+        probes = probes[probes.skipped.isna() | (probes.skipped == "")]
+    keys = [c for c in ("experiment", "model", "head_role", "feature", "labels") if c in probes]
+    summary = probes.groupby(keys, dropna=False)[["test_accuracy", "test_auroc", "chance"]].agg(["mean", "max"])
+    return _flatten(summary.reset_index()).drop(columns=["chance_max"])
 
 
 def _flatten(frame: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +127,8 @@ def write_report(results_dir: Path) -> Path:
     sinks = sink_section(collect(results_dir, "sinks_summary"))
     variance = variance_section(collect(results_dir, "variance"))
     interventions = intervention_section(collect(results_dir, "interventions"))
-    probes = probe_section(results_dir)
+    probes = probe_section(results_dir, "truth_probes")
+    segments = probe_section(results_dir, "segment_probes")
     io.save_figure(comparison_figure(sinks, variance), results_dir / "report_comparison.png")
     sections = [
         "# sinkmech reproduction report",
@@ -143,7 +148,13 @@ def write_report(results_dir: Path) -> Path:
         "Mean effect over prompts and top tag heads; `random_control` is an equal-norm edit.",
         _markdown(interventions, ".2e"),
         "## Tags carry semantics (Sec. 4.4)",
+        "Truth of city statements from features at the statement's final sink; `head_role` says whether "
+        "the head is a sink head for that punctuation. `tag` is the tag component, `no_tag` the head "
+        "output without it, `resid` the residual stream, `resid_random` a random subspace of equal "
+        "rank; `shuffled` labels are the chance control.",
         _markdown(probes),
+        "Segment identity: which punctuation sink caught a token, read from its tag (chance = majority class).",
+        _markdown(segments),
         "## QK-norm vs not (Sec. 6)",
         _markdown(grouped_comparison(sinks, "qk_norm")),
         "## Reasoning-distilled vs base (Sec. 5)",
