@@ -104,6 +104,8 @@ def bootstrap_auroc(
     index = rng.integers(0, len(y), size=(n_boot, len(y)))
     samples = auroc(y[index], scores[index])
     samples = samples[np.isfinite(samples)]
+    if samples.size == 0:  # the test items hold a single class: AUROC is undefined
+        return float("nan"), float("nan"), float("nan")
     tail = (1 - level) / 2
     return float(auroc(y, scores)), float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))
 

@@ -150,3 +150,9 @@ def test_run_probing_tables_are_tidy_and_honest(minilm):
     assert len(directions) == (truth.head_role == "sink").groupby([truth.layer, truth["head"]]).any().sum()
     assert directions.filter(like="cos_").stack().between(0, 1 + 1e-9).all()
     plot_probe_summary(tables)
+
+
+def test_bootstrap_auroc_of_a_single_class_is_undefined_not_an_error():
+    from sinkmech.probes import bootstrap_auroc
+
+    assert all(np.isnan(v) for v in bootstrap_auroc(np.ones(6, dtype=int), np.arange(6.0)))
