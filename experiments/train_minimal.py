@@ -1,0 +1,206 @@
+"""Entry point of the minimal problem (issue 5; Sec. 7 of arXiv 2502.00919): train every
+(variant, seed) run of the sweep, resumably, measure catch/tag/release at each checkpoint, and
+write tables and figures to ``results/minimal/<name>/``.
+
+    python -m experiments.train_minimal                    # CPU size (conf/minimal/cpu.yaml)
+    python -m experiments.train_minimal minimal=paper      # GPU size
+    python -m experiments.train_minimal seeds=[0,1] variants=[base]
+
+Variants: ``base`` (no normalisation) and ``qk_norm`` (per-head RMSNorm of q and k). A run's
+metrics are cached in ``runs/<variant>_seed<k>.parquet``; the report gathers every cached run of
+the configured sweep, so several processes can each train part of a sweep before a final one
+writes the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import hydra
+import pandas as pd
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from sinkmech.io import save_figure, write_json, write_table
+from sinkmech.minimal.checkpoint import load_train_state
+from sinkmech.minimal.emergence import EmergenceSpec, emerged, run_emergence, summarise_runs
+from sinkmech.minimal.model import ArchSpec
+from sinkmech.minimal.report import binned_history, emergence_figure
+from sinkmech.minimal.task import TaskSpec
+from sinkmech.minimal.train import OptimSpec, train_run
+
+VARIANTS: dict[str, dict[str, Any]] = {"base": {"qk_norm": False}, "qk_norm": {"qk_norm": True}}
+
+
+@dataclass
+class TaskConf:
+    seq_len: int = 32
+    n_values: int = 16
+
+
+@dataclass
+class ArchConf:
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 1
+    attn_only: bool = True
+    normalization_type: Optional[str] = None
+    positional_embedding_type: str = "standard"
+
+
+@dataclass
+class OptimConf:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    checkpoint_every: int = 250
+
+
+@dataclass
+class EmergenceConf:
+    n_eval: int = 256
+    eval_seed: int = 250200919
+    sink_threshold: float = 0.2
+    solved_ratio: float = 0.2
+    release_mass: float = 0.8
+    ablation_ratio: float = 2.0
+    probe: str = "logistic"
+    probe_folds: int = 3
+
+
+@dataclass
+class WandbConf:
+    mode: str = "offline"
+    project: str = "sinkmech"
+
+
+@dataclass
+class MinimalConf:
+    name: str = "cpu"
+    task: TaskConf = field(default_factory=TaskConf)
+    arch: ArchConf = field(default_factory=ArchConf)
+    optim: OptimConf = field(default_factory=OptimConf)
+    emergence: EmergenceConf = field(default_factory=EmergenceConf)
+    variants: List[str] = field(default_factory=lambda: ["base", "qk_norm"])
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    checkpoint_root: str = "checkpoints/minimal"
+    results_root: str = "results/minimal"
+    report: bool = True
+    progress: bool = True
+    logging: WandbConf = field(default_factory=WandbConf)
+
+
+ConfigStore.instance().store(name="train_minimal_schema", node=MinimalConf)
+
+
+def _specs(cfg: MinimalConf) -> tuple[TaskSpec, OptimSpec, EmergenceSpec]:
+    return (
+        TaskSpec(**OmegaConf.to_container(cfg.task)),
+        OptimSpec(**OmegaConf.to_container(cfg.optim)),
+        EmergenceSpec(**OmegaConf.to_container(cfg.emergence)),
+    )
+
+
+def _arch(cfg: MinimalConf, variant: str) -> ArchSpec:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} is not one of {list(VARIANTS)}")
+    return ArchSpec(**OmegaConf.to_container(cfg.arch), **VARIANTS[variant])
+
+
+class Tracker:
+    """wandb run of one (variant, seed); a no-op (wandb not even imported) when disabled."""
+
+    def __init__(self, cfg: MinimalConf, variant: str, seed: int) -> None:
+        self.run = None
+        if cfg.logging.mode != "disabled":
+            import wandb
+
+            self.run = wandb.init(
+                project=cfg.logging.project, mode=cfg.logging.mode, group=f"minimal/{cfg.name}",
+                name=f"minimal/{cfg.name}/{variant}/seed{seed}", dir=".", reinit="finish_previous",
+                config={"variant": variant, "seed": seed, **OmegaConf.to_container(cfg)},
+            )
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.run is not None and step % 10 == 0:
+            self.run.log(metrics, step=step)
+
+    def log_checkpoints(self, metrics: pd.DataFrame) -> None:
+        if self.run is not None:
+            for row in metrics.to_dict("records"):
+                self.run.log({f"emergence/{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
+    """Train (or resume) and measure one run; returns the training wall time of this call (s)."""
+    task, optim, emergence = _specs(cfg)
+    run_dir = Path(cfg.checkpoint_root) / cfg.name / variant / f"seed{seed}"
+    cached = results / "runs" / f"{variant}_seed{seed}.parquet"
+    state = load_train_state(run_dir)
+    if cached.is_file() and state is not None and len(state["history"]) >= optim.steps:
+        return 0.0
+    tracker = Tracker(cfg, variant, seed)
+    start = time.perf_counter()
+    history = train_run(run_dir, f"minimal-{cfg.name}-{variant}", _arch(cfg, variant), task, optim, seed,
+                        cfg.device, tracker.log, cfg.progress)
+    if cfg.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    metrics = run_emergence(run_dir, task, emergence, cfg.device).assign(variant=variant, seed=seed)
+    tracker.log_checkpoints(metrics)
+    tracker.finish()
+    loss = binned_history(history, max(optim.steps // 100, 1)).assign(variant=variant, seed=seed)
+    write_table(loss, results / "runs" / f"{variant}_seed{seed}_train_loss.parquet")
+    write_table(metrics, cached)
+    return seconds
+
+
+def write_report(cfg: MinimalConf, results: Path) -> None:
+    """Gather the sweep's cached runs into tables, verdicts, success rates and figures."""
+    _, _, emergence = _specs(cfg)
+    runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
+    metrics = pd.concat([pd.read_parquet(results / "runs" / f"{v}_seed{s}.parquet") for v, s in runs], ignore_index=True)
+    loss = pd.concat([pd.read_parquet(results / "runs" / f"{v}_seed{s}_train_loss.parquet") for v, s in runs], ignore_index=True)
+    final = metrics.loc[metrics.groupby(["variant", "seed"]).step.idxmax()].reset_index(drop=True)
+    verdicts = pd.concat([final, pd.DataFrame([emerged(r, emergence) for _, r in final.iterrows()])], axis=1)
+    first_emerged = [
+        next((int(r.step) for _, r in g.iterrows() if emerged(r, emergence)["emerged"]), None)
+        for _, g in metrics.groupby(["variant", "seed"])
+    ]
+    verdicts = verdicts.sort_values(["variant", "seed"]).assign(first_emerged_step=first_emerged)
+    write_table(metrics, results / "emergence")
+    write_table(loss, results / "train_loss")
+    write_table(verdicts, results / "final_checkpoints")
+    write_table(summarise_runs(final, emergence), results / "success_rate")
+    for variant in cfg.variants:
+        save_figure(emergence_figure(metrics, loss, verdicts, variant), results / f"emergence_{variant}.png")
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="train_minimal")
+def main(cfg: MinimalConf) -> None:
+    results = Path(cfg.results_root) / cfg.name
+    timings = {f"{v}_seed{s}": run_one(cfg, v, s, results) for v in cfg.variants for s in cfg.seeds}
+    device = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
+    write_json({"device": device, "train_seconds_this_call": timings, "config": OmegaConf.to_container(cfg)},
+               results / "runs" / f"timing_{'_'.join(cfg.variants)}_{'_'.join(map(str, cfg.seeds))}.json")
+    if cfg.report:
+        write_report(cfg, results)
+
+
+if __name__ == "__main__":
+    main()
