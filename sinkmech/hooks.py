@@ -32,11 +32,6 @@ def z_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
-def resid_pre_name(layer: int) -> str:
-    """Residual stream entering block ``layer``, [batch, pos, d_model]."""
-    return f"blocks.{layer}.hook_resid_pre"
-
-
 def resid_post_name(layer: int) -> str:
     """Residual stream leaving block ``layer``, [batch, pos, d_model]."""
     return f"blocks.{layer}.hook_resid_post"

@@ -133,3 +133,18 @@ def test_cli_malformed_config_value_fails_fast(tmp_path):
     misspelt = _cli("model=tiny_gpt2", "data.batchsize=4", f"results_dir={tmp_path}")
     assert misspelt.returncode != 0 and "batchsize" in misspelt.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("variant, qk_norm", [("base", False), ("qk_norm", True)])
+def test_minimal_problem_checkpoint_loads_through_the_loader_and_shows_its_sep_sink(variant, qk_norm):
+    loaded = load_model(ModelSpec("minimal", "minimal", path=f"checkpoints/minimal/paper/{variant}/seed0"))
+    assert loaded.causal and loaded.qk_norm == qk_norm and loaded.n_layers == 2
+    prompt = "v1 v4 v2 [SEP] v3 v5 v0 v7 v2 v6 v1 v3"
+    batch = tokenize(loaded.tokenizer, [prompt], loaded.max_length)
+    _, patterns = _hooked_patterns(loaded, batch)
+    sep = batch.token_strings[0].index("[SEP]")
+    # The trained layer-0 head catches every token after [SEP] on [SEP] (the paper's Sec. 7 catch);
+    # all its attention goes to the two sinks, [BOS] and [SEP], none to the values.
+    after = patterns[0][0, 0, sep + 1 :, :]
+    assert (after[:, sep] > 0.2).all()
+    assert (after[:, 0] + after[:, sep] > 0.95).all()
