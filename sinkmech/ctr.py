@@ -41,6 +41,7 @@ class CTRSettings:
     top_heads: int = 4
     intervention_batches: int = 1
     seed: int = 0
+    collect_catch: bool = True  # per-sink catch rows; off for pure sink/tag statistics
 
 
 def _stream_pass(
@@ -71,6 +72,8 @@ def _stream_pass(
                 scores=scores[layer],
             )
             moments[layer].update(acts["z"].float(), values, sinks, mask)
+            if not settings.collect_catch:
+                return
             rows = catch_table(pattern, mask, sinks, settings.catch_threshold, layer)
             if not rows.empty:
                 rows["prompt"] += batch_index * 10**6

@@ -46,7 +46,9 @@ def key_scores(pattern: torch.Tensor, attention_mask: torch.Tensor, causal: bool
     Padded keys score 0; padded queries contribute nothing.
     """
     mask = attention_mask.to(pattern.dtype)
-    received = torch.einsum("bhqk,bq->bhk", pattern, mask)
+    # mask @ pattern reads the pattern in place; an einsum over q would first copy the largest
+    # tensor of the layer into a [b, h, k, q] layout (benchmarks/NOTES.md, optimisation D).
+    received = torch.matmul(mask[:, None, None, :], pattern).squeeze(2)
     lengths = mask.sum(dim=1, keepdim=True)  # [batch, 1]
     if causal:
         positions = torch.arange(pattern.shape[-1], device=pattern.device, dtype=pattern.dtype)
@@ -100,18 +102,23 @@ class SinkCensus:
     n_heads: int
     special_tokens: frozenset[str]
     thresholds: SinkThresholds = field(default_factory=SinkThresholds)
-    labels: list[tuple[str, str]] = field(default_factory=list)
     n_prompts: int = 0
     _stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    _label_ids: dict[tuple[str, str], int] = field(default_factory=dict)
+    _token_ids: dict[tuple[str, bool], int] = field(default_factory=dict)
 
     def update(self, scores: torch.Tensor, batch: TokenBatch, causal: bool) -> None:
-        """Add one batch of key scores [batch, layer, head, key]."""
+        """Add one batch of key scores [batch, layer, head, key].
+
+        The key mask is read as a Python list and label ids are memoised per (token, is-first),
+        so the loop over keys does no tensor indexing (benchmarks/NOTES.md, optimisation A).
+        """
         keep = scorable_keys(batch.attention_mask, causal, self.thresholds.min_queries).cpu()
         label_ids = [
-            self._label_id(classify(token, position, self.special_tokens))
-            for row, strings in enumerate(batch.token_strings)
-            for position, token in enumerate(strings)
-            if keep[row, position]
+            self._label_id(token, position == 0)
+            for strings, row_keep in zip(batch.token_strings, keep.tolist())
+            for position, (token, kept) in enumerate(zip(strings, row_keep))
+            if kept
         ]
         self.n_prompts += len(batch.token_strings)
         if not label_ids:
@@ -126,10 +133,17 @@ class SinkCensus:
         self._stats["maximum"].scatter_reduce_(0, index[:, None, None].expand_as(flat), flat, "amax")
         self._stats["count"].index_add_(0, index, torch.ones_like(index, dtype=torch.float))
 
-    def _label_id(self, label: tuple[str, str]) -> int:
-        if label not in self.labels:
-            self.labels.append(label)
-        return self.labels.index(label)
+    def _label_id(self, token: str, is_first: bool) -> int:
+        key = (token, is_first)
+        if key not in self._token_ids:
+            label = classify(token, 0 if is_first else 1, self.special_tokens)
+            self._token_ids[key] = self._label_ids.setdefault(label, len(self._label_ids))
+        return self._token_ids[key]
+
+    @property
+    def labels(self) -> list[tuple[str, str]]:
+        """Sink labels (kind, token text) in order of first appearance."""
+        return list(self._label_ids)
 
     def _grow(self, device: torch.device) -> None:
         have = self._stats["count"].shape[0] if self._stats else 0

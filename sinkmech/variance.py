@@ -46,10 +46,12 @@ class HeadMoments:
     ) -> None:
         """Add a batch: z [batch, query, head, d_head], values [batch, key, head, d_head]
         (expanded), sinks [batch, head, key] bool, token_mask [batch, seq] (1 = real token)."""
-        tokens = z[token_mask.bool()].double()  # [n, head, d]
-        self.z_sum += tokens.sum(dim=0)
-        self.z_outer += torch.einsum("nhd,nhe->hde", tokens, tokens)
-        self.n_tokens += tokens.shape[0]
+        # Padded tokens are zeroed rather than dropped: boolean indexing would sync the host
+        # once per layer (benchmarks/NOTES.md, optimisation B).
+        tokens = (z * token_mask[:, :, None, None].to(z.dtype)).double()  # [batch, query, head, d]
+        self.z_sum += tokens.sum(dim=(0, 1))
+        self.z_outer += torch.einsum("bqhd,bqhe->hde", tokens, tokens)
+        self.n_tokens += token_mask.sum()
         weights = sinks.permute(0, 2, 1).double()  # [batch, key, head]
         v = values.double()
         self.sink_outer += torch.einsum("bkh,bkhd,bkhe->hde", weights, v, v)
