@@ -1,0 +1,1 @@
+"""Performance benchmarks of the suite's analyses against bare forward passes (issue 7)."""
