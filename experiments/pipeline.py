@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import torch
 from omegaconf import OmegaConf
 
 from experiments.config import RunConf
@@ -23,6 +24,7 @@ from sinkmech.ctr import CTRSettings, analyse_ctr
 from sinkmech.errors import ConfigError
 from sinkmech.models import LoadedModel, ModelSpec, load_model
 from sinkmech.prompts import TokenBatch, iter_batches, load_prompts
+from sinkmech.provenance import provenance
 from sinkmech.sinks import SinkThresholds, detect_sinks
 
 log = logging.getLogger("sinkmech")
@@ -87,7 +89,11 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
             io.save_figure(figure, out / f"{name}.png")
     io.write_json(OmegaConf.to_container(OmegaConf.structured(cfg)), out / "config.json")
     tracker.finish()
-    io.mark_complete(out, {"config_hash": digest, "model": cfg.model.name, "experiment": cfg.experiment.name})
+    device = str(loaded.device)
+    if loaded.device.type == "cuda":
+        device = torch.cuda.get_device_name(loaded.device)
+    io.mark_complete(out, {"config_hash": digest, "model": cfg.model.name, "experiment": cfg.experiment.name,
+                           **provenance(device)})
     return out
 
 

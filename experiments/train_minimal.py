@@ -15,15 +15,15 @@ writes the report.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List
 
 import hydra
 import pandas as pd
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from sinkmech.io import save_figure, write_json, write_table
 from sinkmech.minimal.checkpoint import load_train_state
@@ -37,48 +37,6 @@ VARIANTS: dict[str, dict[str, Any]] = {"base": {"qk_norm": False}, "qk_norm": {"
 
 
 @dataclass
-class TaskConf:
-    seq_len: int = 32
-    n_values: int = 16
-
-
-@dataclass
-class ArchConf:
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 1
-    attn_only: bool = True
-    normalization_type: Optional[str] = None
-    positional_embedding_type: str = "standard"
-
-
-@dataclass
-class OptimConf:
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.99
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    checkpoint_every: int = 250
-
-
-@dataclass
-class EmergenceConf:
-    n_eval: int = 256
-    eval_seed: int = 250200919
-    sink_threshold: float = 0.2
-    solved_ratio: float = 0.2
-    release_mass: float = 0.8
-    ablation_ratio: float = 2.0
-    probe: str = "logistic"
-    probe_folds: int = 3
-
-
-@dataclass
 class WandbConf:
     mode: str = "offline"
     project: str = "sinkmech"
@@ -86,11 +44,13 @@ class WandbConf:
 
 @dataclass
 class MinimalConf:
+    """A sweep of the minimal problem; the library's own specs are its typed sections."""
+
     name: str = "cpu"
-    task: TaskConf = field(default_factory=TaskConf)
-    arch: ArchConf = field(default_factory=ArchConf)
-    optim: OptimConf = field(default_factory=OptimConf)
-    emergence: EmergenceConf = field(default_factory=EmergenceConf)
+    task: TaskSpec = field(default_factory=TaskSpec)
+    arch: ArchSpec = field(default_factory=ArchSpec)  # qk_norm is set per variant
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    emergence: EmergenceSpec = field(default_factory=EmergenceSpec)
     variants: List[str] = field(default_factory=lambda: ["base", "qk_norm"])
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
     device: str = "cpu"
@@ -104,18 +64,10 @@ class MinimalConf:
 ConfigStore.instance().store(name="train_minimal_schema", node=MinimalConf)
 
 
-def _specs(cfg: MinimalConf) -> tuple[TaskSpec, OptimSpec, EmergenceSpec]:
-    return (
-        TaskSpec(**OmegaConf.to_container(cfg.task)),
-        OptimSpec(**OmegaConf.to_container(cfg.optim)),
-        EmergenceSpec(**OmegaConf.to_container(cfg.emergence)),
-    )
-
-
 def _arch(cfg: MinimalConf, variant: str) -> ArchSpec:
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} is not one of {list(VARIANTS)}")
-    return ArchSpec(**OmegaConf.to_container(cfg.arch), **VARIANTS[variant])
+    return replace(cfg.arch, **VARIANTS[variant])
 
 
 class Tracker:
@@ -129,7 +81,7 @@ class Tracker:
             self.run = wandb.init(
                 project=cfg.logging.project, mode=cfg.logging.mode, group=f"minimal/{cfg.name}",
                 name=f"minimal/{cfg.name}/{variant}/seed{seed}", dir=".", reinit="finish_previous",
-                config={"variant": variant, "seed": seed, **OmegaConf.to_container(cfg)},
+                config={"variant": variant, "seed": seed, **asdict(cfg)},
             )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -148,7 +100,7 @@ class Tracker:
 
 def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
     """Train (or resume) and measure one run; returns the training wall time of this call (s)."""
-    task, optim, emergence = _specs(cfg)
+    task, optim = cfg.task, cfg.optim
     run_dir = Path(cfg.checkpoint_root) / cfg.name / variant / f"seed{seed}"
     cached = results / "runs" / f"{variant}_seed{seed}.parquet"
     state = load_train_state(run_dir)
@@ -161,7 +113,7 @@ def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    metrics = run_emergence(run_dir, task, emergence, cfg.device).assign(variant=variant, seed=seed)
+    metrics = run_emergence(run_dir, task, cfg.emergence, cfg.device).assign(variant=variant, seed=seed)
     tracker.log_checkpoints(metrics)
     tracker.finish()
     loss = binned_history(history, max(optim.steps // 100, 1)).assign(variant=variant, seed=seed)
@@ -172,7 +124,7 @@ def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
 
 def write_report(cfg: MinimalConf, results: Path) -> None:
     """Gather the sweep's cached runs into tables, verdicts, success rates and figures."""
-    _, _, emergence = _specs(cfg)
+    emergence = cfg.emergence
     runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
     metrics = pd.concat([pd.read_parquet(results / "runs" / f"{v}_seed{s}.parquet") for v, s in runs], ignore_index=True)
     loss = pd.concat([pd.read_parquet(results / "runs" / f"{v}_seed{s}_train_loss.parquet") for v, s in runs], ignore_index=True)
@@ -192,11 +144,12 @@ def write_report(cfg: MinimalConf, results: Path) -> None:
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="train_minimal")
-def main(cfg: MinimalConf) -> None:
+def main(dict_cfg: DictConfig) -> None:
+    cfg: MinimalConf = OmegaConf.to_object(dict_cfg)
     results = Path(cfg.results_root) / cfg.name
     timings = {f"{v}_seed{s}": run_one(cfg, v, s, results) for v in cfg.variants for s in cfg.seeds}
     device = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
-    write_json({"device": device, "train_seconds_this_call": timings, "config": OmegaConf.to_container(cfg)},
+    write_json({"device": device, "train_seconds_this_call": timings, "config": asdict(cfg)},
                results / "runs" / f"timing_{'_'.join(cfg.variants)}_{'_'.join(map(str, cfg.seeds))}.json")
     if cfg.report:
         write_report(cfg, results)

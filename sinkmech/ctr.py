@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from sinkmech.hooks import (
     expand_kv_heads, gather_per_layer, output_weights, pattern_name, run_hooked, value_name, z_name,
 )
-from sinkmech.interventions import TagEditSpec, capture_tags, measure_edit
+from sinkmech.interventions import TagEditSpec, capture_outputs, capture_tags, measure_edit
 from sinkmech.models import LoadedModel
 from sinkmech.prompts import TokenBatch
 from sinkmech.release import release_alignment
@@ -160,7 +160,7 @@ def _interventions(
     frames = []
     for batch_index, batch in enumerate(tqdm(batches, desc=f"{loaded.name}: interventions", unit="batch")):
         batch = batch.to(loaded.device)
-        clean = capture_key_scores(loaded, batch)
+        clean = capture_outputs(loaded, batch)
         for layer, head in heads:
             spec = TagEditSpec(
                 layer, [head], threshold=settings.sink_threshold,

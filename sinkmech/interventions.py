@@ -12,14 +12,14 @@ fixed, so the head's output changes by exactly the edited amount mapped through 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import pandas as pd
 import torch
 
 from sinkmech.hooks import (
-    HookFn, expand_kv_heads, gather_per_layer, output_weights, pattern_name, run_hooked, value_name,
-    z_name,
+    HookFn, expand_kv_heads, gather_per_layer, output_weights, pattern_name, resid_post_name, run_hooked,
+    value_name, z_name,
 )
 from sinkmech.models import LoadedModel
 from sinkmech.prompts import TokenBatch
@@ -121,24 +121,48 @@ def _kl(clean: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.
     return (kl * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def _final_resid_change(clean: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean relative L2 change of the last layer's residual stream per prompt over real positions."""
+    change = (edited.float() - clean.float()).norm(dim=-1) / clean.float().norm(dim=-1).clamp_min(1e-12)
+    mask = mask.float()
+    return (change * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def capture_outputs(
+    loaded: LoadedModel, batch: TokenBatch, hooks: Sequence[tuple[str, HookFn]] = ()
+) -> Outputs:
+    """One pass: key scores of every layer, logits, and the last layer's residual stream."""
+    final: dict[str, torch.Tensor] = {}
+
+    def keep(resid: torch.Tensor, hook: object) -> None:
+        final["resid"] = resid
+
+    scores, logits = capture_key_scores(loaded, batch, [*hooks, (resid_post_name(loaded.n_layers - 1), keep)])
+    return scores, logits, final["resid"]
+
+
 def measure_edit(
     loaded: LoadedModel,
     batch: TokenBatch,
     spec: TagEditSpec,
     z_tag: torch.Tensor,
     source_tags: torch.Tensor | None = None,
-    clean: tuple[torch.Tensor, torch.Tensor] | None = None,
+    clean: Outputs | None = None,
 ) -> pd.DataFrame:
-    """Effect of one tag edit on each prompt: next-token loss, output KL, downstream attention.
+    """Effect of one tag edit on each prompt: next-token loss, output KL, change of the final
+    residual stream (the embedding an encoder outputs), downstream attention.
 
     Downstream attention is summarised by the key scores of later layers (attention each key
     receives), streamed per layer: the mean absolute change over later heads and keys, and the
-    change of attention paid to the first token. ``clean`` reuses a clean run's (scores, logits).
+    change of attention paid to the first token. ``clean`` reuses ``capture_outputs`` of a clean
+    run. KL is NaN where the model's logits come from an untrained head (MiniLM).
     """
     batch = batch.to(loaded.device)
-    clean_scores, clean_logits = clean if clean is not None else capture_key_scores(loaded, batch)
-    hooks = tag_edit_hooks(loaded, spec, z_tag, source_tags)
-    scores, logits = capture_key_scores(loaded, batch, hooks)
+    clean_scores, clean_logits, clean_final = clean if clean is not None else capture_outputs(loaded, batch)
+    scores, logits, final = capture_outputs(loaded, batch, tag_edit_hooks(loaded, spec, z_tag, source_tags))
     later = slice(spec.layer + 1, loaded.n_layers)
     key_mask = batch.attention_mask[:, None, None, :].float()
     n_later = max(loaded.n_layers - spec.layer - 1, 1) * loaded.n_heads
@@ -150,6 +174,9 @@ def measure_edit(
     else:
         loss_clean = loss_edited = torch.full((batch.tokens.shape[0],), float("nan"))
     kl = _kl(clean_logits, logits, batch.attention_mask)
+    if loaded.untrained_head:
+        kl = torch.full_like(kl, float("nan"))
+    resid_change = _final_resid_change(clean_final, final, batch.attention_mask)
     return pd.DataFrame(
         {
             "prompt": range(batch.tokens.shape[0]),
@@ -160,6 +187,7 @@ def measure_edit(
             "loss_edited": loss_edited.cpu().numpy(),
             "delta_loss": (loss_edited - loss_clean).cpu().numpy(),
             "kl": kl.cpu().numpy(),
+            "final_resid_change": resid_change.cpu().numpy(),
             "downstream_attention_change": downstream.cpu().numpy(),
             "first_token_attention_change": first_token.cpu().numpy(),
         }

@@ -63,6 +63,7 @@ class LoadedModel:
     causal: bool
     qk_norm: bool
     source: str
+    untrained_head: bool = False  # logits come from a randomly initialised head (e.g. MiniLM's)
 
     @property
     def n_layers(self) -> int:
@@ -127,9 +128,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if spec.source == "hub":
         bridge = _boot_hub(spec, dtype)
     elif spec.source == "local":
-        bridge = _wrap_hf(_load_local_hf(Path(spec.path), dtype), spec, _load_tokenizer(spec.path))
+        bridge = _wrap_hf(_load_local_hf(spec, dtype), spec, _load_tokenizer(spec.path))
     elif spec.source == "minilm":
-        bridge = _wrap_hf(_load_minilm(dtype), spec, offline_tokenizer())
+        bridge = _wrap_hf(_load_encoder(minilm_path(), spec, dtype), spec, offline_tokenizer())
     else:
         bridge = _wrap_hf(_build_tiny(spec, dtype), spec, offline_tokenizer())
     bridge.eval()
@@ -165,17 +166,16 @@ def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> TransformerBridge:
         raise _unavailable(spec, err) from None
 
 
-def _load_local_hf(path: Path, dtype: torch.dtype) -> torch.nn.Module:
+def _load_local_hf(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
+    path = Path(spec.path)
     if not (path / "config.json").is_file():
         raise ModelUnavailableError(
             f"{path} is not a model checkpoint directory (no config.json). "
             "Save one with `model.save_pretrained(dir)` or point model.path at such a directory."
         )
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, attn_implementation="eager"
-    ) if not _is_encoder(path) else transformers.BertForMaskedLM.from_pretrained(
-        str(path), dtype=dtype, attn_implementation="eager"
-    )
+    if _is_encoder(path):
+        return _load_encoder(path, spec, dtype)
+    return transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="eager")
 
 
 def _is_encoder(path: Path) -> bool:
@@ -190,13 +190,19 @@ def _load_tokenizer(path: str) -> Any:
         return offline_tokenizer()
 
 
-def _load_minilm(dtype: torch.dtype) -> torch.nn.Module:
-    # The bridge registers BERT as BertForMaskedLM; the encoder weights load into it unchanged.
-    # The masked-LM head is not part of all-MiniLM-L6-v2 and stays randomly initialised: its
-    # logits are meaningless, while attention patterns and head outputs are the real model's.
-    return transformers.BertForMaskedLM.from_pretrained(
-        str(minilm_path()), dtype=dtype, attn_implementation="eager"
+def _load_encoder(path: Path, spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
+    """A BERT checkpoint as ``BertForMaskedLM``, the class the bridge supports for BERT.
+
+    Sentence encoders such as all-MiniLM-L6-v2 ship no masked-LM head: it is initialised from
+    ``spec.seed`` (so runs repeat exactly) and the model is marked ``untrained_head``; attention
+    patterns, head outputs and hidden states are the real model's, its logits are not.
+    """
+    torch.manual_seed(spec.seed)
+    model, info = transformers.BertForMaskedLM.from_pretrained(
+        str(path), dtype=dtype, attn_implementation="eager", output_loading_info=True
     )
+    model.sinkmech_untrained_head = any(key.startswith("cls.") for key in info["missing_keys"])
+    return model
 
 
 def _build_tiny(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
@@ -236,4 +242,5 @@ def _describe(spec: ModelSpec, bridge: TransformerBridge) -> LoadedModel:
         causal=causal,
         qk_norm=qk_norm,
         source=spec.source,
+        untrained_head=getattr(bridge.original_model, "sinkmech_untrained_head", False),
     )

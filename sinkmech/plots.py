@@ -45,9 +45,12 @@ def variance_figure(variance: pd.DataFrame) -> plt.Figure:
 
 
 def intervention_figure(interventions: pd.DataFrame) -> plt.Figure:
-    """Mean effect of each intervention on output KL and downstream attention."""
-    means = interventions.groupby("intervention")[["kl", "downstream_attention_change"]].mean()
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    """Mean effect of each intervention on output KL (where the head is trained), the final
+    residual stream and downstream attention."""
+    columns = ["kl", "final_resid_change", "downstream_attention_change"]
+    means = interventions.groupby("intervention")[columns].mean().dropna(axis=1, how="all")
+    figure, axes = plt.subplots(1, len(means.columns), figsize=(4.5 * len(means.columns), 3.5), squeeze=False)
+    axes = axes[0]
     for axis, column in zip(axes, means.columns):
         means[column].plot.bar(ax=axis, color="tab:purple")
         axis.set(title=column.replace("_", " "), xlabel="")

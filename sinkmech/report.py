@@ -71,7 +71,7 @@ def intervention_section(interventions: pd.DataFrame) -> pd.DataFrame:
     if interventions.empty:
         return interventions
     means = interventions.groupby(["experiment", "model", "intervention"])[
-        ["kl", "delta_loss", "downstream_attention_change"]
+        [c for c in ("kl", "delta_loss", "final_resid_change", "downstream_attention_change") if c in interventions]
     ].mean()
     return means.reset_index()
 
@@ -145,7 +145,10 @@ def write_report(results_dir: Path) -> Path:
         "in the head's output space and the head's top principal direction (upper bound).",
         _markdown(variance),
         "## Tags are read downstream (interventions; beyond the paper)",
-        "Mean effect over prompts and top tag heads; `random_control` is an equal-norm edit.",
+        "Mean effect over prompts and top tag heads; `random_control` is an equal-norm edit. "
+        "`final_resid_change` is the relative L2 change of the last layer's residual stream (an "
+        "encoder's embedding); `kl` is empty where the model's logits come from an untrained head "
+        "(MiniLM ships no masked-LM head).",
         _markdown(interventions, ".2e"),
         "## Tags carry semantics (Sec. 4.4)",
         "Truth of city statements from features at the statement's final sink; `head_role` says whether "

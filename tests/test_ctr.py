@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -76,7 +78,9 @@ def test_self_patch_is_a_no_op_and_random_control_has_equal_norm(tiny, family):
     patched = run_hooked(loaded, batch, tag_edit_hooks(loaded, spec, z_tag, source_tags=z_tag))
     assert torch.allclose(clean, patched, atol=1e-5)
     effect = measure_edit(loaded, batch, spec, z_tag, source_tags=z_tag)
-    assert effect.kl.abs().max() < 1e-6
+    assert effect.kl.abs().max() < 1e-6 and effect.final_resid_change.abs().max() < 1e-5
+    removed = measure_edit(loaded, batch, replace(spec, mode="remove"), z_tag)
+    assert (removed.final_resid_change > 1e-4).all()
     # Equal-norm control: the random edit moves each head output by the tag's norm.
     random = TagEditSpec(0, [0, 3], "random", threshold=0.05)
     edited = {}
@@ -171,7 +175,8 @@ def test_analyse_ctr_end_to_end_streams_tables(minilm):
     assert rank1.tag_variance_explained.mean() > rank1.random_variance_explained.mean()
     interventions = tables["interventions"]
     assert set(interventions.intervention) == {"remove", "random_control", "patch_other_prompt", "patch_self"}
-    assert interventions[interventions.intervention == "patch_self"].kl.abs().max() < 1e-6
+    assert interventions[interventions.intervention == "patch_self"].final_resid_change.abs().max() < 1e-5
+    assert interventions.kl.isna().all()  # MiniLM's masked-LM head is untrained: no KL is reported
     assert (tables["catch"].sink_token == "[CLS]").any()
     assert tables["release"].later_layer.gt(tables["release"].layer).all()
     # The census fed inside the one-pass analysis equals the stand-alone sink detection.

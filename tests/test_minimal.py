@@ -9,6 +9,7 @@ os.environ["WANDB_MODE"] = "disabled"
 
 from pathlib import Path  # noqa: E402
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -121,3 +122,42 @@ def test_emergence_metrics_per_checkpoint(tmp_path: Path) -> None:
     assert metrics.loss.iloc[-1] < metrics.loss.iloc[0]
     assert metrics[["catch_sep_l0", "release_mass_l1"]].apply(lambda c: c.between(0, 1)).all().all()
     assert set(emerged(metrics.iloc[-1], spec)) == {"solved", "catch", "release", "tag_needed", "emerged"}
+
+
+def _sweep_conf(tmp_path: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import experiments.train_minimal  # noqa: F401  (registers the schema)
+
+    conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf_dir, version_base=None):
+        cfg = compose("train_minimal", overrides=[
+            "minimal=test", "variants=[qk_norm]", "optim.steps=30", "optim.checkpoint_every=15",
+            f"checkpoint_root={tmp_path / 'ck'}", f"results_root={tmp_path / 'res'}", *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+def test_sweep_entry_point_trains_reports_and_skips_finished_runs(tmp_path: Path) -> None:
+    from experiments.train_minimal import MinimalConf, run_one, write_report
+
+    cfg = _sweep_conf(tmp_path)
+    assert isinstance(cfg, MinimalConf) and isinstance(cfg.optim, OptimSpec) and not cfg.arch.qk_norm
+    results = tmp_path / "res" / "test"
+    assert run_one(cfg, "qk_norm", 0, results) > 0
+    assert sorted(step_files(tmp_path / "ck" / "test" / "qk_norm" / "seed0")) == [0, 15, 30]
+    assert load_minimal(ModelSpec(name="m", source="minimal", path=str(tmp_path / "ck/test/qk_norm/seed0"))).qk_norm
+    assert run_one(cfg, "qk_norm", 0, results) == 0.0  # finished and measured: nothing is redone
+    write_report(cfg, results)
+    rate = pd.read_csv(results / "success_rate.csv")
+    assert rate.variant.tolist() == ["qk_norm"] and rate.n_runs.tolist() == [1]
+    assert (results / "emergence_qk_norm.png").is_file()
+
+
+def test_sweep_config_rejects_misspelt_key_and_wrong_type(tmp_path: Path) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="stepz"):
+        _sweep_conf(tmp_path, "optim.stepz=3")
+    with pytest.raises(ConfigCompositionException, match="optim.steps"):
+        _sweep_conf(tmp_path, "optim.steps=many")

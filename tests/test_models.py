@@ -76,6 +76,16 @@ def test_minilm_real_weights_match_and_show_cls_sep_sinks(minilm):
         assert above_uniform > 0.5
 
 
+def test_minilm_masked_lm_head_is_flagged_untrained_and_seeded(minilm, tiny):
+    """all-MiniLM-L6-v2 ships no masked-LM head: the loader marks it and seeds its init, so a
+    second load gives identical logits (cross-process reproducibility), and trained models are
+    not marked."""
+    assert minilm.untrained_head and not tiny("bert").untrained_head and not tiny("gpt2").untrained_head
+    again = load_model(ModelSpec("minilm", "minilm"))
+    batch = tokenize(minilm.tokenizer, PROMPTS, minilm.max_length, prepend_bos=False)
+    assert torch.equal(run_hooked(minilm, batch, []), run_hooked(again, batch, []))
+
+
 def test_local_checkpoint_round_trip(tiny, tmp_path):
     loaded = tiny("llama")
     spec = ModelSpec("tiny_llama", "tiny", family="llama")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ def test_kill_and_resume_reruns_only_the_rest_and_matches(tmp_path):
 def test_changed_config_recomputes_and_failure_leaves_no_marker(tmp_path):
     loader = CountingLoader()
     run_unit(_conf(tmp_path, "model=tiny_llama"), loader)
+    marker = json.loads((tmp_path / "sinks" / "tiny_llama" / io.COMPLETE_MARKER).read_text())
+    assert marker["packages"]["transformer-lens"] and marker["packages"]["torch"] and marker["device"] == "cpu"
+    assert marker["git_revision"] is None or len(marker["git_revision"].split("-")[0]) == 40
     run_unit(_conf(tmp_path, "model=tiny_llama"), loader)
     assert loader.loaded == ["tiny_llama"]
     run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.threshold=0.3"), loader)

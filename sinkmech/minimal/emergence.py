@@ -38,7 +38,7 @@ from sinkmech.tags import sink_mask, tag_z
 from sinkmech.variance import HeadMoments, variance_explained
 
 
-@dataclass(frozen=True)
+@dataclass
 class EmergenceSpec:
     """Evaluation set and the criteria that call a run's mechanism "emerged"."""
 

@@ -27,7 +27,7 @@ from transformer_lens.model_bridge.sources.native import NativeModel, initialize
 from sinkmech.minimal.task import TaskSpec
 
 
-@dataclass(frozen=True)
+@dataclass
 class ArchSpec:
     """Architecture of one minimal-problem model."""
 

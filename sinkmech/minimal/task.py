@@ -21,7 +21,7 @@ SEP = 1
 FIRST_VALUE = 2
 
 
-@dataclass(frozen=True)
+@dataclass
 class TaskSpec:
     """Sequence length (including [BOS]) and number of distinct value tokens."""
 

@@ -26,7 +26,7 @@ DATA_SEED_OFFSET = 1_000_003
 LogFn = Callable[[int, dict[str, float]], None]
 
 
-@dataclass(frozen=True)
+@dataclass
 class OptimSpec:
     """Optimiser, schedule and checkpointing of one run."""
 
