@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import wandb
 from omegaconf import OmegaConf
 
 from experiments.config import RunConf
@@ -19,9 +18,15 @@ MAX_LOGGED_ROWS = 20_000
 
 
 class Tracker:
-    """A wandb run for one (experiment, model) unit."""
+    """A wandb run for one (experiment, model) unit; a no-op (wandb not even imported) when disabled."""
 
     def __init__(self, cfg: RunConf, out: Path) -> None:
+        self.run: Any = None
+        if cfg.logging.mode == "disabled":
+            return
+        import wandb
+
+        self.wandb = wandb
         self.run = wandb.init(
             project=cfg.logging.project,
             mode=cfg.logging.mode,
@@ -34,11 +39,14 @@ class Tracker:
         self.run.summary["results_dir"] = str(out)
 
     def log_table(self, name: str, table: pd.DataFrame) -> None:
-        if len(table) <= MAX_LOGGED_ROWS:
-            self.run.log({name: wandb.Table(dataframe=table.astype({c: str for c in table.columns if table[c].dtype == object}))})
+        if self.run is not None and len(table) <= MAX_LOGGED_ROWS:
+            strings = table.astype({c: str for c in table.columns if table[c].dtype == object})
+            self.run.log({name: self.wandb.Table(dataframe=strings)})
 
     def log_figure(self, name: str, figure: Any) -> None:
-        self.run.log({name: wandb.Image(figure)})
+        if self.run is not None:
+            self.run.log({name: self.wandb.Image(figure)})
 
     def finish(self) -> None:
-        self.run.finish()
+        if self.run is not None:
+            self.run.finish()

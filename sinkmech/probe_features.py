@@ -55,7 +55,7 @@ class HeadBasis:
 
     def to_model(self, coords: np.ndarray) -> np.ndarray:
         """Coordinates (last axis d_head) -> d_model vectors."""
-        return coords @ self.v_t.numpy()
+        return coords @ self.v_t.cpu().numpy()
 
 
 def last_punctuation(batch: TokenBatch, special: frozenset[str]) -> torch.Tensor:

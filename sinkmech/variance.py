@@ -58,6 +58,11 @@ class HeadMoments:
         self.n_sinks += weights.sum(dim=(0, 1))
 
 
+# Eigenvalues of the sink-value moment below this fraction of the largest count as zero (float32
+# activations: anything smaller is rounding).
+SPAN_TOLERANCE = 1e-6
+
+
 def _output_coordinates(w_o: torch.Tensor) -> torch.Tensor:
     """K with z W_O = (z K) B^T for orthonormal B: coordinates of head outputs, [head, d, d]."""
     u, s, _ = torch.linalg.svd(w_o.double(), full_matrices=False)  # w_o [head, d_head, d_model]
@@ -84,7 +89,7 @@ def variance_explained(
     z_cov = moments.z_outer / n - torch.einsum("hd,he->hde", mean, mean)
     cov = k.transpose(-1, -2) @ z_cov @ k  # output covariance in orthonormal coordinates
     sink_moment = k.transpose(-1, -2) @ moments.sink_outer @ k
-    _, tag_vectors = torch.linalg.eigh(sink_moment)  # ascending
+    sink_eigenvalues, tag_vectors = torch.linalg.eigh(sink_moment)  # ascending
     eigenvalues, _ = torch.linalg.eigh(cov)
     total = eigenvalues.sum(-1).clamp_min(1e-30)
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -105,15 +110,24 @@ def variance_explained(
         ).mean(0)
         pca_fraction = eigenvalues[..., -rank:].sum(-1) / total
         tag_fraction = _explained(cov, tag_basis)
+        # Gap below the rank-th eigenvalue of the sink moment, relative to the largest: near 0 the
+        # rank-r tag span is ill-defined (e.g. a BOS-only sink has one value vector, so its 2nd tag
+        # direction is numerical noise and can differ between a GPU and a CPU run).
+        below = sink_eigenvalues[..., -rank - 1] if rank < d else torch.zeros_like(sink_eigenvalues[..., 0])
+        eigengap = (sink_eigenvalues[..., -rank] - below) / sink_eigenvalues[..., -1].clamp_min(1e-30)
+        # Sink value vectors spanning fewer than `rank` dimensions have no rank-r tag: NaN, not noise.
+        spans_rank = sink_eigenvalues[..., -rank] > SPAN_TOLERANCE * sink_eigenvalues[..., -1]
         for head in range(n_heads):
             has_sinks = bool(moments.n_sinks[head] > 0)
+            has_tag = has_sinks and bool(spans_rank[head])
             rows.append(
                 {
                     "head": head,
                     "rank": rank,
                     "n_tokens": int(moments.n_tokens),
                     "n_sink_keys": int(moments.n_sinks[head]),
-                    "tag_variance_explained": float(tag_fraction[head]) if has_sinks else float("nan"),
+                    "tag_variance_explained": float(tag_fraction[head]) if has_tag else float("nan"),
+                    "tag_eigengap": float(eigengap[head]) if has_sinks else float("nan"),
                     "random_variance_explained": float(random_fraction[head]),
                     "pca_variance_explained": float(pca_fraction[head]),
                 }

@@ -110,9 +110,12 @@ def test_variance_explained_is_one_for_a_head_that_only_reads_the_sink():
     sinks = torch.zeros(batch, 1, t, dtype=torch.bool)
     sinks[:, :, 0] = True
     w_o = torch.randn(1, d, m)
-    table = variance_explained(_moments_for(pattern, values, sinks), w_o, ranks=(1,))
-    row = table.iloc[0]
+    table = variance_explained(_moments_for(pattern, values, sinks), w_o, ranks=(1, 2))
+    row, second = table.iloc[0], table.iloc[1]
     assert row.tag_variance_explained > 0.99
+    # One sink value vector: the rank-1 tag span is sharply defined and there is no rank-2 tag.
+    assert row.tag_eigengap > 0.99 and second.tag_eigengap < 1e-6
+    assert pd.isna(second.tag_variance_explained) and second.pca_variance_explained > 0
     assert row.pca_variance_explained >= row.tag_variance_explained - 1e-9
     assert row.random_variance_explained < 0.5
 

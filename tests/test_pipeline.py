@@ -108,3 +108,16 @@ def test_misspelt_key_and_wrong_type_fail_at_compose(tmp_path):
         _conf(tmp_path, "data.batchsize=3")
     with pytest.raises(Exception, match="top_heads"):
         _conf(tmp_path, "experiment.top_heads=lots")
+
+
+def test_offline_wandb_run_logs_tables_and_figures(tmp_path, monkeypatch):
+    """logging=offline writes a local wandb run holding the unit's tables and figures."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = _conf(tmp_path / "results", "model=tiny_gpt2", "experiment=sinks", "logging=offline")
+    run_unit(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    tables = {p.name.split("_")[0] for p in (media / "table").glob("*.table.json")}
+    assert {"sinks"} <= tables and any((media / "images").glob("sinks_heatmap*.png"))
