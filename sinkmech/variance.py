@@ -66,6 +66,10 @@ SPAN_TOLERANCE = 1e-6
 def _output_coordinates(w_o: torch.Tensor) -> torch.Tensor:
     """K with z W_O = (z K) B^T for orthonormal B: coordinates of head outputs, [head, d, d]."""
     u, s, _ = torch.linalg.svd(w_o.double(), full_matrices=False)  # w_o [head, d_head, d_model]
+    # Fix each singular vector's sign (largest entry positive) so the coordinates, and with them
+    # the seeded random baseline, are the same on every device and LAPACK/cuSOLVER build.
+    pivot = u.abs().argmax(dim=-2, keepdim=True)
+    u = u * torch.gather(u, -2, pivot).sign()
     return u * s[:, None, :]
 
 

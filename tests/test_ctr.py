@@ -133,6 +133,30 @@ def test_variance_explained_is_near_random_for_uniform_attention_over_random_val
     assert row.pca_variance_explained > row.tag_variance_explained
 
 
+def test_variance_explained_does_not_depend_on_the_svd_backends_sign_choice(monkeypatch):
+    """SVD backends (LAPACK on CPU, cuSOLVER on GPU) may return singular vectors with other signs.
+    Simulate one that flips some of them: every column, the seeded random baseline included,
+    must stay the same (it moved by up to 0.04 between an H100 and a CPU run before)."""
+    torch.manual_seed(3)
+    batch, t, d, m = 32, 8, 6, 20
+    values = torch.randn(batch, t, 2, d)
+    pattern = torch.softmax(torch.randn(batch, 2, t, t), dim=-1)
+    sinks = torch.zeros(batch, 2, t, dtype=torch.bool)
+    sinks[:, :, 0] = True
+    moments = _moments_for(pattern, values, sinks)
+    w_o = torch.randn(2, d, m)
+    reference = variance_explained(moments, w_o)
+    svd = torch.linalg.svd
+
+    def flipped_svd(a, full_matrices=True):
+        u, s, vh = svd(a, full_matrices=full_matrices)
+        signs = torch.tensor([1.0, -1.0, -1.0, 1.0, -1.0, 1.0], dtype=u.dtype)
+        return u * signs, s, vh * signs[:, None]  # the same matrix, other singular-vector signs
+
+    monkeypatch.setattr(torch.linalg, "svd", flipped_svd)
+    pd.testing.assert_frame_equal(variance_explained(moments, w_o), reference)
+
+
 def test_tag_direction_is_the_sink_value_mapped_by_w_o():
     torch.manual_seed(2)
     batch, t, d, m = 16, 6, 4, 10
