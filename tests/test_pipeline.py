@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,21 @@ def test_offline_wandb_run_logs_tables_and_figures(tmp_path, monkeypatch):
     media = runs[0] / "files" / "media"
     tables = {p.name.split("_")[0] for p in (media / "table").glob("*.table.json")}
     assert {"sinks"} <= tables and any((media / "images").glob("sinks_heatmap*.png"))
+
+
+def test_compare_results_finds_exactly_the_changed_column(tmp_path):
+    from sinkmech.compare import compare_results
+
+    run_unit(_conf(tmp_path / "a", "model=tiny_gpt2", "experiment=sinks"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    same = compare_results(tmp_path / "a", tmp_path / "b")
+    assert set(same.table) == {"sinks", "sinks_summary"} and (same.max_abs_diff == 0).all() and same.same_nan.all()
+    table = tmp_path / "b" / "sinks" / "tiny_gpt2" / "sinks.parquet"
+    frame = pd.read_parquet(table)
+    frame.loc[3, "mean_score"] += 0.25
+    frame.to_parquet(table, index=False)
+    diff = compare_results(tmp_path / "a", tmp_path / "b").set_index(["table", "column"]).max_abs_diff
+    assert diff[("sinks", "mean_score")] == pytest.approx(0.25)
+    assert (diff.drop(("sinks", "mean_score")) == 0).all()
+    with pytest.raises(ValueError, match="no complete unit"):
+        compare_results(tmp_path / "a", tmp_path / "missing")
