@@ -22,7 +22,7 @@ from sinkmech.models import LoadedModel
 from sinkmech.prompts import TokenBatch
 from sinkmech.release import release_alignment
 from sinkmech.sinks import (
-    SinkCensus, SinkThresholds, capture_key_scores, key_scores, special_token_strings, summarise,
+    SinkCensus, SinkThresholds, key_scores, special_token_strings, summarise,
 )
 from sinkmech.tags import catch_table, sink_mask
 from sinkmech.variance import HeadMoments, tag_directions, variance_explained

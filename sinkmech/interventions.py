@@ -102,30 +102,33 @@ def tag_edit_hooks(
     return [(z_name(spec.layer), edit_z)]
 
 
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of [batch, position] values over each prompt's real positions, [batch]."""
+    mask = mask.to(values.device, torch.float32)
+    return (values * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
 def _next_token_loss(logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
     """Mean next-token cross-entropy per prompt over real positions, [batch]."""
     tokens = batch.tokens.to(logits.device)
-    mask = batch.attention_mask.to(logits.device)[:, 1:].float()
+    mask = batch.attention_mask.to(logits.device)[:, 1:]
     losses = torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none"
-    ).view_as(mask)
-    return (losses * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    ).view(mask.shape)
+    return _masked_mean(losses, mask)
 
 
 def _kl(clean: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean KL(clean || edited) of the output distributions per prompt over real positions."""
     log_p = clean.float().log_softmax(-1)
     log_q = edited.float().log_softmax(-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-    mask = mask.float()
-    return (kl * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    return _masked_mean((log_p.exp() * (log_p - log_q)).sum(-1), mask)
 
 
 def _final_resid_change(clean: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean relative L2 change of the last layer's residual stream per prompt over real positions."""
     change = (edited.float() - clean.float()).norm(dim=-1) / clean.float().norm(dim=-1).clamp_min(1e-12)
-    mask = mask.float()
-    return (change * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    return _masked_mean(change, mask)
 
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
