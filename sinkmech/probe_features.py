@@ -33,6 +33,7 @@ from sinkmech.prompts import TokenBatch, iter_batches
 from sinkmech.sinks import special_token_strings
 from sinkmech.tags import sink_mask
 from sinkmech.tokens import is_punctuation
+from sinkmech.variance import output_basis
 
 HeadKey = tuple[int, int]
 # Appended to each statement so that the statement-final period has later tokens to catch under
@@ -50,8 +51,7 @@ class HeadBasis:
 
     @classmethod
     def of(cls, loaded: LoadedModel, layer: int, head: int) -> "HeadBasis":
-        u, s, v_t = torch.linalg.svd(output_weights(loaded, layer)[head].double(), full_matrices=False)
-        return cls(u * s[None, :], v_t)
+        return cls(*output_basis(output_weights(loaded, layer)[head]))
 
     def to_model(self, coords: np.ndarray) -> np.ndarray:
         """Coordinates (last axis d_head) -> d_model vectors."""

@@ -63,14 +63,17 @@ class HeadMoments:
 SPAN_TOLERANCE = 1e-6
 
 
-def _output_coordinates(w_o: torch.Tensor) -> torch.Tensor:
-    """K with z W_O = (z K) B^T for orthonormal B: coordinates of head outputs, [head, d, d]."""
-    u, s, _ = torch.linalg.svd(w_o.double(), full_matrices=False)  # w_o [head, d_head, d_model]
-    # Fix each singular vector's sign (largest entry positive) so the coordinates, and with them
-    # the seeded random baseline, are the same on every device and LAPACK/cuSOLVER build.
-    pivot = u.abs().argmax(dim=-2, keepdim=True)
-    u = u * torch.gather(u, -2, pivot).sign()
-    return u * s[:, None, :]
+def output_basis(w_o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal coordinates of head outputs: z W_O = (z K) V^T, returns (K, V^T) in float64.
+
+    ``w_o`` is [..., d_head, d_model]; K is [..., d_head, d_head] = U S, V^T [..., d_head, d_model]
+    has orthonormal rows. Each singular vector's sign is fixed (largest entry of U's column
+    positive) so coordinates, and the seeded random baseline drawn in them, are the same on every
+    device and LAPACK/cuSOLVER build.
+    """
+    u, s, v_t = torch.linalg.svd(w_o.double(), full_matrices=False)
+    signs = torch.gather(u, -2, u.abs().argmax(dim=-2, keepdim=True)).sign()  # [..., 1, d_head]
+    return u * signs * s.unsqueeze(-2), v_t * signs.transpose(-1, -2)
 
 
 def _explained(cov: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -87,7 +90,7 @@ def variance_explained(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per (head, rank): variance explained by tag directions, random directions and top PCs."""
-    k = _output_coordinates(w_o.to(moments.z_outer.device))
+    k, _ = output_basis(w_o.to(moments.z_outer.device))
     n = moments.n_tokens.clamp_min(1.0)
     mean = moments.z_sum / n
     z_cov = moments.z_outer / n - torch.einsum("hd,he->hde", mean, mean)
@@ -142,9 +145,7 @@ def variance_explained(
 def tag_directions(moments: HeadMoments, w_o: torch.Tensor, rank: int = 1) -> torch.Tensor:
     """Unit tag directions in d_model per head, [head, rank, d_model] (top principal directions of
     the sink value vectors v_s W_O); zero for heads that saw no sink."""
-    w = w_o.double().to(moments.sink_outer.device)
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)  # vh [head, d, d_model]: orthonormal rows
-    k = u * s[:, None, :]
+    k, vh = output_basis(w_o.to(moments.sink_outer.device))  # vh [head, d, d_model]
     _, vectors = torch.linalg.eigh(k.transpose(-1, -2) @ moments.sink_outer @ k)
     top = vectors[..., -rank:].flip(-1)  # [head, d, rank], strongest first
     directions = torch.einsum("hdr,hdm->hrm", top, vh)
