@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup reproduce test test-slow
+.PHONY: setup reproduce test test-slow format check-format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+# Formatter and import order, pinned in pyproject.toml (ruff, line length 100).
+format: setup
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+check-format: setup
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .

@@ -6,7 +6,7 @@ Variants, timed one after another on the same device, model and batch (issue 7):
 * ``hf_eager``         bare Hugging Face forward, eager attention (what the bridge must use)
 * ``tl_forward``       bare TransformerLens bridge forward, no hooks (b)
 * ``tl_cache``         ``bridge.run_with_cache`` of everything, the naive approach (c)
-* ``suite``            ``sinkmech.ctr._stream_pass`` with ``collect_catch=False``: sink census,
+* ``suite``            ``sinkmech.mechanism.ctr._stream_pass`` with ``collect_catch=False``: sink census,
                        tag decomposition and variance moments (d)
 * ``suite_with_catch`` (d) plus the per-sink catch rows (``collect_catch=True``)
 
@@ -38,14 +38,28 @@ import pandas as pd
 import torch
 import transformers
 
-from sinkmech.ctr import CTRSettings, _stream_pass
-from sinkmech.models import ModelSpec, _describe, _wrap_hf
-from sinkmech.prompts import TokenBatch
+from sinkmech.data.prompts import TokenBatch
+from sinkmech.mechanism.ctr import CTRSettings, _stream_pass
+from sinkmech.models.loading import ModelSpec, describe, wrap_hf
 
 COLUMNS = [
-    "shape", "variant", "status", "batch", "seq_len", "dtype", "median_s", "tokens_per_s",
-    "peak_mem_gib", "peak_extra_gib", "ratio_to_hf_sdpa", "ratio_to_tl_forward", "repeats",
-    "device", "torch", "transformers", "transformer_lens",
+    "shape",
+    "variant",
+    "status",
+    "batch",
+    "seq_len",
+    "dtype",
+    "median_s",
+    "tokens_per_s",
+    "peak_mem_gib",
+    "peak_extra_gib",
+    "ratio_to_hf_sdpa",
+    "ratio_to_tl_forward",
+    "repeats",
+    "device",
+    "torch",
+    "transformers",
+    "transformer_lens",
 ]
 
 
@@ -65,8 +79,13 @@ SHAPES: dict[str, Shape] = {
     "pythia-1b": Shape(
         "GPTNeoXForCausalLM",
         lambda: transformers.GPTNeoXConfig(
-            vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8,
-            intermediate_size=8192, rotary_pct=0.25, max_position_embeddings=2048,
+            vocab_size=50304,
+            hidden_size=2048,
+            num_hidden_layers=16,
+            num_attention_heads=8,
+            intermediate_size=8192,
+            rotary_pct=0.25,
+            max_position_embeddings=2048,
         ),
         torch.float16,
     ),
@@ -74,9 +93,16 @@ SHAPES: dict[str, Shape] = {
     "llama-3.2-1b": Shape(
         "LlamaForCausalLM",
         lambda: transformers.LlamaConfig(
-            vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-            num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-            max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=True,
+            vocab_size=128256,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=64,
+            max_position_embeddings=131072,
+            rope_theta=500000.0,
+            tie_word_embeddings=True,
         ),
         torch.bfloat16,
     ),
@@ -84,23 +110,36 @@ SHAPES: dict[str, Shape] = {
     "llama-3-8b": Shape(
         "LlamaForCausalLM",
         lambda: transformers.LlamaConfig(
-            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-            rope_theta=500000.0, tie_word_embeddings=False,
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=8192,
+            rope_theta=500000.0,
+            tie_word_embeddings=False,
         ),
         torch.bfloat16,
     ),
     # Tiny shapes for the CPU smoke test.
     "tiny-gpt2": Shape(
         "GPT2LMHeadModel",
-        lambda: transformers.GPT2Config(vocab_size=512, n_embd=64, n_layer=2, n_head=4, n_positions=256),
+        lambda: transformers.GPT2Config(
+            vocab_size=512, n_embd=64, n_layer=2, n_head=4, n_positions=256
+        ),
         torch.float32,
     ),
     "tiny-llama": Shape(
         "LlamaForCausalLM",
         lambda: transformers.LlamaConfig(
-            vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
         ),
         torch.float32,
     ),
@@ -172,7 +211,10 @@ def time_variant(fn: Callable[[], Any], device: torch.device, warmup: int, repea
         return Timing("ok", statistics.median(samples), peak, baseline, repeats)
     except torch.OutOfMemoryError:
         return Timing("oom")
-    except (RuntimeError, NotImplementedError) as err:  # recorded, so one variant can't sink the run
+    except (
+        RuntimeError,
+        NotImplementedError,
+    ) as err:  # recorded, so one variant can't sink the run
         return Timing(f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
     finally:
         if cuda:
@@ -197,7 +239,9 @@ def profile(run: Callable[[], Any], device: torch.device, path: Path, title: str
         handle.write(f"===== {title} =====\nwall (profiled) {wall:.4f} s\n\n")
         handle.write(averages.table(sort_by=sort_device, row_limit=30, max_name_column_width=60))
         handle.write("\n\n")
-        handle.write(averages.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60))
+        handle.write(
+            averages.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60)
+        )
         handle.write("\n\n")
 
 
@@ -218,8 +262,15 @@ def device_name(device: torch.device) -> str:
 
 
 def benchmark_shape(
-    name: str, batch_size: int, seq_len: int, device: torch.device, warmup: int, repeats: int,
-    profile_dir: Path | None, seed: int, log: Callable[[str], None],
+    name: str,
+    batch_size: int,
+    seq_len: int,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    profile_dir: Path | None,
+    seed: int,
+    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """All variants for one shape, as table rows; with ``profile_dir``, profiles of (b) and (d)."""
     hf_model = build_model(name, str(device), seed)
@@ -236,10 +287,12 @@ def benchmark_shape(
     hf_model.set_attn_implementation("eager")
     timings["hf_eager"] = time_variant(hf_forward, device, warmup, repeats)
 
-    spec = ModelSpec(name, "tiny", dtype=str(SHAPES[name].dtype).removeprefix("torch."), device=str(device))
-    bridge = _wrap_hf(hf_model, spec, None)
+    spec = ModelSpec(
+        name, "tiny", dtype=str(SHAPES[name].dtype).removeprefix("torch."), device=str(device)
+    )
+    bridge = wrap_hf(hf_model, spec, None)
     bridge.eval()
-    loaded = _describe(spec, bridge)
+    loaded = describe(spec, bridge, None)
 
     def tl_forward() -> Any:
         with torch.inference_mode():
@@ -256,7 +309,12 @@ def benchmark_shape(
     def suite_with_catch() -> Any:
         return _stream_pass(loaded, [batch], CTRSettings(collect_catch=True))
 
-    variants = {"tl_forward": tl_forward, "tl_cache": tl_cache, "suite": suite, "suite_with_catch": suite_with_catch}
+    variants = {
+        "tl_forward": tl_forward,
+        "tl_cache": tl_cache,
+        "suite": suite,
+        "suite_with_catch": suite_with_catch,
+    }
     for key, fn in variants.items():
         timings[key] = time_variant(fn, device, warmup, repeats)
     for key, timing in timings.items():
@@ -273,13 +331,20 @@ def benchmark_shape(
     gib = 2**30
     rows = [
         {
-            "shape": name, "variant": key, "status": timing.status, "batch": batch_size,
-            "seq_len": seq_len, "dtype": spec.dtype, "median_s": timing.median_s,
+            "shape": name,
+            "variant": key,
+            "status": timing.status,
+            "batch": batch_size,
+            "seq_len": seq_len,
+            "dtype": spec.dtype,
+            "median_s": timing.median_s,
             "tokens_per_s": batch_size * seq_len / timing.median_s,
             "peak_mem_gib": timing.peak_bytes / gib,
             "peak_extra_gib": (timing.peak_bytes - timing.baseline_bytes) / gib,
-            "ratio_to_hf_sdpa": timing.median_s / base_a, "ratio_to_tl_forward": timing.median_s / base_b,
-            "repeats": timing.repeats, **info,
+            "ratio_to_hf_sdpa": timing.median_s / base_a,
+            "ratio_to_tl_forward": timing.median_s / base_b,
+            "repeats": timing.repeats,
+            **info,
         }
         for key, timing in timings.items()
     ]
@@ -291,8 +356,11 @@ def benchmark_shape(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="gpt2-small,llama-3.2-1b,llama-3-8b",
-                        help=f"comma-separated, from {sorted(SHAPES)} or 'tiny'")
+    parser.add_argument(
+        "--shapes",
+        default="gpt2-small,llama-3.2-1b,llama-3-8b",
+        help=f"comma-separated, from {sorted(SHAPES)} or 'tiny'",
+    )
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -300,14 +368,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    parser.add_argument("--profile", action="store_true", help="write profile_<shape>.txt for (b) and (d)")
+    parser.add_argument(
+        "--profile", action="store_true", help="write profile_<shape>.txt for (b) and (d)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Run the benchmark; write benchmark.csv (and profiles with --profile) to --out."""
     args = parse_args(argv)
-    names = [n for item in args.shapes.split(",") for n in ALIASES.get(item.strip(), [item.strip()])]
+    names = [
+        n for item in args.shapes.split(",") for n in ALIASES.get(item.strip(), [item.strip()])
+    ]
     unknown = [n for n in names if n not in SHAPES]
     if unknown:
         raise SystemExit(f"unknown shapes {unknown}; known: {sorted(SHAPES)} or 'tiny'")
@@ -318,15 +390,34 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         row
         for name in names
         for row in benchmark_shape(
-            name, args.batch, args.seq_len, device, args.warmup, args.repeats,
-            args.out if args.profile else None, args.seed, log,
+            name,
+            args.batch,
+            args.seq_len,
+            device,
+            args.warmup,
+            args.repeats,
+            args.out if args.profile else None,
+            args.seed,
+            log,
         )
     ]
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.to_csv(args.out / "benchmark.csv", index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table[["shape", "variant", "status", "median_s", "tokens_per_s", "peak_mem_gib",
-                     "ratio_to_hf_sdpa", "ratio_to_tl_forward"]].to_string(index=False, float_format="%.4g"))
+        print(
+            table[
+                [
+                    "shape",
+                    "variant",
+                    "status",
+                    "median_s",
+                    "tokens_per_s",
+                    "peak_mem_gib",
+                    "ratio_to_hf_sdpa",
+                    "ratio_to_tl_forward",
+                ]
+            ].to_string(index=False, float_format="%.4g")
+        )
     return table
 
 

@@ -1,7 +1,7 @@
 """Build the text-LM corpus (issue 8): Debian-shipped English text -> GPT-2 BPE shards.
 
-    python -m experiments.build_corpus                       # default sources -> data/corpus/textlm
-    python -m experiments.build_corpus out_dir=/tmp/corpus corpus.val_every=10
+python -m experiments.build_corpus                       # default sources -> data/corpus/textlm
+python -m experiments.build_corpus out_dir=/tmp/corpus corpus.val_every=10
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from sinkmech.corpus import CorpusConf, build_corpus
+from sinkmech.data.corpus import CorpusConf, build_corpus
 from sinkmech.errors import SinkmechError
 
 

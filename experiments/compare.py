@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from sinkmech.compare import compare_results
 from sinkmech.io import write_table
+from sinkmech.reporting.compare import compare_results
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from omegaconf import MISSING
 
 @dataclass
 class ModelConf:
-    """Mirrors ``sinkmech.models.ModelSpec`` plus metadata the report groups by."""
+    """Mirrors ``sinkmech.models.loading.ModelSpec`` plus metadata the report groups by."""
 
     name: str = MISSING
     source: str = "hub"

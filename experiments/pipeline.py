@@ -19,13 +19,14 @@ from omegaconf import OmegaConf
 
 from experiments.config import RunConf
 from experiments.tracking import Tracker
-from sinkmech import io, plots
-from sinkmech.ctr import CTRSettings, analyse_ctr
+from sinkmech import io
+from sinkmech.data.prompts import TokenBatch, iter_batches, load_prompts
 from sinkmech.errors import ConfigError
+from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
+from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
-from sinkmech.prompts import TokenBatch, iter_batches, load_prompts
 from sinkmech.provenance import provenance
-from sinkmech.sinks import SinkThresholds, detect_sinks
+from sinkmech.reporting import plots
 
 log = logging.getLogger("sinkmech")
 ANALYSES = ("sinks", "ctr", "probing")
@@ -39,7 +40,11 @@ def unit_dir(cfg: RunConf) -> Path:
 
 
 def config_hash(cfg: RunConf) -> str:
-    content = {k: v for k, v in OmegaConf.to_container(OmegaConf.structured(cfg)).items() if k not in _UNHASHED}
+    content = {
+        k: v
+        for k, v in OmegaConf.to_container(OmegaConf.structured(cfg)).items()
+        if k not in _UNHASHED
+    }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -47,7 +52,9 @@ def validate(cfg: RunConf) -> None:
     """Value checks the schema's types cannot express."""
     unknown = sorted(set(cfg.experiment.analyses) - set(ANALYSES))
     if unknown:
-        raise ConfigError(f"experiment.analyses has unknown {unknown}; choose from {list(ANALYSES)}")
+        raise ConfigError(
+            f"experiment.analyses has unknown {unknown}; choose from {list(ANALYSES)}"
+        )
     if cfg.logging.mode not in WANDB_MODES:
         raise ConfigError(f"logging.mode={cfg.logging.mode!r} is not one of {list(WANDB_MODES)}")
     if cfg.data.batch_size < 1:
@@ -74,15 +81,26 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
     marker.unlink(missing_ok=True)
     loaded = loader(model_spec(cfg))
     prompts = load_prompts(cfg.data.prompt_set, cfg.data.limit)
-    batches = list(iter_batches(loaded.tokenizer, prompts, cfg.data.batch_size, loaded.max_length, loaded.causal))
+    batches = list(
+        iter_batches(
+            loaded.tokenizer, prompts, cfg.data.batch_size, loaded.max_length, loaded.causal
+        )
+    )
     tracker = Tracker(cfg, out)
-    meta = {"qk_norm": loaded.qk_norm, "family": loaded.family or cfg.model.family,
-            "pair": cfg.model.pair, "role": cfg.model.role, "causal": loaded.causal}
+    meta = {
+        "qk_norm": loaded.qk_norm,
+        "family": loaded.family or cfg.model.family,
+        "pair": cfg.model.pair,
+        "role": cfg.model.role,
+        "causal": loaded.causal,
+    }
     for analysis in cfg.experiment.analyses:
         log.info("%s: %s on %s", cfg.experiment.name, analysis, cfg.model.name)
         tables, figures = ANALYSIS_RUNNERS[analysis](loaded, batches, cfg)
         for name, table in tables.items():
-            io.write_table(table.assign(**{k: v for k, v in meta.items() if k not in table}), out / name)
+            io.write_table(
+                table.assign(**{k: v for k, v in meta.items() if k not in table}), out / name
+            )
             tracker.log_table(name, table)
         for name, figure in figures.items():
             tracker.log_figure(name, figure)
@@ -92,8 +110,15 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
     device = str(loaded.device)
     if loaded.device.type == "cuda":
         device = torch.cuda.get_device_name(loaded.device)
-    io.mark_complete(out, {"config_hash": digest, "model": cfg.model.name, "experiment": cfg.experiment.name,
-                           **provenance(device)})
+    io.mark_complete(
+        out,
+        {
+            "config_hash": digest,
+            "model": cfg.model.name,
+            "experiment": cfg.experiment.name,
+            **provenance(device),
+        },
+    )
     return out
 
 
@@ -101,17 +126,30 @@ Tables = dict[str, pd.DataFrame]
 Figures = dict[str, Any]
 
 
-def _run_sinks(loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf) -> tuple[Tables, Figures]:
+def _run_sinks(
+    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf
+) -> tuple[Tables, Figures]:
     thresholds = SinkThresholds(cfg.sinks.threshold, cfg.sinks.gu_eps, cfg.sinks.min_queries)
     table, summary = detect_sinks(loaded, batches, thresholds)
-    return {"sinks": table, "sinks_summary": summary}, {"sinks_heatmap": plots.sink_heatmap(table, thresholds.sink)}
+    return {"sinks": table, "sinks_summary": summary}, {
+        "sinks_heatmap": plots.sink_heatmap(table, thresholds.sink)
+    }
 
 
-def _run_ctr(loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf) -> tuple[Tables, Figures]:
+def _run_ctr(
+    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf
+) -> tuple[Tables, Figures]:
     e = cfg.experiment
     settings = CTRSettings(
-        cfg.sinks.threshold, cfg.sinks.gu_eps, e.catch_threshold, cfg.sinks.min_queries, tuple(e.ranks), e.n_random,
-        e.top_heads, e.intervention_batches, e.seed,
+        cfg.sinks.threshold,
+        cfg.sinks.gu_eps,
+        e.catch_threshold,
+        cfg.sinks.min_queries,
+        tuple(e.ranks),
+        e.n_random,
+        e.top_heads,
+        e.intervention_batches,
+        e.seed,
     )
     tables = analyse_ctr(loaded, batches, settings)
     figures = {
@@ -123,18 +161,27 @@ def _run_ctr(loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf) -> tu
     return tables, figures
 
 
-def _run_probing(loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf) -> tuple[Tables, Figures]:
-    from sinkmech.probing import load_statements, plot_probe_summary, run_probing
+def _run_probing(
+    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf
+) -> tuple[Tables, Figures]:
+    from sinkmech.probing.analysis import load_statements, plot_probe_summary, run_probing
 
     e = cfg.experiment
     tables = run_probing(
-        loaded, load_statements(cfg.data.statements), batch_size=cfg.data.batch_size,
-        sink_threshold=cfg.sinks.threshold, n_folds=e.probe_folds, seed=e.seed, max_heads=e.max_probe_heads,
+        loaded,
+        load_statements(cfg.data.statements),
+        batch_size=cfg.data.batch_size,
+        sink_threshold=cfg.sinks.threshold,
+        n_folds=e.probe_folds,
+        seed=e.seed,
+        max_heads=e.max_probe_heads,
     )
     return tables, {"probes": plot_probe_summary(tables)}
 
 
-ANALYSIS_RUNNERS: dict[str, Callable[[LoadedModel, list[TokenBatch], RunConf], tuple[Tables, Figures]]] = {
+ANALYSIS_RUNNERS: dict[
+    str, Callable[[LoadedModel, list[TokenBatch], RunConf], tuple[Tables, Figures]]
+] = {
     "sinks": _run_sinks,
     "ctr": _run_ctr,
     "probing": _run_probing,

@@ -1,18 +1,20 @@
 """Write results/REPORT.md comparing every complete (experiment, model) unit.
 
-    python -m experiments.report [--results results]
+python -m experiments.report [--results results]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sinkmech.report import write_report
+from sinkmech.reporting.report import write_report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="results", help="results directory to read and write into")
+    parser.add_argument(
+        "--results", default="results", help="results directory to read and write into"
+    )
     print(f"report written to {write_report(parser.parse_args().results)}")
 
 

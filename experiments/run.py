@@ -1,7 +1,7 @@
 """Run one (experiment, model) unit, or a sweep of them with Hydra's -m.
 
-    python -m experiments.run model=minilm experiment=full
-    python -m experiments.run -m model=tiny_gpt2,tiny_qwen3 experiment=sinks,ctr
+python -m experiments.run model=minilm experiment=full
+python -m experiments.run -m model=tiny_gpt2,tiny_qwen3 experiment=sinks,ctr
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hydra front end of ``sinkmech.lm_training``: train one small causal LM on the text corpus.
+"""Hydra front end of ``sinkmech.training.lm``: train one small causal LM on the text corpus.
 
     python -m experiments.train_lm                          # small qknorm model, seed 0
     python -m experiments.train_lm variant=noqknorm seed=1
@@ -6,7 +6,7 @@
     python -m experiments.train_lm variant=noqknorm export_config=run.json
 
 ``export_config`` writes the resolved run as JSON and exits, for machines without Hydra:
-``python -m sinkmech.lm_training --config run.json`` then trains the identical run.
+``python -m sinkmech.training.lm --config run.json`` then trains the identical run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from sinkmech.errors import SinkmechError
 from sinkmech.io import write_json
-from sinkmech.lm_training import LMConf, TrainConf, train
+from sinkmech.training.lm import LMConf, TrainConf, train
 
 
 @dataclass
@@ -48,8 +48,10 @@ def main(cfg: TrainLMConf) -> None:
         print(f"sinkmech: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
     if summary["finished"]:
-        print(f"val loss {summary['final_val_loss']:.3f} (unigram {summary['unigram_val_loss']:.3f}); "
-              f"checkpoint in {conf.out_dir}")
+        print(
+            f"val loss {summary['final_val_loss']:.3f} (unigram {summary['unigram_val_loss']:.3f}); "
+            f"checkpoint in {conf.out_dir}"
+        )
     else:
         print(f"stopped at step {summary['step']} (max_wall_s); rerun to resume")
 

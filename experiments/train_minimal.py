@@ -26,12 +26,17 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from sinkmech.io import save_figure, write_json, write_table
-from sinkmech.minimal.checkpoint import load_train_state
-from sinkmech.minimal.emergence import EmergenceSpec, emerged, run_emergence, summarise_runs
-from sinkmech.minimal.model import ArchSpec
-from sinkmech.minimal.report import binned_history, emergence_figure
-from sinkmech.minimal.task import TaskSpec
-from sinkmech.minimal.train import OptimSpec, train_run
+from sinkmech.training.minimal.checkpoint import load_train_state
+from sinkmech.training.minimal.emergence import (
+    EmergenceSpec,
+    emerged,
+    run_emergence,
+    summarise_runs,
+)
+from sinkmech.training.minimal.model import ArchSpec
+from sinkmech.training.minimal.report import binned_history, emergence_figure
+from sinkmech.training.minimal.task import TaskSpec
+from sinkmech.training.minimal.train import OptimSpec, train_run
 
 VARIANTS: dict[str, dict[str, Any]] = {"base": {"qk_norm": False}, "qk_norm": {"qk_norm": True}}
 
@@ -79,8 +84,12 @@ class Tracker:
             import wandb
 
             self.run = wandb.init(
-                project=cfg.logging.project, mode=cfg.logging.mode, group=f"minimal/{cfg.name}",
-                name=f"minimal/{cfg.name}/{variant}/seed{seed}", dir=".", reinit="finish_previous",
+                project=cfg.logging.project,
+                mode=cfg.logging.mode,
+                group=f"minimal/{cfg.name}",
+                name=f"minimal/{cfg.name}/{variant}/seed{seed}",
+                dir=".",
+                reinit="finish_previous",
                 config={"variant": variant, "seed": seed, **asdict(cfg)},
             )
 
@@ -91,7 +100,10 @@ class Tracker:
     def log_checkpoints(self, metrics: pd.DataFrame) -> None:
         if self.run is not None:
             for row in metrics.to_dict("records"):
-                self.run.log({f"emergence/{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+                self.run.log(
+                    {f"emergence/{k}": v for k, v in row.items() if k != "step"},
+                    step=int(row["step"]),
+                )
 
     def finish(self) -> None:
         if self.run is not None:
@@ -108,12 +120,23 @@ def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
         return 0.0
     tracker = Tracker(cfg, variant, seed)
     start = time.perf_counter()
-    history = train_run(run_dir, f"minimal-{cfg.name}-{variant}", _arch(cfg, variant), task, optim, seed,
-                        cfg.device, tracker.log, cfg.progress)
+    history = train_run(
+        run_dir,
+        f"minimal-{cfg.name}-{variant}",
+        _arch(cfg, variant),
+        task,
+        optim,
+        seed,
+        cfg.device,
+        tracker.log,
+        cfg.progress,
+    )
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    metrics = run_emergence(run_dir, task, cfg.emergence, cfg.device).assign(variant=variant, seed=seed)
+    metrics = run_emergence(run_dir, task, cfg.emergence, cfg.device).assign(
+        variant=variant, seed=seed
+    )
     tracker.log_checkpoints(metrics)
     tracker.finish()
     loss = binned_history(history, max(optim.steps // 100, 1)).assign(variant=variant, seed=seed)
@@ -126,10 +149,18 @@ def write_report(cfg: MinimalConf, results: Path) -> None:
     """Gather the sweep's cached runs into tables, verdicts, success rates and figures."""
     emergence = cfg.emergence
     runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
-    metrics = pd.concat([pd.read_parquet(results / "runs" / f"{v}_seed{s}.parquet") for v, s in runs], ignore_index=True)
-    loss = pd.concat([pd.read_parquet(results / "runs" / f"{v}_seed{s}_train_loss.parquet") for v, s in runs], ignore_index=True)
+    metrics = pd.concat(
+        [pd.read_parquet(results / "runs" / f"{v}_seed{s}.parquet") for v, s in runs],
+        ignore_index=True,
+    )
+    loss = pd.concat(
+        [pd.read_parquet(results / "runs" / f"{v}_seed{s}_train_loss.parquet") for v, s in runs],
+        ignore_index=True,
+    )
     final = metrics.loc[metrics.groupby(["variant", "seed"]).step.idxmax()].reset_index(drop=True)
-    verdicts = pd.concat([final, pd.DataFrame([emerged(r, emergence) for _, r in final.iterrows()])], axis=1)
+    verdicts = pd.concat(
+        [final, pd.DataFrame([emerged(r, emergence) for _, r in final.iterrows()])], axis=1
+    )
     first_emerged = [
         next((int(r.step) for _, r in g.iterrows() if emerged(r, emergence)["emerged"]), None)
         for _, g in metrics.groupby(["variant", "seed"])
@@ -140,7 +171,9 @@ def write_report(cfg: MinimalConf, results: Path) -> None:
     write_table(verdicts, results / "final_checkpoints")
     write_table(summarise_runs(final, emergence), results / "success_rate")
     for variant in cfg.variants:
-        save_figure(emergence_figure(metrics, loss, verdicts, variant), results / f"emergence_{variant}.png")
+        save_figure(
+            emergence_figure(metrics, loss, verdicts, variant), results / f"emergence_{variant}.png"
+        )
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="train_minimal")
@@ -149,8 +182,10 @@ def main(dict_cfg: DictConfig) -> None:
     results = Path(cfg.results_root) / cfg.name
     timings = {f"{v}_seed{s}": run_one(cfg, v, s, results) for v in cfg.variants for s in cfg.seeds}
     device = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
-    write_json({"device": device, "train_seconds_this_call": timings, "config": asdict(cfg)},
-               results / "runs" / f"timing_{'_'.join(cfg.variants)}_{'_'.join(map(str, cfg.seeds))}.json")
+    write_json(
+        {"device": device, "train_seconds_this_call": timings, "config": asdict(cfg)},
+        results / "runs" / f"timing_{'_'.join(cfg.variants)}_{'_'.join(map(str, cfg.seeds))}.json",
+    )
     if cfg.report:
         write_report(cfg, results)
 

@@ -11,11 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sinkmech.families import FAMILIES  # noqa: E402
 from sinkmech.models import LoadedModel, ModelSpec, load_model  # noqa: E402
-
-CAUSAL_FAMILIES = [name for name, family in FAMILIES.items() if family.causal]
-ALL_FAMILIES = list(FAMILIES)
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +37,10 @@ def tiny():
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tier by folder: tests/experiments/ is the end-to-end tier, the rest are unit tests."""
+    for item in items:
+        if "experiments" in item.path.parts[-2:-1]:
+            item.add_marker(pytest.mark.e2e)

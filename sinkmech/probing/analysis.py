@@ -1,0 +1,328 @@
+"""Do tags carry semantics? Truth probes and segment-identity probes on one model.
+
+Reproduces Sec. 4.4 / Table 1 of arXiv 2502.00919 (theta_tag: a linear probe on the tag
+component separates true from false "cities" statements; theta_no_tag: with the tag removed, it
+does not) with baselines the paper does not report: the raw residual stream at the same tokens, a
+random subspace of the residual of the tag's rank, non-sink heads, and shuffled labels. Adds a
+segment-identity probe (which period sink caught a token) for the release step of Sec. 3-4.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sinkmech.data.statements import load_statements, validate_statements  # noqa: E402
+from sinkmech.models import LoadedModel  # noqa: E402
+from sinkmech.probing.features import (  # noqa: E402
+    PROBE_SUFFIX,
+    HeadKey,
+    TruthFeatures,
+    extract_truth_features,
+    final_sink_frequency,
+)
+from sinkmech.probing.probes import (  # noqa: E402
+    abs_cosine,
+    auroc,
+    evaluate_probe,
+    probe_direction,
+    top_direction,
+)
+from sinkmech.probing.segments import extract_segment_features, segment_prompts  # noqa: E402
+
+__all__ = ["run_probing", "load_statements", "plot_probe_summary"]
+
+SINK_FREQUENCY = 0.5  # a head is a sink head of the final punctuation in at least half the prompts
+TRUTH_FEATURES = ("tag", "tag_sink", "no_tag", "head_out", "resid", "resid_random")
+SHUFFLED_FEATURES = ("tag", "resid")
+
+
+def choose_heads(
+    frequency: np.ndarray, max_heads: int | None
+) -> tuple[list[HeadKey], list[HeadKey]]:
+    """(sink heads, non-sink heads): heads whose final punctuation is a sink in at least
+    ``SINK_FREQUENCY`` of prompts, most frequent first, and as many heads where it is least often
+    one (at least one of each kind, each list capped at ``max_heads``)."""
+    order = sorted(np.ndindex(frequency.shape), key=lambda lh: (-frequency[lh], lh))
+    sinks = [(int(l), int(h)) for l, h in order if frequency[l, h] >= SINK_FREQUENCY][:max_heads]
+    others = [(int(l), int(h)) for l, h in reversed(order) if frequency[l, h] < SINK_FREQUENCY]
+    return sinks, others[: min(max(len(sinks), 1), max_heads or len(others))]
+
+
+def _random_subspace(dim: int, rank: int, seed: int) -> np.ndarray:
+    """A random orthonormal [dim, rank] basis."""
+    return np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, rank)))[0]
+
+
+def _truth_rows(
+    features: TruthFeatures,
+    frequency: np.ndarray,
+    sinks: set[HeadKey],
+    y: np.ndarray,
+    groups: np.ndarray,
+    is_test: np.ndarray,
+    n_folds: int,
+    seed: int,
+) -> list[dict]:
+    rows = []
+    for key in features.heads:
+        arrays = dict(features.arrays[key])
+        d_head = arrays["tag"].shape[1]
+        arrays["resid_random"] = arrays["resid"] @ _random_subspace(
+            arrays["resid"].shape[1], d_head, seed + 1000 * key[0] + key[1]
+        )
+        head_info = {
+            "layer": key[0],
+            "head": key[1],
+            "head_role": "sink" if key in sinks else "non_sink",
+            "final_sink_frequency": float(frequency[key]),
+            "mean_n_caught": float(arrays["n_caught"].mean()),
+        }
+        runs = [
+            (name, probe, False) for name in TRUTH_FEATURES for probe in ("logistic", "diff_means")
+        ]
+        runs += [(name, "logistic", True) for name in SHUFFLED_FEATURES]
+        for name, probe, shuffled in runs:
+            result, _ = evaluate_probe(
+                probe,
+                arrays[name],
+                y,
+                groups,
+                is_test,
+                n_folds=n_folds,
+                seed=seed,
+                shuffle_labels=shuffled,
+            )
+            rows.append(
+                {
+                    **head_info,
+                    "feature": name,
+                    "probe": probe,
+                    "labels": "shuffled" if shuffled else "true",
+                    **result.as_row(),
+                }
+            )
+    return rows
+
+
+def _direction_rows(
+    features: TruthFeatures,
+    sinks: set[HeadKey],
+    y: np.ndarray,
+    groups: np.ndarray,
+    is_test: np.ndarray,
+    seed: int,
+) -> list[dict]:
+    """Per sink head: the truth direction probes find in the tag, against the sink value direction
+    (top direction of v_s W_O over prompts), and how well the tag's projection on the latter alone
+    separates true from false on the test split (its sign fixed on the training split)."""
+    rows = []
+    train = ~is_test
+    for key in sorted(sinks):
+        basis, arrays = features.bases[key], features.arrays[key]
+        value_direction = basis.to_model(top_direction(arrays["sink_value"]))
+        directions = {}
+        for probe in ("logistic", "diff_means"):
+            _, fitted = evaluate_probe(
+                probe, arrays["tag"], y, groups, is_test, n_folds=2, seed=seed
+            )
+            directions[probe] = basis.to_model(probe_direction(fitted))
+        projection = basis.to_model(arrays["tag"]) @ value_direction
+        sign = 1.0 if auroc(y[train], projection[train]) >= 0.5 else -1.0
+        rows.append(
+            {
+                "layer": key[0],
+                "head": key[1],
+                "cos_logistic_value": abs_cosine(directions["logistic"], value_direction),
+                "cos_diff_means_value": abs_cosine(directions["diff_means"], value_direction),
+                "cos_logistic_diff_means": abs_cosine(
+                    directions["logistic"], directions["diff_means"]
+                ),
+                "value_direction_test_auroc": float(auroc(y[is_test], sign * projection[is_test])),
+                "tag_share_on_value_direction": float(
+                    ((arrays["sink_value"] @ top_direction(arrays["sink_value"])) ** 2).sum()
+                    / max((arrays["sink_value"] ** 2).sum(), 1e-30)
+                ),
+            }
+        )
+    return rows
+
+
+def _segment_rows(
+    loaded: LoadedModel,
+    statements: pd.DataFrame,
+    heads: list[HeadKey],
+    batch_size: int,
+    threshold: float,
+    n_folds: int,
+    seed: int,
+) -> list[dict]:
+    prompts = segment_prompts(statements)
+    features = extract_segment_features(
+        loaded, prompts.prompt.tolist(), heads, batch_size, threshold
+    )
+    test_prompts = prompts.index[prompts.split == "test"].to_numpy()
+    rows = []
+    for key in heads:
+        arrays = features.arrays[key]
+        labels, groups = arrays["label"].astype(int), arrays["prompt"].astype(int)
+        is_test = np.isin(groups, test_prompts)
+        info = {
+            "layer": key[0],
+            "head": key[1],
+            "n_tokens": len(labels),
+            "n_classes": len(np.unique(labels)),
+        }
+        if len(np.unique(labels[~is_test])) < 2 or is_test.sum() == 0 or (~is_test).sum() < n_folds:
+            rows.append(
+                {
+                    **info,
+                    "feature": "tag",
+                    "labels": "true",
+                    "skipped": "fewer than two caught segments",
+                }
+            )
+            continue
+        for name, shuffled in (("tag", False), ("resid", False), ("tag", True)):
+            result, _ = evaluate_probe(
+                "logistic",
+                arrays[name],
+                labels,
+                groups,
+                is_test,
+                n_folds=n_folds,
+                seed=seed,
+                shuffle_labels=shuffled,
+            )
+            rows.append(
+                {
+                    **info,
+                    "feature": name,
+                    "labels": "shuffled" if shuffled else "true",
+                    "skipped": "",
+                    **result.as_row(),
+                }
+            )
+    return rows
+
+
+def run_probing(
+    loaded: LoadedModel,
+    statements: pd.DataFrame,
+    *,
+    batch_size: int = 16,
+    sink_threshold: float = 0.2,
+    n_folds: int = 5,
+    seed: int = 0,
+    max_heads: int | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Truth probes per (layer, head, feature, probe), tag directions, segment probes, and the
+    final-punctuation sink frequency of every head; each table has a ``model`` column."""
+    validate_statements(statements)
+    statements = statements.sort_values("statement_id", ignore_index=True)
+    prompts = [text + PROBE_SUFFIX for text in statements.statement]
+    y = statements.label.to_numpy()
+    groups = pd.factorize(statements.entity)[0]
+    is_test = (statements.split == "test").to_numpy()
+    frequency = final_sink_frequency(loaded, prompts, batch_size, sink_threshold)
+    sinks, others = choose_heads(frequency, max_heads)
+    features = extract_truth_features(loaded, prompts, sinks + others, batch_size, sink_threshold)
+    layer, head = np.indices(frequency.shape)
+    tables = {
+        "truth_probes": pd.DataFrame(
+            _truth_rows(features, frequency, set(sinks), y, groups, is_test, n_folds, seed)
+        ),
+        "tag_direction": pd.DataFrame(
+            _direction_rows(features, set(sinks), y, groups, is_test, seed)
+        ),
+        "segment_probes": pd.DataFrame(
+            _segment_rows(
+                loaded, statements, sinks or others, batch_size, sink_threshold, n_folds, seed
+            )
+        ),
+        "final_sink_frequency": pd.DataFrame(
+            {"layer": layer.ravel(), "head": head.ravel(), "frequency": frequency.ravel()}
+        ),
+    }
+    return {name: table.assign(model=loaded.name) for name, table in tables.items()}
+
+
+def _head_labels(frame: pd.DataFrame) -> pd.Series:
+    return frame["layer"].astype(str) + "." + frame["head"].astype(str)
+
+
+def plot_probe_summary(tables: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Test accuracy (95% Wilson CI) of logistic truth probes per head and feature, and of the
+    segment-identity probes against the majority class."""
+    truth = tables["truth_probes"]
+    truth = truth[truth.probe == "logistic"].sort_values(
+        ["head_role", "layer", "head"], ascending=[False, True, True]
+    )
+    truth = truth.assign(
+        series=truth.feature.where(truth.labels == "true", truth.feature + " (shuffled)"),
+        head_label=_head_labels(truth) + np.where(truth.head_role == "sink", "", "*"),
+    )
+    heads = truth.head_label.unique().tolist()
+    segment = tables["segment_probes"]
+    segment = segment[segment.skipped == ""] if "test_accuracy" in segment else segment.iloc[0:0]
+    figure, axes = plt.subplots(
+        1, 2, figsize=(max(10, 0.4 * len(heads) + 6), 4), width_ratios=[2, 1]
+    )
+    position = {label: i for i, label in enumerate(heads)}
+    series = truth.series.unique().tolist()
+    for k, name in enumerate(series):
+        part = truth[truth.series == name]
+        offset = (k - (len(series) - 1) / 2) * 0.8 / len(series)
+        errors = [
+            part.test_accuracy - part.test_accuracy_lo,
+            part.test_accuracy_hi - part.test_accuracy,
+        ]
+        axes[0].errorbar(
+            [position[label] + offset for label in part.head_label],
+            part.test_accuracy,
+            yerr=errors,
+            fmt="o",
+            ms=3,
+            label=name,
+            alpha=0.85,
+        )
+    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes[0].set_xticks(range(len(heads)), heads, rotation=90, fontsize=7)
+    axes[0].set(
+        xlabel="layer.head (* = non-sink head)",
+        ylabel="test accuracy, true vs false",
+        ylim=(0.3, 1.02),
+    )
+    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].set_title("truth probes (logistic, 95% Wilson CI)")
+    if segment.empty:
+        axes[1].text(
+            0.5,
+            0.5,
+            "no head caught tokens\nfor two or more segments",
+            ha="center",
+            transform=axes[1].transAxes,
+        )
+    else:
+        labels = _head_labels(segment.drop_duplicates(["layer", "head"])).tolist()
+        for name, part in segment.groupby(
+            segment.feature + np.where(segment.labels == "true", "", " (shuffled)")
+        ):
+            axes[1].plot(
+                [labels.index(l) for l in _head_labels(part)], part.test_accuracy, "o", label=name
+            )
+        chance = segment.drop_duplicates(["layer", "head"])
+        axes[1].plot(range(len(chance)), chance.chance, "k_", ms=12, label="majority class")
+        axes[1].set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        axes[1].legend(fontsize=7)
+    axes[1].set(xlabel="layer.head", ylabel="test accuracy, which sink caught it", ylim=(0, 1.02))
+    axes[1].set_title("segment identity (logistic)")
+    figure.suptitle(
+        f"{truth.model.iloc[0] if len(truth) else ''}: do tags carry semantics? (Sec. 4.4)"
+    )
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,174 @@
+"""Probe features from a model: the tag a statement's final punctuation sink writes into the
+tokens it catches, and baselines at the same positions (Sec. 4.4 / Table 1 of arXiv 2502.00919).
+
+For layer l, head h, prompt b with final punctuation at s, caught queries C = {i : A_is > eps}
+(the sink token itself if none) and value v_s:
+
+    tag        = mean_{i in C} A_is v_s W_O          (theta_tag's input)
+    tag_sink   = A_ss v_s W_O                        (the tag at the sink token itself)
+    head_out   = mean_{i in C} z_i W_O               (the head's full output)
+    no_tag     = head_out - tag                      (theta_no_tag's input: the tag removed)
+    resid      = mean_{i in C} resid_post_i          (raw residual stream, same positions)
+
+Head vectors are kept in d_head coordinates of W_O's row space (z U S for W_O = U S V^T), exact
+for rotation-invariant probes and d_model / d_head times smaller; ``HeadBasis.to_model`` maps a
+direction back to d_model. Two passes: sink frequency from attention patterns only, then the
+features of the chosen heads only, reduced inside the hooks (no activation cache is kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from sinkmech.data.prompts import TokenBatch, iter_batches
+from sinkmech.data.tokens import is_punctuation
+from sinkmech.mechanism.hooks import (
+    expand_kv_heads,
+    gather_per_layer,
+    output_weights,
+    pattern_name,
+    resid_post_name,
+    run_hooked,
+    value_name,
+    z_name,
+)
+from sinkmech.mechanism.sinks import special_token_strings
+from sinkmech.mechanism.tags import sink_mask
+from sinkmech.mechanism.variance import output_basis
+from sinkmech.models import LoadedModel
+
+HeadKey = tuple[int, int]
+# Appended to each statement so that the statement-final period has later tokens to catch under
+# causal attention (alone it is seen only by itself and an end token, too few to count as a sink).
+# It carries no punctuation, so the period stays the prompt's last punctuation token.
+PROBE_SUFFIX = " This statement is"
+
+
+@dataclass
+class HeadBasis:
+    """Orthonormal coordinates of one head's output space: z W_O = (z @ k) @ v_t."""
+
+    k: torch.Tensor  # [d_head, d_head] = U S
+    v_t: torch.Tensor  # [d_head, d_model], orthonormal rows
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, layer: int, head: int) -> "HeadBasis":
+        return cls(*output_basis(output_weights(loaded, layer)[head]))
+
+    def to_model(self, coords: np.ndarray) -> np.ndarray:
+        """Coordinates (last axis d_head) -> d_model vectors."""
+        return coords @ self.v_t.cpu().numpy()
+
+
+def last_punctuation(batch: TokenBatch, special: frozenset[str]) -> torch.Tensor:
+    """Position of each prompt's last punctuation token (special tokens excluded), [batch]."""
+    positions = []
+    for row, strings in enumerate(batch.token_strings):
+        found = [
+            i for i, token in enumerate(strings) if token not in special and is_punctuation(token)
+        ]
+        if not found:
+            raise ValueError(f"prompt {row} has no punctuation token: {strings}")
+        positions.append(found[-1])
+    return torch.tensor(positions)
+
+
+def final_sink_frequency(
+    loaded: LoadedModel, prompts: Sequence[str], batch_size: int, threshold: float
+) -> np.ndarray:
+    """[layer, head]: share of prompts whose final punctuation is a sink (mean received
+    attention > ``threshold``, ``tags.sink_mask``) of the head. Attention patterns only."""
+    special = special_token_strings(loaded.tokenizer)
+    counts = torch.zeros(loaded.n_layers, loaded.n_heads)
+    for batch in iter_batches(loaded.tokenizer, prompts, batch_size, loaded.max_length):
+        mask = batch.attention_mask.to(loaded.device)
+        final = last_punctuation(batch, special).to(loaded.device)
+        rows = torch.arange(len(final), device=loaded.device)
+
+        def reduce(layer: int):
+            def hook(pattern: torch.Tensor, hook: object) -> None:
+                sinks = sink_mask(pattern.float(), mask, loaded.causal, threshold)  # [b, h, key]
+                counts[layer] += sinks[rows, :, final].float().sum(0).cpu()
+
+            return hook
+
+        run_hooked(
+            loaded,
+            batch,
+            [(pattern_name(layer), reduce(layer)) for layer in range(loaded.n_layers)],
+        )
+    return (counts / len(prompts)).numpy()
+
+
+@dataclass
+class TruthFeatures:
+    """Per chosen head, arrays over prompts: tag, tag_sink, head_out, no_tag (d_head coordinates),
+    resid (d_model), sink_value (v_s W_O coordinates) and n_caught."""
+
+    heads: list[HeadKey]
+    bases: dict[HeadKey, HeadBasis]
+    arrays: dict[HeadKey, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def extract_truth_features(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    heads: Sequence[HeadKey],
+    batch_size: int,
+    threshold: float,
+) -> TruthFeatures:
+    """Tag and baseline features of ``heads`` at the tokens each prompt's final punctuation catches."""
+    heads = sorted(heads)
+    bases = {key: HeadBasis.of(loaded, *key) for key in heads}
+    k = {key: basis.k.float().to(loaded.device) for key, basis in bases.items()}
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    special = special_token_strings(loaded.tokenizer)
+    chunks: dict[HeadKey, dict[str, list[np.ndarray]]] = {key: {} for key in heads}
+    for batch in iter_batches(loaded.tokenizer, prompts, batch_size, loaded.max_length):
+        mask = batch.attention_mask.to(loaded.device).bool()
+        final = last_punctuation(batch, special).to(loaded.device)
+        rows = torch.arange(len(final), device=loaded.device)
+
+        def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
+            values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
+            for head in by_layer[layer]:
+                key = (layer, head)
+                attention = acts["pattern"][:, head].float()[rows, :, final]  # [b, query]: A_is
+                caught = (attention > threshold) & mask
+                none = ~caught.any(1)
+                caught[rows[none], final[none]] = True
+                weights = caught.float() / caught.sum(1, keepdim=True)  # mean over caught queries
+                v_s = values[rows, final, head] @ k[key]  # [b, d_head] coordinates of v_s W_O
+                tag = (weights * attention).sum(1, keepdim=True) * v_s
+                head_out = (
+                    torch.einsum("bq,bqd->bd", weights, acts["z"][:, :, head].float()) @ k[key]
+                )
+                features = {
+                    "tag": tag,
+                    "tag_sink": attention[rows, final, None] * v_s,
+                    "head_out": head_out,
+                    "no_tag": head_out - tag,
+                    "resid": torch.einsum("bq,bqm->bm", weights, acts["resid"].float()),
+                    "sink_value": v_s,
+                    "n_caught": caught.sum(1).float(),
+                }
+                for name, tensor in features.items():
+                    chunks[key].setdefault(name, []).append(tensor.cpu().numpy())
+
+        names = {
+            "pattern": pattern_name,
+            "values": value_name,
+            "z": z_name,
+            "resid": resid_post_name,
+        }
+        run_hooked(loaded, batch, gather_per_layer(sorted(by_layer), names, consume))
+    arrays = {
+        key: {name: np.concatenate(parts) for name, parts in chunks[key].items()} for key in heads
+    }
+    return TruthFeatures(list(heads), bases, arrays)

@@ -1,0 +1,173 @@
+"""Sweeps: multirun end to end, kill-and-resume, config hashing, atomic completion, the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.config import RunConf, register
+from experiments.pipeline import run_unit
+from sinkmech import io
+from sinkmech.models import load_model
+from sinkmech.reporting.report import write_report
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+register()
+
+
+def _conf(results: Path, *overrides: str) -> RunConf:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"results_dir={results}", "logging=disabled", "data.limit=6", *overrides],
+        )
+    return OmegaConf.to_object(cfg)
+
+
+class CountingLoader:
+    """Counts model loads; optionally dies on a given model like a killed job."""
+
+    def __init__(self, die_on: str | None = None) -> None:
+        self.loaded: list[str] = []
+        self.die_on = die_on
+
+    def __call__(self, spec):
+        if spec.name == self.die_on:
+            raise KeyboardInterrupt(f"killed while loading {spec.name}")
+        self.loaded.append(spec.name)
+        return load_model(spec)
+
+
+MODELS = ("tiny_gpt2", "tiny_qwen3")
+
+
+def _sweep(results: Path, loader: CountingLoader) -> None:
+    for model in MODELS:
+        run_unit(
+            _conf(results, f"model={model}", "experiment=ctr", "experiment.n_random=2"), loader
+        )
+
+
+def test_kill_and_resume_reruns_only_the_rest_and_matches(tmp_path):
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(interrupted, CountingLoader(die_on="tiny_qwen3"))
+    assert io.is_complete(interrupted / "ctr" / "tiny_gpt2")
+    assert not io.is_complete(interrupted / "ctr" / "tiny_qwen3")
+    resumed = CountingLoader()
+    _sweep(interrupted, resumed)
+    assert resumed.loaded == ["tiny_qwen3"]
+    straight = tmp_path / "straight"
+    _sweep(straight, CountingLoader())
+    for model in MODELS:
+        for table in ("sinks", "variance", "interventions", "catch"):
+            a = pd.read_parquet(interrupted / "ctr" / model / f"{table}.parquet")
+            b = pd.read_parquet(straight / "ctr" / model / f"{table}.parquet")
+            pd.testing.assert_frame_equal(a, b)
+
+
+def test_changed_config_recomputes_and_failure_leaves_no_marker(tmp_path):
+    loader = CountingLoader()
+    run_unit(_conf(tmp_path, "model=tiny_llama"), loader)
+    marker = json.loads((tmp_path / "sinks" / "tiny_llama" / io.COMPLETE_MARKER).read_text())
+    assert (
+        marker["packages"]["transformer-lens"]
+        and marker["packages"]["torch"]
+        and marker["device"] == "cpu"
+    )
+    assert marker["git_revision"] is None or len(marker["git_revision"].split("-")[0]) == 40
+    run_unit(_conf(tmp_path, "model=tiny_llama"), loader)
+    assert loader.loaded == ["tiny_llama"]
+    run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.threshold=0.3"), loader)
+    assert loader.loaded == ["tiny_llama", "tiny_llama"]
+    with pytest.raises(RuntimeError):
+        run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.threshold=0.4"), _failing_loader)
+    assert not io.is_complete(tmp_path / "sinks" / "tiny_llama")
+    assert not list((tmp_path / "sinks" / "tiny_llama").glob(".*.tmp"))
+
+
+def _failing_loader(spec):
+    raise RuntimeError("out of memory")
+
+
+def test_multirun_over_two_models_and_report(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "-m",
+            f"model={','.join(MODELS)}",
+            "experiment=sinks",
+            "logging=disabled",
+            "data.limit=4",
+            f"results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    for model in MODELS:
+        unit = tmp_path / "sinks" / model
+        assert (
+            io.is_complete(unit)
+            and (unit / "sinks.parquet").is_file()
+            and (unit / "sinks_heatmap.png").is_file()
+        )
+    report = write_report(tmp_path).read_text()
+    assert all(model in report for model in MODELS)
+    assert (tmp_path / "report_comparison.png").is_file()
+
+
+def test_misspelt_key_and_wrong_type_fail_at_compose(tmp_path):
+    with pytest.raises(Exception, match="batchsize"):
+        _conf(tmp_path, "data.batchsize=3")
+    with pytest.raises(Exception, match="top_heads"):
+        _conf(tmp_path, "experiment.top_heads=lots")
+
+
+def test_offline_wandb_run_logs_tables_and_figures(tmp_path, monkeypatch):
+    """logging=offline writes a local wandb run holding the unit's tables and figures."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = _conf(tmp_path / "results", "model=tiny_gpt2", "experiment=sinks", "logging=offline")
+    run_unit(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    tables = {p.name.split("_")[0] for p in (media / "table").glob("*.table.json")}
+    assert {"sinks"} <= tables and any((media / "images").glob("sinks_heatmap*.png"))
+
+
+def test_compare_results_finds_exactly_the_changed_column(tmp_path):
+    from sinkmech.reporting.compare import compare_results
+
+    run_unit(_conf(tmp_path / "a", "model=tiny_gpt2", "experiment=sinks"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    same = compare_results(tmp_path / "a", tmp_path / "b")
+    assert (
+        set(same.table) == {"sinks", "sinks_summary"}
+        and (same.max_abs_diff == 0).all()
+        and same.same_nan.all()
+    )
+    table = tmp_path / "b" / "sinks" / "tiny_gpt2" / "sinks.parquet"
+    frame = pd.read_parquet(table)
+    frame.loc[3, "mean_score"] += 0.25
+    frame.to_parquet(table, index=False)
+    diff = (
+        compare_results(tmp_path / "a", tmp_path / "b").set_index(["table", "column"]).max_abs_diff
+    )
+    assert diff[("sinks", "mean_score")] == pytest.approx(0.25)
+    assert (diff.drop(("sinks", "mean_score")) == 0).all()
+    with pytest.raises(ValueError, match="no complete unit"):
+        compare_results(tmp_path / "a", tmp_path / "missing")

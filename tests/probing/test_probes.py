@@ -1,0 +1,204 @@
+"""Probes recover planted directions, sit at chance on shuffled labels, and the model features are
+the paper's tag decomposition (Sec. 4.4 of arXiv 2502.00919)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from sinkmech.data.prompts import tokenize
+from sinkmech.data.statements import load_statements
+from sinkmech.mechanism.hooks import (
+    expand_kv_heads,
+    gather_per_layer,
+    output_weights,
+    pattern_name,
+    run_hooked,
+    value_name,
+    z_name,
+)
+from sinkmech.mechanism.sinks import special_token_strings
+from sinkmech.mechanism.tags import decompose_head_outputs
+from sinkmech.probing.analysis import plot_probe_summary, run_probing
+from sinkmech.probing.features import (
+    PROBE_SUFFIX,
+    HeadBasis,
+    extract_truth_features,
+    last_punctuation,
+)
+from sinkmech.probing.probes import (
+    PROBES,
+    abs_cosine,
+    auroc,
+    bootstrap_auroc,
+    cross_validated_accuracy,
+    evaluate_probe,
+    probe_direction,
+    wilson_interval,
+)
+
+N, D = 800, 24
+
+
+def _planted(seed: int = 0, shift: float = 8.0):
+    """Labels planted along a known unit direction w: x = noise + (2y - 1) * shift / 2 * w."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(D)
+    w /= np.linalg.norm(w)
+    y = rng.integers(0, 2, N)
+    x = (
+        rng.standard_normal((N, D)) + np.outer(2 * y - 1, w) * shift / 2 + 3.0
+    )  # offset: centring matters
+    groups = np.arange(N) // 2
+    is_test = groups % 4 == 0
+    return x, y, groups, is_test, w
+
+
+@pytest.mark.parametrize("kind", ["logistic", "diff_means"])
+def test_probe_recovers_a_planted_direction(kind):
+    x, y, groups, is_test, w = _planted()
+    result, probe = evaluate_probe(kind, x, y, groups, is_test, n_folds=5)
+    assert result.test_accuracy > 0.99 and result.cv_accuracy > 0.99
+    assert result.test_auroc > 0.99 and result.test_accuracy_lo > 0.9
+    assert abs_cosine(probe_direction(probe), w) > 0.97
+
+
+@pytest.mark.parametrize("kind", ["logistic", "diff_means"])
+def test_shuffled_labels_give_chance(kind):
+    x, y, groups, is_test, _ = _planted(seed=1)
+    results = [
+        evaluate_probe(kind, x, y, groups, is_test, n_folds=5, seed=seed, shuffle_labels=True)[0]
+        for seed in range(4)
+    ]
+    for result in results:
+        assert abs(result.test_accuracy - 0.5) < 0.12 and abs(result.cv_accuracy - 0.5) < 0.1
+        assert abs(result.test_auroc - 0.5) < 0.12
+    assert sum(r.test_accuracy_lo < 0.5 < r.test_accuracy_hi for r in results) >= 3
+    assert abs(np.mean([r.test_accuracy for r in results]) - 0.5) < 0.06
+
+
+def test_probes_are_rotation_invariant():
+    """Probing d_head coordinates is exact: an isometric embedding in more dimensions changes nothing."""
+    x, y, groups, is_test, _ = _planted(seed=2, shift=1.0)
+    q = np.linalg.qr(np.random.default_rng(0).standard_normal((3 * D, D)))[
+        0
+    ]  # [3D, D], orthonormal cols
+    for kind in ("logistic", "diff_means"):
+        low, probe_low = evaluate_probe(kind, x, y, groups, is_test)
+        high, probe_high = evaluate_probe(kind, x @ q.T, y, groups, is_test)
+        assert low.test_accuracy == pytest.approx(high.test_accuracy)
+        assert low.test_auroc == pytest.approx(high.test_auroc, abs=1e-6)
+        assert abs_cosine(q @ probe_direction(probe_low), probe_direction(probe_high)) > 0.9999
+
+
+def test_cross_validation_keeps_groups_together():
+    x, y, groups, _, _ = _planted()
+    seen = []
+
+    class Recorder:
+        def __init__(self):
+            self.probe = PROBES["diff_means"](0)
+
+        def fit(self, xs, ys):
+            seen.append({tuple(row) for row in xs})
+            self.probe.fit(xs, ys)
+            return self
+
+        def predict(self, xs):
+            return self.probe.predict(xs)
+
+    cross_validated_accuracy(Recorder, x, y, groups, n_folds=5, seed=0)
+    rows = {tuple(row): g for row, g in zip(x, groups)}
+    for train_rows in seen:
+        train_groups = {rows[row] for row in train_rows}
+        held_out = {g for row, g in rows.items() if row not in train_rows}
+        assert train_groups.isdisjoint(held_out)
+
+
+def test_interval_and_auroc_helpers():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    rng = np.random.default_rng(0)
+    y, scores = rng.integers(0, 2, 300), rng.standard_normal(300)
+    scores[y == 1] += 1.0
+    assert auroc(y, scores) == pytest.approx(roc_auc_score(y, scores))
+    area, low, high = bootstrap_auroc(y, scores)
+    assert low < area < high and high - low < 0.2
+
+
+def test_tag_features_match_the_tag_decomposition(minilm):
+    """The probe features are tags.decompose_head_outputs restricted to the final-period sink."""
+    statements = load_statements().head(6)
+    prompts = [text + PROBE_SUFFIX for text in statements.statement]
+    layer, heads = 2, [(2, 0), (2, 5)]
+    features = extract_truth_features(minilm, prompts, heads, batch_size=4, threshold=0.2)
+    batch = tokenize(minilm.tokenizer, prompts, minilm.max_length)
+    acts = {}
+    names = {"pattern": pattern_name, "values": value_name, "z": z_name}
+    run_hooked(minilm, batch, gather_per_layer([layer], names, lambda _, a: acts.update(a)))
+    final = last_punctuation(batch, special_token_strings(minilm.tokenizer))
+    assert all(batch.token_strings[b][final[b]] == "." for b in range(len(prompts)))
+    sinks = torch.zeros(len(prompts), minilm.n_heads, batch.tokens.shape[1], dtype=torch.bool)
+    sinks[torch.arange(len(prompts)), :, final] = True
+    values = expand_kv_heads(acts["values"], minilm.n_heads)
+    tag, rest = decompose_head_outputs(
+        acts["pattern"], values, sinks, output_weights(minilm, layer)
+    )
+    rows = torch.arange(len(prompts))
+    for key in heads:
+        basis, arrays = features.bases[key], features.arrays[key]
+        expected_sink_tag = tag[rows, final, key[1]].numpy()
+        np.testing.assert_allclose(basis.to_model(arrays["tag_sink"]), expected_sink_tag, atol=1e-4)
+        caught = acts["pattern"][:, key[1]][rows, :, final] > 0.2
+        caught &= batch.attention_mask.bool()
+        for b in range(len(prompts)):
+            at = (
+                caught[b]
+                if caught[b].any()
+                else torch.nn.functional.one_hot(final[b], caught.shape[1]).bool()
+            )
+            np.testing.assert_allclose(
+                basis.to_model(arrays["tag"][b]), tag[b, at, key[1]].mean(0).numpy(), atol=1e-4
+            )
+            np.testing.assert_allclose(
+                basis.to_model(arrays["no_tag"][b]), rest[b, at, key[1]].mean(0).numpy(), atol=1e-4
+            )
+    assert isinstance(features.bases[heads[0]], HeadBasis)
+
+
+def test_run_probing_tables_are_tidy_and_honest(minilm):
+    statements = load_statements()
+    statements = statements[statements.groupby("split").cumcount() < 48]
+    tables = run_probing(minilm, statements, batch_size=32, n_folds=3, max_heads=2)
+    assert set(tables) == {
+        "truth_probes",
+        "tag_direction",
+        "segment_probes",
+        "final_sink_frequency",
+    }
+    assert all((table.model == "minilm").all() for table in tables.values())
+    truth = tables["truth_probes"]
+    assert (
+        set(truth.head_role) == {"sink", "non_sink"}
+        and truth.groupby("head_role")[["layer", "head"]].value_counts().le(16).all()
+    )
+    assert {"tag", "no_tag", "resid", "resid_random", "head_out", "tag_sink"} <= set(truth.feature)
+    assert (truth.test_accuracy_lo <= truth.test_accuracy).all() and (
+        truth.test_accuracy <= truth.test_accuracy_hi
+    ).all()
+    assert set(truth.labels) == {"true", "shuffled"} and (truth.n_test == 48).all()
+    directions = tables["tag_direction"]
+    assert (
+        len(directions)
+        == (truth.head_role == "sink").groupby([truth.layer, truth["head"]]).any().sum()
+    )
+    assert directions.filter(like="cos_").stack().between(0, 1 + 1e-9).all()
+    plot_probe_summary(tables)
+
+
+def test_bootstrap_auroc_of_a_single_class_is_undefined_not_an_error():
+    from sinkmech.probing.probes import bootstrap_auroc
+
+    assert all(np.isnan(v) for v in bootstrap_auroc(np.ones(6, dtype=int), np.arange(6.0)))
