@@ -2,6 +2,7 @@
 
 python -m experiments.build_corpus                       # default sources -> data/corpus/textlm
 python -m experiments.build_corpus out_dir=/tmp/corpus corpus.val_every=10
+python -m experiments.build_corpus ladder=true out_dir=data/corpus/ladder   # issue-13 ladder corpus
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from sinkmech.data.corpus import CorpusConf, build_corpus
+from sinkmech.data.ladder import LadderCorpusConf, build_ladder_corpus
 from sinkmech.errors import SinkmechError
 
 
@@ -25,6 +27,8 @@ class BuildCorpusConf:
     out_dir: str = "data/corpus/textlm"
     cache_dir: str = str(Path.home() / ".cache" / "sinkmech" / "debian")
     corpus: CorpusConf = field(default_factory=CorpusConf)
+    ladder: bool = False  # build the issue-13 ladder corpus (recipe ``ladder_corpus``) instead
+    ladder_corpus: LadderCorpusConf = field(default_factory=LadderCorpusConf)
 
 
 ConfigStore.instance().store(name="build_corpus", node=BuildCorpusConf)
@@ -34,7 +38,10 @@ ConfigStore.instance().store(name="build_corpus", node=BuildCorpusConf)
 def main(cfg: BuildCorpusConf) -> None:
     conf: BuildCorpusConf = OmegaConf.to_object(cfg)
     try:
-        meta = build_corpus(conf.corpus, conf.out_dir, conf.cache_dir)
+        if conf.ladder:
+            meta = build_ladder_corpus(conf.ladder_corpus, conf.out_dir, conf.cache_dir)
+        else:
+            meta = build_corpus(conf.corpus, conf.out_dir, conf.cache_dir)
     except SinkmechError as error:
         print(f"sinkmech: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import lzma
 import re
 import shutil
 import struct
@@ -44,9 +45,12 @@ class CorpusError(SinkmechError):
 class Source:
     """One text source: where it comes from, how to read it, and under which licence.
 
-    ``reader``: ``text`` (UTF-8 text, optionally gzipped) or ``r_strings`` (an R lazy-load
-    database of character vectors, as CRAN data packages ship). ``path`` is relative to the
-    unpacked package root when ``debian_package`` is set, else a plain file path.
+    ``reader``: ``text`` (UTF-8 text, optionally gzipped; ``path`` may be a glob, files read in
+    sorted order), ``r_strings`` (an R lazy-load database of character vectors, as CRAN data
+    packages ship), ``fortunes`` (``%``-separated quotations), ``wordnet`` (the glosses of
+    WordNet ``data.*`` files) or ``dictd`` (a dictd ``.dict.dz`` with its markup stripped).
+    ``path`` is relative to the unpacked package root when ``debian_package`` is set, else a
+    plain file path.
     """
 
     name: str
@@ -79,6 +83,50 @@ DEFAULT_SOURCES: tuple[Source, ...] = (
 )
 
 
+_LINUX_DOC = "usr/share/doc/linux-doc-6.1/html/_sources"
+# The ladder corpus (issue 13): the issue-8 books plus English technical and reference text.
+LADDER_SOURCES: tuple[Source, ...] = DEFAULT_SOURCES + (
+    Source(
+        name="python_docs",
+        path="usr/share/doc/python3.11/html/_sources/**/*.rst.txt",
+        licence="PSF-2.0 (Python documentation)",
+        origin="Debian python3.11-doc 3.11.2-6+deb12u8 (reST sources of docs.python.org)",
+        debian_package="python3.11-doc=3.11.2-6+deb12u8",
+    ),
+    Source(
+        name="linux_docs",
+        path=f"{_LINUX_DOC}/**/*.rst.txt",
+        licence="GPL-2.0 (Linux kernel documentation)",
+        origin="Debian linux-doc-6.1 6.1.176-1 (reST sources of the kernel documentation)",
+        debian_package="linux-doc-6.1=6.1.176-1",
+    ),
+    Source(
+        name="wordnet_glosses",
+        path="usr/share/wordnet/data.*",
+        reader="wordnet",
+        licence="WordNet 3.0 licence (Princeton; BSD-like, free with attribution)",
+        origin="Debian wordnet-base 1:3.0-37 (synset glosses of data.noun/verb/adj/adv)",
+        debian_package="wordnet-base=1:3.0-37",
+    ),
+    Source(
+        name="gcide_dictionary",
+        path="usr/share/dictd/gcide.dict.dz",
+        reader="dictd",
+        licence="GPL-3.0+ (GNU Collaborative International Dictionary of English; 1913 Webster PD)",
+        origin="Debian dict-gcide 0.48.5+nmu2",
+        debian_package="dict-gcide=0.48.5+nmu2",
+    ),
+    Source(
+        name="fortunes",
+        path="usr/share/games/fortunes/*",
+        reader="fortunes",
+        licence="public domain / fair-use quotations collected by the fortune-mod project (BSD)",
+        origin="Debian fortunes 1:1.99.1-7.3 (non-offensive fortune files)",
+        debian_package="fortunes=1:1.99.1-7.3",
+    ),
+)
+
+
 @dataclass
 class CorpusConf:
     """How to turn sources into shards."""
@@ -99,13 +147,23 @@ def fetch_debian(package: str, cache_dir: Path) -> Path:
         return root
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
-        subprocess.run(["apt-get", "download", package], cwd=cache_dir, check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            ["apt-get", "download", package],
+            cwd=cache_dir,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     except (OSError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", "") or str(err)
-        raise CorpusError(f"could not download Debian package {package}: {detail.strip()}") from None
+        raise CorpusError(
+            f"could not download Debian package {package}: {detail.strip()}"
+        ) from None
     name, version = package.split("=")
-    debs = sorted(cache_dir.glob(f"{name}_{version.split(':')[-1]}_*.deb"))
+    # apt writes an epoch "1:" in the file name as "1%3a"
+    debs = sorted(cache_dir.glob(f"{name}_{version.replace(':', '%3a')}_*.deb")) or sorted(
+        cache_dir.glob(f"{name}_{version.split(':')[-1]}_*.deb")
+    )
     if not debs:
         raise CorpusError(f"apt-get download {package} left no .deb in {cache_dir}")
     tmp = root.with_suffix(".partial")
@@ -124,7 +182,9 @@ def decode_text(raw: bytes, origin: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise CorpusError(f"source {origin} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise CorpusError(
+            f"source {origin} is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
 
 
 def read_text_file(path: Path) -> str:
@@ -132,7 +192,7 @@ def read_text_file(path: Path) -> str:
     if not path.is_file():
         raise CorpusError(f"source file {path} does not exist")
     raw = path.read_bytes()
-    if path.suffix == ".gz":
+    if path.suffix in (".gz", ".dz"):  # dictzip (.dz) is gzip with an index
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
@@ -167,7 +227,7 @@ def read_r_strings(path: Path) -> list[list[str]]:
 def _decode_r_character_vector(payload: bytes) -> list[str] | None:
     if payload[:2] != b"X\n":
         return None
-    version, = struct.unpack(">i", payload[2:6])
+    (version,) = struct.unpack(">i", payload[2:6])
     offset = 14
     if version == 3:
         (encoding_length,) = struct.unpack(">i", payload[offset : offset + 4])
@@ -190,16 +250,63 @@ def _decode_r_character_vector(payload: bytes) -> list[str] | None:
 
 def read_source(source: Source, root: Path | None = None) -> list[str]:
     """The source's raw texts (one per object or file), before cleaning."""
-    path = (root / source.path) if root is not None else Path(source.path)
+    paths = source_paths(source, root)
     if source.reader == "text":
-        texts = [read_text_file(path)]
+        texts = [read_text_file(path) for path in paths]
     elif source.reader == "r_strings":
-        texts = ["\n".join(lines) for lines in read_r_strings(path)]
+        texts = ["\n".join(lines) for path in paths for lines in read_r_strings(path)]
+    elif source.reader == "fortunes":
+        texts = ["\n\n".join(_fortunes(read_text_file(path))) for path in paths]
+    elif source.reader == "wordnet":
+        texts = ["\n\n".join(_wordnet_glosses(read_text_file(path))) for path in paths]
+    elif source.reader == "dictd":
+        # GCIDE is UTF-8 with a few stray Latin-1 bytes: those become U+FFFD
+        texts = [
+            _strip_dict_markup(gzip.decompress(p.read_bytes()).decode("utf-8", "replace"))
+            for p in paths
+        ]
     else:
         raise CorpusError(f"unknown reader {source.reader!r} for source {source.name}")
     if source.skip_until is not None:
         texts = [_skip_until(text, source.skip_until, source.name) for text in texts]
     return texts
+
+
+def source_paths(source: Source, root: Path | None = None) -> list[Path]:
+    """The files of a source in sorted order (its ``path`` may be a glob); error if none."""
+    base = root if root is not None else Path(".")
+    if any(char in source.path for char in "*?["):
+        # .dat files are the binary indexes strfile writes beside fortune files
+        paths = sorted(p for p in base.glob(source.path) if p.is_file() and p.suffix != ".dat")
+        if not paths:
+            raise CorpusError(f"source {source.name}: no file matches {base / source.path}")
+        return paths
+    path = base / source.path
+    if not path.is_file():
+        raise CorpusError(f"source file {path} does not exist")
+    return [path]
+
+
+def _fortunes(text: str) -> list[str]:
+    """``%``-separated quotations, one paragraph each (attribution lines kept)."""
+    return [" ".join(q.split()) for q in re.split(r"(?m)^%\s*$", text) if q.strip()]
+
+
+def _wordnet_glosses(text: str) -> list[str]:
+    """The gloss (text after ``|``) of every synset line of a WordNet ``data.*`` file."""
+    glosses = []
+    for line in text.splitlines():
+        if line.startswith("  ") or "|" not in line:  # licence header lines start with spaces
+            continue
+        glosses.append(line.split("|", 1)[1].strip())
+    return glosses
+
+
+def _strip_dict_markup(text: str) -> str:
+    """GCIDE dictd text without tags, ``[1913 Webster]`` stamps and ``\\A*buse"\\`` syllable marks."""
+    text = re.sub(r"<[^>]{1,40}>", "", text)
+    text = re.sub(r"\[(1913 Webster|PJC|Webster 1913 Suppl\.|Century Dict\.)[^\]]*\]", "", text)
+    return re.sub(r"\\[^\\\n]{1,60}\\", "", text)
 
 
 def _skip_until(text: str, pattern: str, name: str) -> str:
@@ -282,19 +389,20 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def build_corpus(
-    conf: CorpusConf, out_dir: str | Path, cache_dir: str | Path, tokenizer: Any | None = None
-) -> dict[str, Any]:
-    """Read, clean, split, tokenise and write every source; returns the metadata written."""
+def collect_documents(
+    conf: CorpusConf, cache_dir: str | Path
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Read, clean and split every source: (train documents, val documents, per-source metadata)."""
     if not conf.sources:
         raise CorpusError("no corpus sources given")
-    tokenizer = tokenizer or gpt2_tokenizer()
     train_docs: list[str] = []
     val_docs: list[str] = []
     source_meta = []
     for source in conf.sources:
-        root = fetch_debian(source.debian_package, Path(cache_dir)) if source.debian_package else None
-        path = (root / source.path) if root is not None else Path(source.path)
+        root = (
+            fetch_debian(source.debian_package, Path(cache_dir)) if source.debian_package else None
+        )
+        paths = source_paths(source, root)
         texts = read_source(source, root)
         paragraphs = [p for text in texts for p in clean_paragraphs(text, conf.min_words)]
         if not paragraphs:
@@ -307,18 +415,38 @@ def build_corpus(
             )
         train_docs += train
         val_docs += val
-        source_meta.append({
-            **asdict(source),
-            "sha256": sha256(path.read_bytes()),
-            "paragraphs": len(paragraphs),
-            "words": sum(len(p.split()) for p in paragraphs),
-            "train_documents": len(train),
-            "val_documents": len(val),
-        })
+        digest = hashlib.sha256()
+        for path in paths:
+            digest.update(path.read_bytes())
+        source_meta.append(
+            {
+                **asdict(source),
+                "files": len(paths),
+                "sha256": digest.hexdigest(),
+                "paragraphs": len(paragraphs),
+                "words": sum(len(p.split()) for p in paragraphs),
+                "train_documents": len(train),
+                "val_documents": len(val),
+            }
+        )
+    return train_docs, val_docs, source_meta
+
+
+def build_corpus(
+    conf: CorpusConf, out_dir: str | Path, cache_dir: str | Path, tokenizer: Any | None = None
+) -> dict[str, Any]:
+    """Read, clean, split, tokenise and write every source; returns the metadata written."""
+    tokenizer = tokenizer or gpt2_tokenizer()
+    train_docs, val_docs, source_meta = collect_documents(conf, cache_dir)
     return write_corpus(
-        out_dir, encode_documents(tokenizer, train_docs), encode_documents(tokenizer, val_docs),
-        tokenizer, {"config": {k: v for k, v in asdict(conf).items() if k != "sources"},
-                    "sources": source_meta},
+        out_dir,
+        encode_documents(tokenizer, train_docs),
+        encode_documents(tokenizer, val_docs),
+        tokenizer,
+        {
+            "config": {k: v for k, v in asdict(conf).items() if k != "sources"},
+            "sources": source_meta,
+        },
     )
 
 
@@ -354,16 +482,24 @@ def write_corpus(
 
 
 def load_shard(corpus_dir: str | Path, split: str) -> np.ndarray:
-    """Token ids of one split as a read-only memory map."""
+    """Token ids of one split: a read-only memory map of ``{split}.bin``, or the decompressed
+    ``{split}.bin.xz`` (the ladder corpus ships xz-compressed shards)."""
     path = Path(corpus_dir) / f"{split}.bin"
-    if not path.is_file():
-        raise CorpusError(f"{path} not found: build the corpus with `python -m experiments.build_corpus`")
-    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    if path.is_file():
+        return np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    packed = path.with_name(path.name + ".xz")
+    if packed.is_file():
+        return np.frombuffer(lzma.decompress(packed.read_bytes()), dtype=TOKEN_DTYPE)
+    raise CorpusError(
+        f"{path} not found: build the corpus with `python -m experiments.build_corpus`"
+    )
 
 
 def read_meta(corpus_dir: str | Path) -> dict[str, Any]:
     """The corpus's ``meta.json``."""
     path = Path(corpus_dir) / "meta.json"
     if not path.is_file():
-        raise CorpusError(f"{path} not found: build the corpus with `python -m experiments.build_corpus`")
+        raise CorpusError(
+            f"{path} not found: build the corpus with `python -m experiments.build_corpus`"
+        )
     return json.loads(path.read_text())

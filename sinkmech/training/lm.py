@@ -76,6 +76,8 @@ class TrainConf:
     wandb_project: str = "sinkmech"
     progress: bool = True
     max_wall_s: Optional[float] = None  # stop (saving state) after this long; resume later
+    train_split: str = "train"  # shard to train on (the ladder corpus also has "reasoning")
+    init_from: Optional[str] = None  # save_pretrained dir to continue from (Sec. 5 analogue)
 
 
 def validate(conf: TrainConf) -> None:
@@ -87,6 +89,8 @@ def validate(conf: TrainConf) -> None:
         raise ConfigError("d_model must divide by n_heads, and n_heads by n_kv_heads")
     if lm.save_dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"save_dtype={lm.save_dtype!r} is not float32 or bfloat16")
+    if conf.init_from is not None and not (Path(conf.init_from) / "config.json").is_file():
+        raise ConfigError(f"init_from={conf.init_from} is not a save_pretrained directory")
     if min(lm.max_steps, lm.batch_size, lm.seq_len, lm.eval_every, lm.ckpt_every) < 1:
         raise ConfigError("max_steps, batch_size, seq_len, eval_every and ckpt_every must be >= 1")
 
@@ -117,13 +121,20 @@ def model_config(conf: TrainConf, vocab_size: int, bos_id: int) -> transformers.
 
 
 def build_model(conf: TrainConf, vocab_size: int, bos_id: int) -> torch.nn.Module:
-    """A freshly initialised model of the variant, seeded by ``conf.seed``."""
-    config = model_config(conf, vocab_size, bos_id)
-    torch.manual_seed(conf.seed)
+    """A freshly initialised model of the variant, seeded by ``conf.seed``, or the float32
+    weights of ``conf.init_from`` when continuing a base model."""
     model_class = (
         transformers.Qwen3ForCausalLM if conf.variant == "qknorm" else transformers.Qwen2ForCausalLM
     )
-    return model_class(config)
+    torch.manual_seed(conf.seed)
+    if conf.init_from is not None:
+        model = model_class.from_pretrained(conf.init_from, dtype=torch.float32)
+        if model.config.vocab_size != vocab_size:
+            raise ConfigError(
+                f"init_from={conf.init_from} has vocab {model.config.vocab_size}, corpus {vocab_size}"
+            )
+        return model
+    return model_class(model_config(conf, vocab_size, bos_id))
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -277,7 +288,8 @@ def train(conf: TrainConf) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     meta = read_meta(conf.corpus_dir)
     vocab_size, bos = meta["tokenizer"]["vocab_size"], meta["tokenizer"]["bos_token_id"]
-    train_ids, val_ids = load_shard(conf.corpus_dir, "train"), load_shard(conf.corpus_dir, "val")
+    train_ids = load_shard(conf.corpus_dir, conf.train_split)
+    val_ids = load_shard(conf.corpus_dir, "val")
     val_windows = eval_windows(val_ids, bos, lm)
     baseline = unigram_baseline(train_ids, val_windows[:, 1:].numpy(), vocab_size)
     autocast = conf.bf16 and device.type == "cuda"
@@ -309,6 +321,11 @@ def train(conf: TrainConf) -> dict[str, Any]:
         if step % lm.eval_every == 0 or step == lm.max_steps:
             record["val_loss"] = evaluate(model, val_windows, lm.batch_size, autocast)
             history.append(record)
+            if not conf.progress:  # one line per evaluation for logs read by a driver
+                print(
+                    json.dumps({**record, "elapsed_s": round(time.perf_counter() - started, 1)}),
+                    flush=True,
+                )
         if tracker is not None:
             tracker.log(record, step=step)
         bar.update(1)

@@ -1,0 +1,298 @@
+"""One-GPU-call driver of the issue-13 ladder: train, continue, evaluate and pack under $OUT.
+
+Runs every ladder size x {qknorm, noqknorm} concurrently on one GPU (same seed and data), starts
+the Sec. 5 continuations (reasoning traces vs base mixture, several seeds) from the smallest
+noqknorm base as soon as it is done, evaluates every finished model's knowledge on held-out
+templates, and keeps ``$OUT`` up to date as it goes (so a run cut at the time limit still returns
+what finished). At most 7 files reach ``$OUT``: ``summary.json``, ``results.tar.gz`` (logs,
+configs, training summaries, loss curves, knowledge tables), one tar per smallest-size model and
+one tar per continuation seed (both arms). Step counts are fixed in ``conf/lm/*.yaml``, so a later
+call retrains identical weights.
+
+    PYTHONUNBUFFERED=1 python -m experiments.gpu_ladder --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sinkmech.training.lm import VARIANTS, LMConf, TrainConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lm_conf(name: str) -> LMConf:
+    """``conf/lm/<name>.yaml`` as an LMConf."""
+    return LMConf(**yaml.safe_load((REPO / "conf" / "lm" / f"{name}.yaml").read_text()))
+
+
+class Job:
+    """One subprocess (training or knowledge evaluation) with its log file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str]):
+        self.name, self.log, self.started = name, log, time.time()
+        self.handle = open(log, "w")
+        self.proc = subprocess.Popen(
+            argv, stdout=self.handle, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+        self.ended: float | None = None
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None and self.ended is None:
+            self.ended = time.time()
+            self.handle.close()
+        return code
+
+    def last_line(self) -> str:
+        lines = self.log.read_text(errors="replace").strip().splitlines()
+        return lines[-1][-160:] if lines else ""
+
+
+def _env(threads: int) -> dict[str, str]:
+    env = dict(
+        os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", WANDB_MODE="disabled"
+    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _tar(out: Path, name: str, dirs: list[Path], compress: bool = False) -> None:
+    tmp = out / f".{name}.tmp"
+    with tarfile.open(tmp, "w:gz" if compress else "w") as tar:
+        for d in dirs:
+            for path in sorted(d.rglob("*")):
+                if path.is_file() and path.name != "train_state.pt":
+                    tar.add(path, arcname=str(path.relative_to(d.parent)))
+    tmp.rename(out / name)
+
+
+def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
+    """loss_curves.csv, knowledge.csv and runs.csv from what has finished so far."""
+    curves, knowledge, rows = [], [], []
+    for name, info in runs.items():
+        summary_path = work / "runs" / name / "training_summary.json"
+        row = {
+            "run": name,
+            "state": info["state"],
+            "train_wall_s": info.get("train_wall_s"),
+            "eval_wall_s": info.get("eval_wall_s"),
+        }
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            curves += [{"run": name, **h} for h in summary["history"]]
+            row |= {
+                k: summary[k]
+                for k in ("parameters", "final_val_loss", "unigram_val_loss", "wall_s", "device")
+            }
+            row["tokens"] = (
+                summary["step"]
+                * summary["config"]["lm"]["batch_size"]
+                * summary["config"]["lm"]["seq_len"]
+            )
+        knowledge_path = work / "knowledge" / f"{name}.json"
+        if knowledge_path.is_file():
+            for rel in json.loads(knowledge_path.read_text())["summary"]:
+                knowledge.append({"run": name, **rel})
+        rows.append(row)
+    for file, table in (
+        ("loss_curves.csv", curves),
+        ("knowledge.csv", knowledge),
+        ("runs.csv", rows),
+    ):
+        if table:
+            keys = list(dict.fromkeys(k for r in table for k in r))
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, keys)
+            writer.writeheader()
+            writer.writerows(table)
+            (work / "tables" / file).write_text(buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "ladder_out"))
+    parser.add_argument("--corpus", default="data/corpus/ladder")
+    parser.add_argument("--work", default="/tmp/ladder_work")
+    parser.add_argument(
+        "--sizes", default="ladder_s,ladder_m,ladder_l", help="conf/lm names, smallest first"
+    )
+    parser.add_argument("--reason-lm", default="ladder_reason")
+    parser.add_argument("--reason-variants", default="noqknorm")
+    parser.add_argument("--reason-seeds", default="1,2")
+    parser.add_argument(
+        "--deadline-s", type=float, default=540.0, help="kill what still runs and pack"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per subprocess")
+    args = parser.parse_args(argv)
+    t0 = time.time()
+    out, work, corpus = Path(args.out), Path(args.work), Path(args.corpus)
+    for d in (
+        out,
+        work / "runs",
+        work / "configs",
+        work / "logs",
+        work / "knowledge",
+        work / "tables",
+        work / "summaries",
+    ):
+        d.mkdir(parents=True, exist_ok=True)
+    if not (corpus / "meta.json").is_file():
+        sys.exit(
+            f"gpu_ladder: error: {corpus}/meta.json not found (carry the ladder corpus folder)"
+        )
+    sizes = args.sizes.split(",")
+    confs = {size: lm_conf(size) for size in sizes} | {args.reason_lm: lm_conf(args.reason_lm)}
+    env = _env(args.threads)
+    runs: dict[str, dict[str, Any]] = {}
+    jobs: dict[str, Job] = {}
+
+    def launch(name: str, conf: TrainConf) -> None:
+        conf.out_dir = str(work / "runs" / name)
+        path = work / "configs" / f"{name}.json"
+        path.write_text(json.dumps(asdict(conf), indent=1))
+        argv = [
+            sys.executable,
+            "-m",
+            "sinkmech.training.lm",
+            "--config",
+            str(path),
+            "--no-progress",
+        ]
+        jobs[name] = Job(name, argv, work / "logs" / f"{name}.log", env)
+        runs[name] = {"state": "training", "kind": "train"}
+        print(f"[{time.time() - t0:6.1f}s] start {name}", flush=True)
+
+    base = dict(corpus_dir=str(corpus), device=args.device, wandb_mode="disabled", progress=False)
+    for size in sizes:
+        for variant in VARIANTS:
+            launch(
+                f"{size}_{variant}_s0", TrainConf(lm=confs[size], variant=variant, seed=0, **base)
+            )
+    smallest = sizes[0]
+    smallest_base = {f"{smallest}_{variant}_s0": variant for variant in VARIANTS}
+    reason_started, packed = set(), set()
+
+    def pack() -> None:
+        _tables(work, runs)
+        (out / "summary.json").write_text(
+            json.dumps(
+                {
+                    "elapsed_s": round(time.time() - t0, 1),
+                    "runs": runs,
+                    "last_lines": {n: j.last_line() for n, j in jobs.items()},
+                },
+                indent=1,
+            )
+        )
+        _tar(
+            out,
+            "results.tar.gz",
+            [work / d for d in ("tables", "configs", "logs", "knowledge", "summaries")],
+            compress=True,
+        )
+
+    last_print = 0.0
+    while True:
+        for name, job in list(jobs.items()):
+            code = job.poll()
+            if code is None or runs[name]["state"] not in ("training", "evaluating"):
+                continue
+            wall = round(job.ended - job.started, 1)
+            runs[name]["train_wall_s" if runs[name]["kind"] == "train" else "eval_wall_s"] = wall
+            if code != 0:
+                runs[name]["state"] = f"failed ({code})"
+                print(f"[{time.time() - t0:6.1f}s] FAILED {name}: {job.last_line()}", flush=True)
+                continue
+            if runs[name]["kind"] == "train":
+                runs[name]["state"] = "evaluating"
+                runs[name]["kind"] = "eval"
+                model_dir = work / "runs" / name
+                jobs[name] = Job(
+                    name,
+                    [
+                        sys.executable,
+                        "-m",
+                        "sinkmech.training.knowledge",
+                        "--model",
+                        str(model_dir),
+                        "--facts",
+                        str(corpus / "facts.json"),
+                        "--out",
+                        str(work / "knowledge" / f"{name}.json"),
+                    ],
+                    work / "logs" / f"{name}.knowledge.log",
+                    env,
+                )
+                shutil.copy2(
+                    model_dir / "training_summary.json", work / "summaries" / f"{name}.json"
+                )
+                print(f"[{time.time() - t0:6.1f}s] trained {name} ({wall} s)", flush=True)
+                continue
+            runs[name]["state"] = "done"
+            print(f"[{time.time() - t0:6.1f}s] knowledge {name}: {job.last_line()}", flush=True)
+            if name in smallest_base:
+                variant = smallest_base[name]
+                _tar(out, f"{name}.tar", [work / "runs" / name])
+                if variant in args.reason_variants.split(",") and variant not in reason_started:
+                    reason_started.add(variant)
+                    for seed in map(int, args.reason_seeds.split(",")):
+                        for arm, split in (("reasoning", "reasoning"), ("control", "train")):
+                            launch(
+                                f"{smallest}_{variant}_{arm}_s{seed}",
+                                TrainConf(
+                                    lm=confs[args.reason_lm],
+                                    variant=variant,
+                                    seed=seed,
+                                    train_split=split,
+                                    init_from=str(work / "runs" / name),
+                                    **base,
+                                ),
+                            )
+            for seed in map(int, args.reason_seeds.split(",")):
+                for variant in reason_started:
+                    pair = [
+                        f"{smallest}_{variant}_{arm}_s{seed}" for arm in ("reasoning", "control")
+                    ]
+                    key = f"{smallest}_{variant}_continued_s{seed}"
+                    if key not in packed and all(
+                        runs.get(p, {}).get("state") == "done" for p in pair
+                    ):
+                        packed.add(key)
+                        _tar(out, f"{key}.tar", [work / "runs" / p for p in pair])
+            pack()
+        active = [n for n, r in runs.items() if r["state"] in ("training", "evaluating")]
+        if not active:
+            break
+        if time.time() - t0 > args.deadline_s:
+            for name in active:
+                jobs[name].proc.kill()
+                runs[name]["state"] = "killed at deadline"
+            print(f"[{time.time() - t0:6.1f}s] deadline: killed {active}", flush=True)
+            break
+        if time.time() - last_print > 20:
+            last_print = time.time()
+            for name in active:
+                print(f"[{time.time() - t0:6.1f}s] {name}: {jobs[name].last_line()}", flush=True)
+        time.sleep(1.0)
+    pack()
+    print(f"[{time.time() - t0:6.1f}s] packed {sorted(p.name for p in out.iterdir())}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The one-call GPU ladder driver, run on CPU at tiny size (issue 13): trains the pair, continues
+the smallest base on traces and on the base mixture, evaluates knowledge and packs $OUT."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+
+import pytest
+
+from experiments.gpu_ladder import main
+from sinkmech.data.ladder import build_ladder_corpus
+from tests.data.test_ladder import recipe, tiny_world
+
+
+@pytest.mark.slow
+def test_tiny_ladder_packs_every_result(tmp_path):
+    import pydoc_data.topics
+
+    source = tmp_path / "src.txt"
+    source.write_text(
+        "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))[:60_000]
+    )
+    build_ladder_corpus(recipe(source), tmp_path / "corpus", tmp_path / "cache", world=tiny_world())
+    out = tmp_path / "out"
+    main(
+        [
+            "--out",
+            str(out),
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--work",
+            str(tmp_path / "work"),
+            "--sizes",
+            "tiny",
+            "--reason-lm",
+            "tiny",
+            "--reason-seeds",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "results.tar.gz",
+        "summary.json",
+        "tiny_noqknorm_continued_s1.tar",
+        "tiny_noqknorm_s0.tar",
+        "tiny_qknorm_s0.tar",
+    ]
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    assert {r["state"] for r in runs.values()} == {"done"} and len(runs) == 4
+    with tarfile.open(out / "results.tar.gz") as tar:
+        table = tar.extractfile("tables/knowledge.csv").read().decode()
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert {r["run"] for r in rows} == set(runs)
+    with tarfile.open(out / "tiny_qknorm_s0.tar") as tar:
+        names = tar.getnames()
+    assert "tiny_qknorm_s0/model.safetensors" in names and "tiny_qknorm_s0/tokenizer.json" in names
+    assert not any(n.endswith("train_state.pt") for n in names)
