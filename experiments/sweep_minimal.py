@@ -14,8 +14,8 @@ so a run cut by the time limit still returns what it finished. ``time_limit_s`` 
 for cells after that many seconds (running cells are abandoned) and still reports.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: spawned workers re-import this module as
+# ``__mp_main__``, where OmegaConf cannot resolve string annotations of the schema.
 import multiprocessing
 import shutil
 import tarfile
