@@ -127,6 +127,9 @@ def train(cfg: SweepConf, cells: list[CellSetting], results: Path) -> dict[str, 
             except multiprocessing.TimeoutError:
                 print(f"time limit {cfg.time_limit_s} s reached: abandoning unfinished cells")
                 break
+            except Exception as error:  # noqa: BLE001  (one failed cell must not stop the others)
+                print(f"a cell failed: {error!r}", flush=True)
+                continue
             done[name] = seconds
             print(f"cell {name}: {seconds:.0f} s", flush=True)
             pack(cfg, results)

@@ -100,6 +100,8 @@ def _edit_output(
     if mode == "tag_only":
         return bias + tag
     rest = out - tag - bias  # what the head writes besides the tag
+    if not torch.isfinite(rest[mask]).all():
+        return out  # a diverged run: no control to build (its losses are not finite anyway)
     lead = torch.linalg.svd(rest[mask], full_matrices=False).Vh[0]
     component = (rest @ lead)[..., None] * lead
     unit = tag / norm.clamp_min(1e-30)
