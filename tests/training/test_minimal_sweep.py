@@ -43,7 +43,7 @@ def test_construction_solves_the_task_and_meets_every_criterion(fields: dict) ->
     row = native_metrics(model, eval_batch(TASK, SPEC).tokens, TASK.vocab_size)
     assert row["loss"] < 1e-8 * row["baseline_ignore_sep"]
     assert row["catch_sep_l0"] > 0.99 and row["release_mass_l1"] > 0.99
-    assert row["tag_energy_share"] > 0.999  # the layer-0 head writes only the tag
+    assert row["tag_variance_share"] > 0.999  # the layer-0 head writes only the tag
     assert row["loss_tag_removed"] > 0.5 * row["baseline_ignore_sep"]  # the tag is what solves it
     assert row["loss_tag_only"] == pytest.approx(row["loss"], abs=1e-8)
     assert all(emerged(pd.Series(row), SPEC).values())

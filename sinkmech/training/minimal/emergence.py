@@ -52,7 +52,7 @@ from sinkmech.training.minimal.task import (
     token_strings,
 )
 
-STRICT_CONTROLS = ("loss_orth_edit", "loss_tag_only", "tag_energy_share")
+STRICT_CONTROLS = ("loss_orth_edit", "loss_tag_only", "tag_variance_share")
 
 
 @dataclass

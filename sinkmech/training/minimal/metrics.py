@@ -12,10 +12,11 @@ attention output ``out_t`` (the ``o`` projection's output, bias included):
 - ``remove``: out_t - tag_t (the suite's ``tag_edit_hooks`` mode ``remove``);
 - ``random``: out_t - ||tag_t|| r, one fixed random unit r (equal-norm control);
 - ``orth`` (the stricter control of issue 15): out_t - s c_t, where c_t is the head's own
-  leading non-tag component (projection of rest_t = out_t - tag_t - bias on the top right-singular
-  vector of rest over target queries), made orthogonal to tag_t per query, and s rescales it to
-  the tag's energy over target queries (equal variance). When the head writes nothing but the tag
-  (energy < 1e-8 of the tag's) there is no such component and the edit is the identity;
+  leading non-tag component: rest_t = out_t - tag_t - bias, centred over queries (all but [BOS]),
+  with the tag direction (top principal direction of the centred tag) projected out, then
+  projected on its own top principal direction; s rescales it to the tag's variance (equal
+  variance, orthogonal to the tag direction). When the head writes nothing else (variance
+  < 1e-8 of the tag's) there is no such component and the edit is the identity;
 - ``tag_only``: bias + tag_t (the tag patched in alone: everything else the head writes is dropped).
 """
 
@@ -87,7 +88,7 @@ def tag_output(model: nn.Module, tokens: torch.Tensor, store: dict) -> torch.Ten
 
 
 def _edit_output(
-    mode: str, out: torch.Tensor, tag: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor
+    mode: str, out: torch.Tensor, tag: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor
 ) -> torch.Tensor:
     norm = tag.norm(dim=-1, keepdim=True)
     generator = torch.Generator().manual_seed(RANDOM_DIRECTION_SEED)
@@ -100,16 +101,18 @@ def _edit_output(
     if mode == "tag_only":
         return bias + tag
     rest = out - tag - bias  # what the head writes besides the tag
-    if not torch.isfinite(rest[mask]).all():
+    if not torch.isfinite(rest[keep]).all():
         return out  # a diverged run: no control to build (its losses are not finite anyway)
-    lead = torch.linalg.svd(rest[mask], full_matrices=False).Vh[0]
-    component = (rest @ lead)[..., None] * lead
-    unit = tag / norm.clamp_min(1e-30)
-    component = component - (component * unit).sum(-1, keepdim=True) * unit
-    energy, tag_energy = component[mask].pow(2).sum(), tag[mask].pow(2).sum()
-    if energy <= NEGLIGIBLE * tag_energy:
+    tag_centred = tag[keep] - tag[keep].mean(0)
+    direction = torch.linalg.svd(tag_centred, full_matrices=False).Vh[0]  # the tag direction
+    rest_centred = rest - rest[keep].mean(0)
+    rest_centred = rest_centred - (rest_centred @ direction)[..., None] * direction
+    lead = torch.linalg.svd(rest_centred[keep], full_matrices=False).Vh[0]
+    component = (rest_centred @ lead)[..., None] * lead
+    variance, tag_variance = component[keep].pow(2).sum(), tag_centred.pow(2).sum()
+    if variance <= NEGLIGIBLE * tag_variance:
         return out  # the head writes nothing but the tag: no orthogonal component to remove
-    return out - (tag_energy / energy).sqrt() * component
+    return out - (tag_variance / variance).sqrt() * component
 
 
 def _edited_logits(model: nn.Module, tokens: torch.Tensor, replace: Callable) -> torch.Tensor:
@@ -129,9 +132,13 @@ def _catch(pattern: torch.Tensor, key: torch.Tensor) -> float:
     return float(per_prompt.mean(0).max())
 
 
+def _variance(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean(0)).pow(2).sum()
+
+
 @torch.no_grad()
 def native_metrics(model: nn.Module, tokens: torch.Tensor, vocab_size: int) -> dict[str, float]:
-    """Loss, baselines, catch, tag energy share, release mass and the losses after each edit."""
+    """Loss, baselines, catch, tag variance share, release mass and the losses after each edit."""
     model.eval()
     targets, mask = segment_targets(tokens, vocab_size)
     logits, store = _capture(model, tokens)
@@ -139,6 +146,8 @@ def native_metrics(model: nn.Module, tokens: torch.Tensor, vocab_size: int) -> d
     bias = model.layers[0].attn.o.bias
     bias = torch.zeros_like(tag[0, 0]) if bias is None else bias
     head_out = store["o0"] - bias
+    keep = torch.ones_like(mask)
+    keep[:, 0] = False  # every query but [BOS]: the tag separates before from after [SEP]
     segment = after_sep(tokens)
     queries = segment[:, None, :].float()
     mass = (store["pattern1"] * segment[:, None, None, :]).sum(-1)
@@ -148,12 +157,12 @@ def native_metrics(model: nn.Module, tokens: torch.Tensor, vocab_size: int) -> d
         **baseline_losses(tokens.cpu(), vocab_size),
         "catch_sep_l0": _catch(store["pattern0"], sep_positions(tokens)),
         "catch_bos_l0": _catch(store["pattern0"], torch.zeros_like(tokens[:, 0])),
-        "tag_energy_share": float(tag[mask].pow(2).sum() / head_out[mask].pow(2).sum()),
+        "tag_variance_share": float(_variance(tag[keep]) / _variance(head_out[keep])),
         "release_mass_l1": float(release.max()),
     }
     for mode, column in EDIT_COLUMNS.items():
         logits = _edited_logits(
-            model, tokens, lambda out, mode=mode: _edit_output(mode, out, tag, bias, mask)
+            model, tokens, lambda out, mode=mode: _edit_output(mode, out, tag, bias, keep)
         )
         row[column] = float(squared_error(logits, targets, mask))
     return row

@@ -78,7 +78,7 @@ def emergence_figure(
 SWEEP_PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("loss", "task loss (eval, log)", ("baseline_ignore_sep",)),
     ("catch_sep_l0", "catch: [SEP] sink score, layer 0", ("catch_bos_l0",)),
-    ("tag_energy_share", "tag: share of layer-0 output energy", ()),
+    ("tag_variance_share", "tag: share of layer-0 output variance", ()),
     ("release_mass_l1", "release: layer-1 mass on segment", ()),
     ("loss_tag_removed", "tag removed (log)", ("loss_orth_edit", "loss_random_edit")),
     ("loss_tag_only", "tag patched in alone (log)", ()),
