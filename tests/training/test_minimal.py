@@ -134,12 +134,16 @@ def test_emergence_metrics_per_checkpoint(tmp_path: Path) -> None:
     assert metrics.step.tolist() == [0, 20, 40]
     assert metrics.loss.iloc[-1] < metrics.loss.iloc[0]
     assert metrics[["catch_sep_l0", "release_mass_l1"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert {"loss_orth_edit", "loss_tag_only"} <= set(metrics.columns)
     assert set(emerged(metrics.iloc[-1], spec)) == {
         "solved",
         "catch",
         "release",
         "tag_needed",
         "emerged",
+        "tag_beats_orth",
+        "tag_restores",
+        "emerged_strict",
     }
 
 

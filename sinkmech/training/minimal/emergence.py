@@ -9,7 +9,8 @@ emergence figure of arXiv 2502.00919), with the suite's own analyses:
 - release: layer-1 attention mass on the [SEP] segment (the tokens to average); the task loss
   after removing the tag (``interventions.tag_edit_hooks``, mode ``remove``) against an
   equal-norm random edit; ``probes.evaluate_probe`` reading "after [SEP]" from the layer-0
-  residual stream with and without the tag.
+  residual stream with and without the tag; the stricter controls of issue 15 (an equal-norm
+  edit orthogonal to the tag, the tag patched in alone) from ``metrics.native_metrics``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from sinkmech.mechanism.tags import sink_mask, tag_z
 from sinkmech.mechanism.variance import HeadMoments, variance_explained
 from sinkmech.models.spec import LoadedModel, ModelSpec
 from sinkmech.probing.probes import evaluate_probe
-from sinkmech.training.minimal.checkpoint import load_minimal, step_files
+from sinkmech.training.minimal.checkpoint import load_minimal, load_native, step_files
+from sinkmech.training.minimal.metrics import native_metrics
 from sinkmech.training.minimal.task import (
     SEP,
     TaskSpec,
@@ -50,6 +52,8 @@ from sinkmech.training.minimal.task import (
     token_strings,
 )
 
+STRICT_CONTROLS = ("loss_orth_edit", "loss_tag_only", "tag_variance_share")
+
 
 @dataclass
 class EmergenceSpec:
@@ -61,6 +65,8 @@ class EmergenceSpec:
     solved_ratio: float = 0.2
     release_mass: float = 0.8
     ablation_ratio: float = 2.0
+    control_ratio: float = 5.0
+    restore_fraction: float = 0.9
     probe: str = "logistic"
     probe_folds: int = 3
 
@@ -174,12 +180,33 @@ def run_emergence(
         loaded = load_minimal(
             ModelSpec(name=run_dir.name, source="minimal", path=str(path), device=device)
         )
-        rows.append({"step": step, **checkpoint_metrics(loaded, batch, task, spec)})
+        native, _, _ = load_native(path, device)
+        controls = native_metrics(native, batch.tokens.to(device), task.vocab_size)
+        rows.append(
+            {
+                "step": step,
+                **checkpoint_metrics(loaded, batch, task, spec),
+                **{key: controls[key] for key in STRICT_CONTROLS},
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def emerged(row: pd.Series, spec: EmergenceSpec) -> dict[str, bool]:
-    """Per-criterion verdicts on one checkpoint's metrics and the conjunction, ``emerged``."""
+    """Per-criterion verdicts on one checkpoint's metrics, the old conjunction ``emerged`` and the
+    strict one ``emerged_strict`` (issue 15; rule fixed before the sweep).
+
+    Old: solved (loss <= ``solved_ratio`` x SEP-blind baseline), catch ([SEP] sink score in
+    layer 0 > ``sink_threshold``), release (layer-1 mass on the segment >= ``release_mass``),
+    tag_needed (tag removal multiplies the loss by >= ``ablation_ratio``).
+    Strict = solved, catch, release, tag_needed and both of
+    - tag_beats_orth: the damage of removing the tag (loss_tag_removed - loss) is >=
+      ``control_ratio`` x the damage of removing an equal-norm component orthogonal to it
+      (``metrics`` edit ``orth``; a negative control damage counts as zero);
+    - tag_restores: patching in the tag alone (the layer-0 head writes only bias + tag) leaves at
+      most 1 - ``restore_fraction`` of the removal damage.
+    """
+    damage = row.loss_tag_removed - row.loss
     verdict = {
         "solved": bool(row.loss <= spec.solved_ratio * row.baseline_ignore_sep),
         "catch": bool(row.catch_sep_l0 > spec.sink_threshold),
@@ -187,6 +214,15 @@ def emerged(row: pd.Series, spec: EmergenceSpec) -> dict[str, bool]:
         "tag_needed": bool(row.loss_tag_removed >= spec.ablation_ratio * max(row.loss, 1e-12)),
     }
     verdict["emerged"] = all(verdict.values())
+    verdict["tag_beats_orth"] = bool(
+        damage >= spec.control_ratio * max(row.loss_orth_edit - row.loss, 0.0)
+    )
+    verdict["tag_restores"] = bool(
+        row.loss_tag_only - row.loss <= (1 - spec.restore_fraction) * damage
+    )
+    verdict["emerged_strict"] = (
+        verdict["emerged"] and verdict["tag_beats_orth"] and verdict["tag_restores"]
+    )
     return verdict
 
 

@@ -5,6 +5,14 @@ Default architecture (assumed, see ``sinkmech/training/minimal/__init__.py``): t
 no normalisation, learned absolute positions, attention softmax(q k^T / sqrt(d_head)) v, a linear
 read-out (the native model's ``head``) giving one output per vocabulary entry.
 
+Sweep factors (issue 15) on top of TransformerLens-native options: ``positional_embedding_type``
+``"none"`` (the absolute table is zero and frozen), ``scaled_attention=False`` (softmax(q k^T) v, as
+the paper writes it; the native attention's ``scale`` attribute is set to 1), ``token_embedding``
+``"onehot"`` (frozen identity in the first ``vocab_size`` coordinates; needs d_model >= vocab) or
+``"random"`` (frozen N(0, 1/d_model) entries). Frozen tables are parameters with
+``requires_grad=False``: they stay in the ``state_dict`` (checkpoints load unchanged) and AdamW
+skips them (no gradient).
+
 QK-norm is not a TransformerLens-native option. It is added here by replacing each attention's
 ``q`` and ``k`` projections with :class:`HeadRMSNormLinear`, a linear map followed by a per-head
 RMSNorm with a learnable d_head gain (the Qwen3 / Gemma-3 placement, before the dot product).
@@ -26,6 +34,9 @@ from transformer_lens.model_bridge.sources.native import NativeModel, initialize
 
 from sinkmech.training.minimal.task import TaskSpec
 
+POSITIONAL = ("standard", "rotary", "none")
+TOKEN_EMBEDDINGS = ("learned", "onehot", "random")
+
 
 @dataclass
 class ArchSpec:
@@ -38,6 +49,19 @@ class ArchSpec:
     normalization_type: str | None = None
     positional_embedding_type: str = "standard"
     qk_norm: bool = False
+    scaled_attention: bool = True
+    token_embedding: str = "learned"
+
+    def __post_init__(self) -> None:
+        if self.positional_embedding_type not in POSITIONAL:
+            raise ValueError(
+                f"positional_embedding_type {self.positional_embedding_type!r} is not one of "
+                f"{POSITIONAL}"
+            )
+        if self.token_embedding not in TOKEN_EMBEDDINGS:
+            raise ValueError(
+                f"token_embedding {self.token_embedding!r} is not one of {TOKEN_EMBEDDINGS}"
+            )
 
     @property
     def d_head(self) -> int:
@@ -47,6 +71,9 @@ class ArchSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+RANDOM_EMBEDDING_SEED = 7_919
 
 
 class HeadRMSNormLinear(nn.Linear):
@@ -75,7 +102,9 @@ def tl_config(arch: ArchSpec, task: TaskSpec, seed: int) -> TransformerBridgeCon
         d_vocab=task.vocab_size,
         attn_only=arch.attn_only,
         normalization_type=arch.normalization_type,
-        positional_embedding_type=arch.positional_embedding_type,
+        positional_embedding_type="standard"
+        if arch.positional_embedding_type == "none"
+        else arch.positional_embedding_type,
         attention_dir="causal",
         architecture="TransformerLensNative",
         act_fn="gelu",
@@ -84,8 +113,19 @@ def tl_config(arch: ArchSpec, task: TaskSpec, seed: int) -> TransformerBridgeCon
     )
 
 
+def _freeze(parameter: nn.Parameter, value: torch.Tensor) -> None:
+    with torch.no_grad():
+        parameter.copy_(value)
+    parameter.requires_grad_(False)
+
+
 def build_native(arch: ArchSpec, task: TaskSpec, seed: int) -> NativeModel:
     """A freshly initialised native model (weights fixed by ``seed``; global RNG untouched)."""
+    if arch.token_embedding == "onehot" and arch.d_model < task.vocab_size:
+        raise ValueError(
+            f"one-hot token embeddings need d_model >= vocab_size ({task.vocab_size}), "
+            f"got d_model={arch.d_model}"
+        )
     cfg = tl_config(arch, task, seed)
     with torch.random.fork_rng(devices=[]):
         model = NativeModel(cfg)
@@ -94,6 +134,17 @@ def build_native(arch: ArchSpec, task: TaskSpec, seed: int) -> NativeModel:
                 block.attn.q = HeadRMSNormLinear(arch.d_model, arch.n_heads, arch.d_head)
                 block.attn.k = HeadRMSNormLinear(arch.d_model, arch.n_heads, arch.d_head)
         initialize_native_model(model, cfg)
+    if not arch.scaled_attention:
+        for block in model.layers:
+            block.attn.scale = 1.0
+    if arch.positional_embedding_type == "none":
+        _freeze(model.pos.weight, torch.zeros_like(model.pos.weight))
+    embed = model.tok_embed.weight
+    if arch.token_embedding == "onehot":
+        _freeze(embed, torch.eye(task.vocab_size, arch.d_model))
+    elif arch.token_embedding == "random":
+        generator = torch.Generator().manual_seed(seed + RANDOM_EMBEDDING_SEED)
+        _freeze(embed, torch.randn(embed.shape, generator=generator) / arch.d_model**0.5)
     return model
 
 

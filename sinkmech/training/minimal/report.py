@@ -72,3 +72,92 @@ def emergence_figure(
     )
     figure.tight_layout()
     return figure
+
+
+# Sweep (issue 15): per-cell panels from ``metrics.native_metrics`` columns.
+SWEEP_PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("loss", "task loss (eval, log)", ("baseline_ignore_sep",)),
+    ("catch_sep_l0", "catch: [SEP] sink score, layer 0", ("catch_bos_l0",)),
+    ("tag_variance_share", "tag: share of layer-0 output variance", ()),
+    ("release_mass_l1", "release: layer-1 mass on segment", ()),
+    ("loss_tag_removed", "tag removed (log)", ("loss_orth_edit", "loss_random_edit")),
+    ("loss_tag_only", "tag patched in alone (log)", ()),
+)
+SWEEP_LOG_PANELS = {"loss", "loss_tag_removed", "loss_tag_only"}
+CRITERIA = (
+    "solved",
+    "catch",
+    "release",
+    "tag_needed",
+    "emerged",
+    "tag_beats_orth",
+    "tag_restores",
+    "emerged_strict",
+)
+
+
+def sweep_cell_figure(metrics: pd.DataFrame, verdicts: pd.DataFrame, cell: str) -> plt.Figure:
+    """Metrics over training steps of one sweep cell, one line per seed: solid = emerged under the
+    strict criterion at the last checkpoint, dashed = old criterion only, dotted = neither."""
+    frame = metrics[metrics.cell == cell]
+    final = verdicts[verdicts.cell == cell].set_index("seed")
+    figure, axes = plt.subplots(1, len(SWEEP_PANELS), figsize=(3.6 * len(SWEEP_PANELS), 3.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (seed, run) in enumerate(frame.groupby("seed")):
+        colour = colours[index % len(colours)]
+        style = (
+            "-"
+            if final.emerged_strict.get(seed, False)
+            else "--"
+            if final.emerged.get(seed, False)
+            else ":"
+        )
+        for axis, (column, _, references) in zip(axes, SWEEP_PANELS):
+            axis.plot(run.step, run[column], style, color=colour, lw=1, label=f"seed {seed}")
+            for reference in references:
+                axis.plot(run.step, run[reference], "-", color=colour, alpha=0.25, lw=0.6)
+    for axis, (column, title, references) in zip(axes, SWEEP_PANELS):
+        axis.set_title(
+            title + (f"\n(faint: {', '.join(references)})" if references else ""), fontsize=7
+        )
+        axis.set_xlabel("training step", fontsize=7)
+        axis.tick_params(labelsize=6)
+        if column in SWEEP_LOG_PANELS:
+            axis.set_yscale("log")
+    axes[0].legend(fontsize=5, ncol=2)
+    n = len(final)
+    figure.suptitle(
+        f"cell {cell}: emerged {int(final.emerged.sum())}/{n} (old), "
+        f"{int(final.emerged_strict.sum())}/{n} (strict); solid = strict, dashed = old only",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def success_heatmap(verdicts: pd.DataFrame, cells: list[str]) -> plt.Figure:
+    """Share of seeds meeting each criterion at the last checkpoint, one row per cell (k/n)."""
+    shares = verdicts.groupby("cell")[list(CRITERIA)].mean().reindex(cells)
+    counts = verdicts.groupby("cell")[list(CRITERIA)].sum().reindex(cells)
+    runs = verdicts.groupby("cell").size().reindex(cells)
+    figure, axis = plt.subplots(figsize=(1.0 * len(CRITERIA) + 2.5, 0.35 * len(cells) + 1.5))
+    image = axis.imshow(shares.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i, cell in enumerate(cells):
+        for j, criterion in enumerate(CRITERIA):
+            if pd.notna(counts.loc[cell, criterion]):
+                share = shares.loc[cell, criterion]
+                axis.text(
+                    j,
+                    i,
+                    f"{int(counts.loc[cell, criterion])}/{int(runs[cell])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if share > 0.6 else "white",
+                )
+    axis.set_xticks(range(len(CRITERIA)), CRITERIA, rotation=30, ha="right", fontsize=8)
+    axis.set_yticks(range(len(cells)), cells, fontsize=8)
+    figure.colorbar(image, ax=axis, label="share of seeds (last checkpoint)")
+    axis.set_title("minimal problem sweep: criteria met per cell", fontsize=9)
+    figure.tight_layout()
+    return figure
