@@ -95,8 +95,8 @@ def train_cell(
     ``checkpoint_every`` steps. Returns the per-step training losses, [steps, seeds]."""
     task, arch, optim = setting.task, setting.arch, setting.optim
     models = [build_native(arch, task, seed) for seed in seeds]
+    stacked, _ = stack_module_state(models)  # before any .to(): it stacks the models' own tensors
     template = models[0].to(device)
-    stacked, _ = stack_module_state(models)
     params = {
         name: value.detach().to(device).requires_grad_(value.requires_grad)
         for name, value in stacked.items()
