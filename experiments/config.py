@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -24,6 +25,8 @@ from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models.spec import ModelSpec
 from sinkmech.probing.analysis import run_probing
 
+# The config groups, found from this file so entry points run from any working directory.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # CTRSettings fields that are sink thresholds: they come from the one `sinks` node (CTRSettings
 # field -> SinkThresholds field), never from experiment.ctr, so the census, CTR and probes agree.
 CTR_SINK_FIELDS = {"sink_threshold": "sink", "gu_eps": "gu_eps", "min_queries": "min_queries"}

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import RunConf, register
+from experiments.config import CONF_DIR, RunConf, register
 from experiments.pipeline import run_unit, variant_of
 from experiments.sweep import FAILED, rename_legacy_keys
 from sinkmech.errors import SinkmechError
@@ -26,7 +26,7 @@ from sinkmech.errors import SinkmechError
 register()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_conf: RunConf = OmegaConf.to_object(cfg)

@@ -26,6 +26,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.config import CONF_DIR
 from sinkmech.errors import ConfigError, SinkmechError
 from sinkmech.io import save_figure, write_json, write_table
 from sinkmech.training.minimal.checkpoint import clear_run, load_train_state, write_run_config
@@ -196,7 +197,7 @@ def write_report(cfg: MinimalConf, results: Path) -> None:
         )
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="train_minimal")
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="train_minimal")
 def main(dict_cfg: DictConfig) -> None:
     cfg: MinimalConf = OmegaConf.to_object(dict_cfg)
     results = Path(cfg.results_root) / cfg.name
