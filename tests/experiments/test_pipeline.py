@@ -92,7 +92,9 @@ def test_changed_config_recomputes_and_a_failed_rerun_keeps_the_unit(tmp_path):
         run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.sink=0.4"), _failing_loader)
     # the failed rerun leaves the previous complete unit (threshold 0.3) as it was
     marker = json.loads((tmp_path / "sinks" / "tiny_llama" / io.COMPLETE_MARKER).read_text())
-    assert marker["config_hash"] == config_hash(_conf(tmp_path, "model=tiny_llama", "sinks.sink=0.3"))
+    assert marker["config_hash"] == config_hash(
+        _conf(tmp_path, "model=tiny_llama", "sinks.sink=0.3")
+    )
     assert not list((tmp_path / ".staging" / "sinks").glob("tiny_llama.*.new"))
 
 
