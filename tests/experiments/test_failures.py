@@ -189,3 +189,44 @@ def test_minimal_run_without_steps_is_one_line(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"format": "sinkmech-minimal-v1"}))
     with pytest.raises(CheckpointError, match="holds no step_"):
         load_model(ModelSpec("m", "minimal", path=str(tmp_path)))
+
+
+def _main(monkeypatch, capsys, module, *argv: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", [module.__name__, *argv])
+    code = 0
+    try:
+        module.main()
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_compare_reports_missing_units_and_shape_changes_and_exits_1(monkeypatch, capsys, tmp_path):
+    import shutil
+
+    from experiments import compare
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli(monkeypatch, capsys, a, "model=tiny_gpt2")[0] == 0
+    shutil.copytree(a, b)
+    assert _main(monkeypatch, capsys, compare, str(a), str(b))[0] == 0
+    (unit,) = [u for u in units(a)]
+    shutil.copytree(a / unit, a / "sinks" / "extra_model")
+    table = b / unit / "sinks.parquet"
+    pd.read_parquet(table).iloc[:-1].to_parquet(table, index=False)
+    code, out = _main(monkeypatch, capsys, compare, str(a), str(b))
+    assert code == 1
+    assert f"unit missing in {b}" in out and "extra_model" in out and "shapes differ" in out
+    code, out = _main(monkeypatch, capsys, compare, str(a), str(tmp_path / "typo"))
+    assert (
+        code == 2
+        and out.strip() == f"sinkmech: error: results directory {tmp_path / 'typo'} does not exist"
+    )
+
+
+def test_report_refuses_a_results_dir_that_does_not_exist(monkeypatch, capsys, tmp_path):
+    from experiments import report
+
+    code, out = _main(monkeypatch, capsys, report, "--results", str(tmp_path / "typo"))
+    assert code == 2 and "does not exist" in out and not (tmp_path / "typo").exists()
