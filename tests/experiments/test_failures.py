@@ -230,3 +230,23 @@ def test_report_refuses_a_results_dir_that_does_not_exist(monkeypatch, capsys, t
 
     code, out = _main(monkeypatch, capsys, report, "--results", str(tmp_path / "typo"))
     assert code == 2 and "does not exist" in out and not (tmp_path / "typo").exists()
+
+
+def test_runs_from_another_directory_with_a_repo_relative_checkpoint(tmp_path):
+    """conf/ is found from the package and ``checkpoints/...`` resolves against the repository."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    args = ["model=textlm_qknorm", "logging=disabled", "data.limit=2", "results_dir=r"]
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args, "hydra.run.dir=h"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert units(tmp_path / "r") == ["sinks/textlm_qknorm@data.limit=2"]
