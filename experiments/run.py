@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import CONF_DIR, RunConf, register
 from experiments.pipeline import run_unit, variant_of
-from experiments.sweep import FAILED, rename_legacy_keys
-from sinkmech.errors import SinkmechError
+from experiments.sweep import FAILED, invalid_units, rename_legacy_keys
+from sinkmech.errors import ConfigError, SinkmechError
 
 register()
 
@@ -50,6 +50,23 @@ def main(cfg: DictConfig) -> None:
     print(f"results in {out}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m experiments.run``: old key names accepted; a sweep with any invalid unit is
+    refused (exit 2, one line per unit) before its first unit runs."""
     sys.argv = rename_legacy_keys(sys.argv)
+    if {"-m", "--multirun"} & set(sys.argv[1:]):
+        overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+        problems = invalid_units(overrides)
+        if problems:
+            print(
+                f"sinkmech: error: {len(problems)} unit(s) of the sweep are invalid:",
+                file=sys.stderr,
+            )
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            sys.exit(ConfigError.exit_code)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,5 +1,6 @@
-"""Sweep bookkeeping: a failed unit leaves a ``_FAILED`` note in its job directory; at the end of
-the sweep a summary lists them and the process exits 1 (registered in conf/config.yaml)."""
+"""Sweep bookkeeping: every unit's config is validated before the first runs (``invalid_units``);
+a unit that fails while running leaves a ``_FAILED`` note in its job directory, and at the end of
+the sweep a summary lists them and the process exits 1 (``SweepSummary``, conf/config.yaml)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,34 @@ LEGACY_KEYS = {
     "experiment.probe_folds": "experiment.probing.n_folds",
     "experiment.max_probe_heads": "experiment.probing.max_heads",
 }
+
+
+def invalid_units(overrides: list[str]) -> list[str]:
+    """``"<job overrides>: <error>"`` for each unit of the sweep whose config fails validation.
+
+    Expands the sweep as Hydra's basic sweeper does (its ``split_arguments``, a private API) and
+    composes each job's config; ``hydra.*`` overrides are left to Hydra.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from experiments.config import CONF_DIR
+    from experiments.pipeline import validate
+    from sinkmech.errors import SinkmechError
+
+    mine = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    parsed = OverridesParser.create().parse_overrides(mine)
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    problems = []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for job in jobs:
+            try:
+                validate(OmegaConf.to_object(compose("config", overrides=list(job))))
+            except SinkmechError as error:
+                problems.append(f"{' '.join(job)}: {error}")
+    return problems
 
 
 def rename_legacy_keys(argv: list[str]) -> list[str]:

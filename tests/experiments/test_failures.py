@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from experiments import run as run_cli
-from experiments.sweep import rename_legacy_keys
 from sinkmech import io
 from sinkmech.errors import CheckpointError, ConfigError, UnitBusyError
 
@@ -31,10 +30,10 @@ def cli(monkeypatch, capsys, results: Path, *overrides: str) -> tuple[int, str]:
         f"hydra.sweep.dir={results.parent / 'hydra_sweep'}",
         *(o for o in overrides if not o.startswith("-")),
     ]
-    monkeypatch.setattr(sys, "argv", rename_legacy_keys(argv))
+    monkeypatch.setattr(sys, "argv", argv)
     code = 0
     try:
-        run_cli.main()
+        run_cli.cli()
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     err = capsys.readouterr().err
@@ -126,13 +125,29 @@ def test_read_only_results_dir_is_refused(monkeypatch, capsys, tmp_path):
     assert code == 2 and line == f"sinkmech: error: results_dir {results} is not writable"
 
 
-def test_a_failing_unit_does_not_stop_the_sweep(monkeypatch, capsys, tmp_path):
+def test_a_sweep_with_an_invalid_unit_is_refused_before_any_unit_runs(
+    monkeypatch, capsys, tmp_path
+):
     results = tmp_path / "results"
-    code, lines = cli(monkeypatch, capsys, results, "-m", "model=tiny_gpt2", "sinks.sink=1.5,0.5")
+    code, lines = cli(monkeypatch, capsys, results, "-m", "model=tiny_gpt2", "sinks.sink=0.5,1.5")
+    assert code == ConfigError.exit_code
+    assert lines.splitlines()[0] == "sinkmech: error: 1 unit(s) of the sweep are invalid:"
+    assert "sinks.sink=1.5" in lines and "sinks.sink must lie in (0, 1), got 1.5" in lines
+    assert units(results) == []
+
+
+def test_a_failing_unit_does_not_stop_the_sweep(monkeypatch, capsys, tmp_path, tiny):
+    good = _local_checkpoint(tiny, tmp_path / "good")
+    bad = _local_checkpoint(tiny, tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"")
+    results = tmp_path / "results"
+    args = ("-m", "model=tiny_llama", "model.source=local", f"model.path={bad},{good}")
+    code, lines = cli(monkeypatch, capsys, results, *args)
     assert code == 1
-    assert "sinks.sink must lie in (0, 1), got 1.5" in lines
+    assert f"{bad}/model.safetensors is empty" in lines
     assert "1 unit(s) of the sweep failed" in lines
-    assert units(results) == ["sinks/tiny_gpt2@data.limit=3,sinks.sink=0.5"]
+    (unit,) = units(results)
+    assert json.loads((results / unit / "config.json").read_text())["model"]["path"] == str(good)
 
 
 def _local_checkpoint(tiny, path: Path) -> Path:
