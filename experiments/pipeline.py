@@ -33,7 +33,7 @@ from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
-from sinkmech.models.spec import validate_spec
+from sinkmech.models.spec import resolve_path, validate_spec
 from sinkmech.provenance import provenance
 from sinkmech.reporting import plots
 
@@ -52,8 +52,6 @@ ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
 # Model keys that do not change results (placement only).
 _MODEL_UNHASHED = ("device", "n_devices")
 _MAX_VARIANT = 60
-# Relative checkpoint paths resolve against this root (default: the repository holding sinkmech).
-ROOT_ENV = "SINKMECH_ROOT"
 
 
 def _select(container: dict[str, Any], dotted: str) -> Any:
@@ -105,14 +103,6 @@ def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
 def unit_dir(cfg: RunConf) -> Path:
     name = f"{cfg.model.name}@{cfg.variant}" if cfg.variant else cfg.model.name
     return Path(cfg.results_dir) / cfg.experiment.name / name
-
-
-def resolve_path(path: str) -> str:
-    """A relative checkpoint path against ``$SINKMECH_ROOT``, else the repository root."""
-    if os.path.isabs(path):
-        return path
-    root = os.environ.get(ROOT_ENV) or str(Path(__file__).resolve().parents[1])
-    return str(Path(root) / path)
 
 
 def model_spec(cfg: RunConf) -> ModelSpec:

@@ -9,6 +9,7 @@ per-head ``W_O``), with eager attention so attention patterns can be hooked.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import os
@@ -22,7 +23,7 @@ from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_f
 
 from sinkmech.errors import CheckpointError, ModelUnavailableError
 from sinkmech.models.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
-from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
+from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, resolve_path, validate_spec
 
 # Checkpoint formats written by the suite's own trainers: source name -> "module:function" that
 # turns a ModelSpec into a LoadedModel. Resolved at call time, so loading never imports training
@@ -56,6 +57,8 @@ def offline_tokenizer() -> Any:
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` as an eval-mode TransformerBridge on ``spec.device`` in ``spec.dtype``."""
     validate_spec(spec)
+    if spec.source in ("local", *CHECKPOINT_FORMATS):
+        spec = dataclasses.replace(spec, path=resolve_path(spec.path))
     if spec.source in CHECKPOINT_FORMATS:
         return _format_loader(spec.source)(spec)
     dtype = DTYPES[spec.dtype]
