@@ -1,33 +1,83 @@
 """Structured configs: the schema every YAML under conf/ is checked against at start-up.
 
+The schema reuses the library's own settings dataclasses by field name (``ModelSpec``,
+``SinkThresholds``, ``CTRSettings``, the probes' keyword settings), so a field added there is a
+config key here with no edit. Defaults have one owner: the library dataclass.
+
 A misspelt key or a value of the wrong type fails before any model is loaded, with Hydra's
 message naming the key (for example ``Key 'batchsize' not in 'DataConf'``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from dataclasses import dataclass, field
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sinkmech.mechanism.ctr import CTRSettings
+from sinkmech.mechanism.sinks import SinkThresholds
+from sinkmech.models.spec import ModelSpec
+from sinkmech.probing.analysis import run_probing
 
-@dataclass
-class ModelConf:
-    """Mirrors ``sinkmech.models.loading.ModelSpec`` plus metadata the report groups by."""
+# The config groups, found from this file so entry points run from any working directory.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# CTRSettings fields that are sink thresholds: they come from the one `sinks` node (CTRSettings
+# field -> SinkThresholds field), never from experiment.ctr, so the census, CTR and probes agree.
+CTR_SINK_FIELDS = {"sink_threshold": "sink", "gu_eps": "gu_eps", "min_queries": "min_queries"}
+# run_probing keywords set by other nodes: data.batch_size and sinks.sink.
+PROBE_OTHER_FIELDS = {"batch_size": None, "sink_threshold": "sink"}
 
-    name: str = MISSING
-    source: str = "hub"
-    path: Optional[str] = None
-    family: Optional[str] = None
-    dtype: str = "float32"
-    device: str = "cpu"
-    n_devices: int = 1
-    seed: int = 0
-    qk_norm: Optional[bool] = None
-    pair: Optional[str] = None
-    role: Optional[str] = None
+
+def _default(value: Any, factory: Any) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory)
+    if value is dataclasses.MISSING or value is inspect.Parameter.empty:
+        return field(default=MISSING)
+    if isinstance(value, tuple):  # OmegaConf holds sequences as lists
+        return field(default_factory=lambda v=value: list(v))
+    return field(default=value)
+
+
+def conf_from(
+    source: type | Callable[..., Any],
+    name: str,
+    exclude: typing.Iterable[str] = (),
+    extra: typing.Sequence[tuple[str, Any, Any]] = (),
+) -> type:
+    """A structured-config dataclass with the fields of a library dataclass (or the keyword-only
+    parameters of a function), same names, types and defaults, minus ``exclude``, plus ``extra``."""
+    hints = typing.get_type_hints(source)
+    skip = set(exclude)
+    if dataclasses.is_dataclass(source):
+        items = [(f.name, f.default, f.default_factory) for f in dataclasses.fields(source)]
+    else:
+        params = inspect.signature(source).parameters.values()
+        items = [
+            (p.name, p.default, dataclasses.MISSING) for p in params if p.kind is p.KEYWORD_ONLY
+        ]
+    specs = [(n, hints[n], _default(d, f)) for n, d, f in items if n not in skip]
+    specs += [(n, t, field(default=d)) for n, t, d in extra]
+    return dataclasses.make_dataclass(name, specs)
+
+
+# ModelSpec plus metadata: qk_norm is checked against the loaded model; pair/role group the report.
+ModelConf = conf_from(
+    ModelSpec,
+    "ModelConf",
+    extra=[
+        ("qk_norm", Optional[bool], None),
+        ("pair", Optional[str], None),
+        ("role", Optional[str], None),
+    ],
+)
+CTRConf = conf_from(CTRSettings, "CTRConf", exclude=[*CTR_SINK_FIELDS, "sinks"])
+ProbeConf = conf_from(run_probing, "ProbeConf", exclude=PROBE_OTHER_FIELDS)
 
 
 @dataclass
@@ -39,24 +89,13 @@ class DataConf:
 
 
 @dataclass
-class SinkConf:
-    threshold: float = 0.2
-    gu_eps: float = 0.3
-    min_queries: int = 3
-
-
-@dataclass
 class ExperimentConf:
+    """Which analyses a unit runs, each with its own settings (only those enter its hash)."""
+
     name: str = "sinks"
     analyses: List[str] = field(default_factory=lambda: ["sinks"])
-    catch_threshold: float = 0.2
-    ranks: List[int] = field(default_factory=lambda: [1, 2])
-    n_random: int = 32
-    top_heads: int = 4
-    intervention_batches: int = 1
-    probe_folds: int = 5
-    max_probe_heads: Optional[int] = 8
-    seed: int = 0
+    ctr: CTRConf = field(default_factory=CTRConf)  # type: ignore[valid-type]
+    probing: ProbeConf = field(default_factory=ProbeConf)  # type: ignore[valid-type]
 
 
 @dataclass
@@ -67,13 +106,16 @@ class LoggingConf:
 
 @dataclass
 class RunConf:
-    model: ModelConf = field(default_factory=ModelConf)
+    model: ModelConf = field(default_factory=ModelConf)  # type: ignore[valid-type]
     data: DataConf = field(default_factory=DataConf)
-    sinks: SinkConf = field(default_factory=SinkConf)
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)
     experiment: ExperimentConf = field(default_factory=ExperimentConf)
     logging: LoggingConf = field(default_factory=LoggingConf)
     results_dir: str = "results"
     force: bool = False
+    # Label of a unit whose config differs from its experiment's and model's files (set by
+    # experiments.run from the command-line overrides); the unit is written to <model>@<variant>.
+    variant: str = ""
 
 
 def register() -> None:

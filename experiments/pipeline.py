@@ -1,23 +1,31 @@
 """One sweep unit: an (experiment, model) pair run from a validated config into results/.
 
-Each unit writes into ``<results_dir>/<experiment>/<model>/``; its ``_COMPLETE`` marker, written
-last, records the hash of the config that produced it. A re-run with the same config skips the
-unit; a changed config removes the marker first, so stale or partial results never look complete.
+A unit lives in ``<results_dir>/<experiment>/<model>[@<variant>]/``; the variant names the
+command-line overrides that change its results, so a sweep over a threshold keeps one unit per
+value. All-or-nothing: the unit is computed into ``<results_dir>/.staging/`` under a file lock and
+replaces the previous unit in one rename only on success, ``_COMPLETE`` marker included. A failed
+or interrupted rerun therefore leaves the previous complete unit as it was, and a changed config
+never leaves stale files beside new ones. The marker records the hash of what changes the
+results (model, data, the settings of the analyses run, ``RESULTS_VERSION``); a rerun with the
+same hash is skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import os
+import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from experiments.config import RunConf
+from experiments.config import CTR_SINK_FIELDS, PROBE_OTHER_FIELDS, RunConf
 from experiments.tracking import Tracker
 from sinkmech import io
 from sinkmech.data.prompts import TokenBatch, iter_batches, load_prompts
@@ -25,68 +33,231 @@ from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
+from sinkmech.models.spec import resolve_path, validate_spec
 from sinkmech.provenance import provenance
 from sinkmech.reporting import plots
 
 log = logging.getLogger("sinkmech")
 ANALYSES = ("sinks", "ctr", "probing")
 WANDB_MODES = ("offline", "online", "disabled")
-# Fields that do not change results, so they stay out of the config hash.
-_UNHASHED = ("results_dir", "force", "logging")
+# Bump when a code change alters the tables of an unchanged config: units made by older code
+# then hash differently and are recomputed instead of skipped.
+RESULTS_VERSION = 2
+# Config sections each analysis reads; a unit's hash covers the model and only these.
+ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
+    "sinks": ("data.prompt_set", "data.limit", "sinks"),
+    "ctr": ("data.prompt_set", "data.limit", "sinks", "experiment.ctr"),
+    "probing": ("data.statements", "sinks", "experiment.probing"),
+}
+# Model keys that do not change results (placement only).
+_MODEL_UNHASHED = ("device", "n_devices")
+_MAX_VARIANT = 60
 
 
-def unit_dir(cfg: RunConf) -> Path:
-    return Path(cfg.results_dir) / cfg.experiment.name / cfg.model.name
+def _select(container: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        container = container[part]
+    return container
+
+
+def hashed_content(cfg: RunConf) -> dict[str, Any]:
+    """Everything that changes a unit's results, as plain JSON-ready data."""
+    full = OmegaConf.to_container(OmegaConf.structured(cfg))
+    model = {k: v for k, v in full["model"].items() if k not in _MODEL_UNHASHED}
+    content: dict[str, Any] = {
+        "model": model,
+        "experiment.analyses": full["experiment"]["analyses"],
+        "results_version": RESULTS_VERSION,
+    }
+    for analysis in cfg.experiment.analyses:
+        for key in ANALYSIS_INPUTS.get(analysis, ()):
+            content[key] = _select(full, key)
+    return content
 
 
 def config_hash(cfg: RunConf) -> str:
-    content = {
-        k: v
-        for k, v in OmegaConf.to_container(OmegaConf.structured(cfg)).items()
-        if k not in _UNHASHED
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+    content = json.dumps(hashed_content(cfg), sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()[:12]
 
 
-def validate(cfg: RunConf) -> None:
-    """Value checks the schema's types cannot express."""
-    unknown = sorted(set(cfg.experiment.analyses) - set(ANALYSES))
-    if unknown:
-        raise ConfigError(
-            f"experiment.analyses has unknown {unknown}; choose from {list(ANALYSES)}"
-        )
-    if cfg.logging.mode not in WANDB_MODES:
-        raise ConfigError(f"logging.mode={cfg.logging.mode!r} is not one of {list(WANDB_MODES)}")
-    if cfg.data.batch_size < 1:
-        raise ConfigError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
-    for name in ("threshold", "gu_eps"):
-        if not 0.0 < getattr(cfg.sinks, name) < 1.0:
-            raise ConfigError(f"sinks.{name} must lie in (0, 1), got {getattr(cfg.sinks, name)}")
+def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
+    """A short readable label from the overrides that change results (not model/experiment).
+
+    ``["model=gpt2", "sinks.sink=0.1", "data.batch_size=4"]`` -> ``"sinks.sink=0.1"``; labels
+    longer than 60 characters become ``cfg-<hash>``.
+    """
+    hashed = list(hashed_content(cfg))
+    parts = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in ("model", "experiment", "results_dir", "force", "variant"):
+            continue
+        if not any(h == key or h.startswith(key + ".") or key.startswith(h + ".") for h in hashed):
+            continue
+        short = key.removeprefix("experiment.")
+        parts.append(f"{short}={re.sub(r'[^A-Za-z0-9._-]+', '-', value).strip('-')}")
+    label = ",".join(sorted(parts))
+    return label if len(label) <= _MAX_VARIANT else f"cfg-{config_hash(cfg)[:8]}"
+
+
+def unit_dir(cfg: RunConf) -> Path:
+    name = f"{cfg.model.name}@{cfg.variant}" if cfg.variant else cfg.model.name
+    return Path(cfg.results_dir) / cfg.experiment.name / name
 
 
 def model_spec(cfg: RunConf) -> ModelSpec:
-    m = cfg.model
-    return ModelSpec(m.name, m.source, m.path, m.family, m.dtype, m.device, m.n_devices, m.seed)
+    """The library's ModelSpec from the model node, field by field."""
+    names = [f.name for f in dataclasses.fields(ModelSpec)]
+    spec = ModelSpec(**{name: getattr(cfg.model, name) for name in names})
+    if spec.source in ("local", "minimal") and spec.path:
+        spec.path = resolve_path(spec.path)
+    return spec
+
+
+def ctr_settings(cfg: RunConf) -> CTRSettings:
+    """CTRSettings by field name: thresholds from ``sinks``, the rest from ``experiment.ctr``."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(CTRSettings):
+        if f.name == "sinks":
+            values[f.name] = cfg.sinks
+        elif f.name in CTR_SINK_FIELDS:
+            values[f.name] = getattr(cfg.sinks, CTR_SINK_FIELDS[f.name])
+        else:
+            values[f.name] = getattr(cfg.experiment.ctr, f.name)
+    values["ranks"] = tuple(values["ranks"])
+    return CTRSettings(**values)
+
+
+def probe_kwargs(cfg: RunConf) -> dict[str, Any]:
+    """run_probing's keyword settings by name: probe settings plus batch size and sink threshold."""
+    kwargs = dataclasses.asdict(cfg.experiment.probing)
+    kwargs["batch_size"] = cfg.data.batch_size
+    kwargs["sink_threshold"] = getattr(cfg.sinks, PROBE_OTHER_FIELDS["sink_threshold"])
+    return kwargs
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _writable(path: Path) -> bool:
+    existing = path.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def validate(cfg: RunConf) -> None:
+    """Every value checked against what it means, before any model is loaded."""
+    e, s = cfg.experiment, cfg.sinks
+    unknown = sorted(set(e.analyses) - set(ANALYSES))
+    _check(not unknown, f"experiment.analyses has unknown {unknown}; choose from {list(ANALYSES)}")
+    _check(bool(e.analyses), f"experiment.analyses is empty; choose from {list(ANALYSES)}")
+    _check(
+        cfg.logging.mode in WANDB_MODES,
+        f"logging.mode={cfg.logging.mode!r} is not one of {list(WANDB_MODES)}",
+    )
+    _check(cfg.data.batch_size >= 1, f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+    _check(
+        cfg.data.limit is None or cfg.data.limit >= 1,
+        f"data.limit must be >= 1 or null (all prompts), got {cfg.data.limit}",
+    )
+    for name in ("sink", "gu_eps"):
+        value = getattr(s, name)
+        _check(0.0 < value < 1.0, f"sinks.{name} must lie in (0, 1), got {value}")
+    _check(s.min_queries >= 1, f"sinks.min_queries must be >= 1, got {s.min_queries}")
+    if "ctr" in e.analyses:
+        c = e.ctr
+        _check(
+            0.0 < c.catch_threshold < 1.0,
+            f"experiment.ctr.catch_threshold must lie in (0, 1), got {c.catch_threshold}",
+        )
+        _check(
+            bool(c.ranks) and min(c.ranks) >= 1,
+            f"experiment.ctr.ranks must be a non-empty list of ranks >= 1, got {list(c.ranks)}",
+        )
+        for name in ("n_random", "top_heads", "intervention_batches"):
+            value = getattr(c, name)
+            _check(value >= 1, f"experiment.ctr.{name} must be >= 1, got {value}")
+    if "probing" in e.analyses:
+        p = e.probing
+        _check(p.n_folds >= 2, f"experiment.probing.n_folds must be >= 2, got {p.n_folds}")
+        _check(
+            p.max_heads is None or p.max_heads >= 1,
+            f"experiment.probing.max_heads must be >= 1 or null, got {p.max_heads}",
+        )
+    _check(
+        _writable(Path(cfg.results_dir)),
+        f"results_dir {cfg.results_dir} is not writable",
+    )
+    spec = model_spec(cfg)
+    validate_spec(spec)
+    if spec.source in ("local", "minimal"):
+        _check(Path(spec.path).exists(), f"model.path {spec.path} does not exist")
+    if spec.device.startswith("cuda"):
+        index = int(spec.device.partition(":")[2] or 0)
+        _check(
+            torch.cuda.is_available() and index + spec.n_devices <= torch.cuda.device_count(),
+            f"model.device={spec.device} (n_devices={spec.n_devices}) but "
+            f"{torch.cuda.device_count()} CUDA device(s) are available; use model.device=cpu",
+        )
+
+
+def check_loaded(cfg: RunConf, loaded: LoadedModel) -> None:
+    """Checks that need the model's shape or kind, made before any analysis runs."""
+    if cfg.model.qk_norm is not None and cfg.model.qk_norm != loaded.qk_norm:
+        raise ConfigError(
+            f"model.qk_norm={cfg.model.qk_norm} but {cfg.model.name} "
+            f"({loaded.model_type}) has qk_norm={loaded.qk_norm}"
+        )
+    if "ctr" in cfg.experiment.analyses:
+        d_head = int(loaded.model.cfg.d_head)
+        too_big = [r for r in cfg.experiment.ctr.ranks if r > d_head]
+        _check(
+            not too_big,
+            f"experiment.ctr.ranks {too_big} exceed the head dimension {d_head} of {cfg.model.name}",
+        )
 
 
 def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_model) -> Path:
     """Run one unit unless an identical one is complete; returns its results directory."""
     validate(cfg)
     out, digest = unit_dir(cfg), config_hash(cfg)
-    marker = out / io.COMPLETE_MARKER
-    if io.is_complete(out) and not cfg.force:
-        if json.loads(marker.read_text()).get("config_hash") == digest:
-            log.info("skip %s: complete with the same config (%s)", out, digest)
-            return out
-    marker.unlink(missing_ok=True)
-    loaded = loader(model_spec(cfg))
     prompts = load_prompts(cfg.data.prompt_set, cfg.data.limit)
+    statements = None
+    if "probing" in cfg.experiment.analyses:
+        from sinkmech.data.statements import load_statements
+
+        statements = load_statements(cfg.data.statements)
+    staging = Path(cfg.results_dir) / ".staging" / cfg.experiment.name
+    with io.unit_lock(staging / f"{out.name}.lock", out):
+        if io.is_complete(out) and not cfg.force:
+            marker = json.loads((out / io.COMPLETE_MARKER).read_text())
+            if marker.get("config_hash") == digest:
+                log.info("skip %s: complete with the same config (%s)", out, digest)
+                return out
+        loaded = loader(model_spec(cfg))
+        check_loaded(cfg, loaded)
+        with io.staged_dir(out, staging) as work:
+            _compute(cfg, loaded, prompts, statements, work, digest)
+    return out
+
+
+def _compute(
+    cfg: RunConf,
+    loaded: LoadedModel,
+    prompts: list[str],
+    statements: pd.DataFrame | None,
+    work: Path,
+    digest: str,
+) -> None:
     batches = list(
         iter_batches(
             loaded.tokenizer, prompts, cfg.data.batch_size, loaded.max_length, loaded.causal
         )
     )
-    tracker = Tracker(cfg, out)
+    tracker = Tracker(cfg, unit_dir(cfg))
     meta = {
         "qk_norm": loaded.qk_norm,
         "family": loaded.family or cfg.model.family,
@@ -96,30 +267,33 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
     }
     for analysis in cfg.experiment.analyses:
         log.info("%s: %s on %s", cfg.experiment.name, analysis, cfg.model.name)
-        tables, figures = ANALYSIS_RUNNERS[analysis](loaded, batches, cfg)
+        runner = ANALYSIS_RUNNERS[analysis]
+        tables, figures = runner(loaded, batches, cfg, statements)
         for name, table in tables.items():
-            io.write_table(
-                table.assign(**{k: v for k, v in meta.items() if k not in table}), out / name
-            )
+            table = table.assign(**{k: v for k, v in meta.items() if k not in table})
+            if cfg.variant and "model" in table:
+                table = table.assign(model=f"{cfg.model.name}@{cfg.variant}")
+            io.write_table(table, work / name)
             tracker.log_table(name, table)
         for name, figure in figures.items():
             tracker.log_figure(name, figure)
-            io.save_figure(figure, out / f"{name}.png")
-    io.write_json(OmegaConf.to_container(OmegaConf.structured(cfg)), out / "config.json")
+            io.save_figure(figure, work / f"{name}.png")
+    io.write_json(OmegaConf.to_container(OmegaConf.structured(cfg)), work / "config.json")
     tracker.finish()
     device = str(loaded.device)
     if loaded.device.type == "cuda":
         device = torch.cuda.get_device_name(loaded.device)
     io.mark_complete(
-        out,
+        work,
         {
             "config_hash": digest,
+            "results_version": RESULTS_VERSION,
             "model": cfg.model.name,
+            "variant": cfg.variant,
             "experiment": cfg.experiment.name,
             **provenance(device),
         },
     )
-    return out
 
 
 Tables = dict[str, pd.DataFrame]
@@ -127,9 +301,9 @@ Figures = dict[str, Any]
 
 
 def _run_sinks(
-    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf
+    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, _statements: Any
 ) -> tuple[Tables, Figures]:
-    thresholds = SinkThresholds(cfg.sinks.threshold, cfg.sinks.gu_eps, cfg.sinks.min_queries)
+    thresholds: SinkThresholds = cfg.sinks
     table, summary = detect_sinks(loaded, batches, thresholds)
     return {"sinks": table, "sinks_summary": summary}, {
         "sinks_heatmap": plots.sink_heatmap(table, thresholds.sink)
@@ -137,50 +311,29 @@ def _run_sinks(
 
 
 def _run_ctr(
-    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf
+    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, _statements: Any
 ) -> tuple[Tables, Figures]:
-    e = cfg.experiment
-    settings = CTRSettings(
-        cfg.sinks.threshold,
-        cfg.sinks.gu_eps,
-        e.catch_threshold,
-        cfg.sinks.min_queries,
-        tuple(e.ranks),
-        e.n_random,
-        e.top_heads,
-        e.intervention_batches,
-        e.seed,
-    )
+    settings = ctr_settings(cfg)
     tables = analyse_ctr(loaded, batches, settings)
-    figures = {
-        "sinks_heatmap": plots.sink_heatmap(tables["sinks"], settings.sink_threshold),
-        "variance_explained": plots.variance_figure(tables["variance"]),
-    }
+    figures = {"sinks_heatmap": plots.sink_heatmap(tables["sinks"], cfg.sinks.sink)}
+    if 1 in settings.ranks:  # the figure shows rank-1 variance explained
+        figures["variance_explained"] = plots.variance_figure(tables["variance"])
     if not tables["interventions"].empty:
         figures["interventions"] = plots.intervention_figure(tables["interventions"])
     return tables, figures
 
 
 def _run_probing(
-    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf
+    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, statements: pd.DataFrame
 ) -> tuple[Tables, Figures]:
-    from sinkmech.probing.analysis import load_statements, plot_probe_summary, run_probing
+    from sinkmech.probing.analysis import plot_probe_summary, run_probing
 
-    e = cfg.experiment
-    tables = run_probing(
-        loaded,
-        load_statements(cfg.data.statements),
-        batch_size=cfg.data.batch_size,
-        sink_threshold=cfg.sinks.threshold,
-        n_folds=e.probe_folds,
-        seed=e.seed,
-        max_heads=e.max_probe_heads,
-    )
+    tables = run_probing(loaded, statements, **probe_kwargs(cfg))
     return tables, {"probes": plot_probe_summary(tables)}
 
 
 ANALYSIS_RUNNERS: dict[
-    str, Callable[[LoadedModel, list[TokenBatch], RunConf], tuple[Tables, Figures]]
+    str, Callable[[LoadedModel, list[TokenBatch], RunConf, Any], tuple[Tables, Figures]]
 ] = {
     "sinks": _run_sinks,
     "ctr": _run_ctr,

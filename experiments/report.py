@@ -6,6 +6,7 @@ python -m experiments.report [--results results]
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sinkmech.reporting.report import write_report
 
@@ -15,7 +16,12 @@ def main() -> None:
     parser.add_argument(
         "--results", default="results", help="results directory to read and write into"
     )
-    print(f"report written to {write_report(parser.parse_args().results)}")
+    try:
+        target = write_report(parser.parse_args().results)
+    except FileNotFoundError as error:
+        print(f"sinkmech: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"report written to {target}")
 
 
 if __name__ == "__main__":

@@ -27,13 +27,14 @@ class Tracker:
         import wandb
 
         self.wandb = wandb
+        Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=cfg.logging.project,
             mode=cfg.logging.mode,
-            name=f"{cfg.experiment.name}/{cfg.model.name}",
+            name=f"{cfg.experiment.name}/{out.name}",
             group=cfg.experiment.name,
             config=OmegaConf.to_container(OmegaConf.structured(cfg)),
-            dir=".",
+            dir=str(Path(cfg.results_dir).resolve()),  # wandb/ beside the results, not in cwd
             reinit="finish_previous",
         )
         self.run.summary["results_dir"] = str(out)

@@ -19,6 +19,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from experiments.config import CONF_DIR
 from sinkmech.errors import SinkmechError
 from sinkmech.io import write_json
 from sinkmech.training.lm import LMConf, TrainConf, train
@@ -35,7 +36,7 @@ ConfigStore.instance().store(name="train_lm_schema", node=TrainLMConf)
 ConfigStore.instance().store(group="lm", name="lm_schema", node=LMConf)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train_lm")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_lm")
 def main(cfg: TrainLMConf) -> None:
     conf: TrainLMConf = OmegaConf.to_object(cfg)
     run = {key: value for key, value in asdict(conf).items() if key != "export_config"}

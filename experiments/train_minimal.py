@@ -14,6 +14,7 @@ writes the report.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,8 +26,10 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.config import CONF_DIR
+from sinkmech.errors import ConfigError, SinkmechError
 from sinkmech.io import save_figure, write_json, write_table
-from sinkmech.training.minimal.checkpoint import load_train_state
+from sinkmech.training.minimal.checkpoint import clear_run, load_train_state, write_run_config
 from sinkmech.training.minimal.emergence import (
     EmergenceSpec,
     emerged,
@@ -63,10 +66,22 @@ class MinimalConf:
     results_root: str = "results/minimal"
     report: bool = True
     progress: bool = True
+    fresh: bool = False  # retrain runs whose directory holds another config (else: refused)
     logging: WandbConf = field(default_factory=WandbConf)
 
 
 ConfigStore.instance().store(name="train_minimal_schema", node=MinimalConf)
+
+
+def validate(cfg: MinimalConf) -> None:
+    """Value checks before any training: steps, variants, seeds."""
+    if cfg.optim.steps < 1:
+        raise ConfigError(f"optim.steps must be >= 1, got {cfg.optim.steps}")
+    unknown = sorted(set(cfg.variants) - set(VARIANTS))
+    if unknown or not cfg.variants:
+        raise ConfigError(f"variants {list(cfg.variants)} must be non-empty, from {list(VARIANTS)}")
+    if not cfg.seeds:
+        raise ConfigError("seeds is empty")
 
 
 def _arch(cfg: MinimalConf, variant: str) -> ArchSpec:
@@ -115,6 +130,12 @@ def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
     task, optim = cfg.task, cfg.optim
     run_dir = Path(cfg.checkpoint_root) / cfg.name / variant / f"seed{seed}"
     cached = results / "runs" / f"{variant}_seed{seed}.parquet"
+    name, arch = f"minimal-{cfg.name}-{variant}", _arch(cfg, variant)
+    if cfg.fresh:
+        clear_run(run_dir)
+        cached.unlink(missing_ok=True)
+    if run_dir.is_dir():  # refuses (naming the keys) a run trained under another config
+        write_run_config(run_dir, name, arch, task, seed, asdict(optim))
     state = load_train_state(run_dir)
     if cached.is_file() and state is not None and len(state["history"]) >= optim.steps:
         return 0.0
@@ -122,8 +143,8 @@ def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
     start = time.perf_counter()
     history = train_run(
         run_dir,
-        f"minimal-{cfg.name}-{variant}",
-        _arch(cfg, variant),
+        name,
+        arch,
         task,
         optim,
         seed,
@@ -176,11 +197,18 @@ def write_report(cfg: MinimalConf, results: Path) -> None:
         )
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="train_minimal")
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="train_minimal")
 def main(dict_cfg: DictConfig) -> None:
     cfg: MinimalConf = OmegaConf.to_object(dict_cfg)
     results = Path(cfg.results_root) / cfg.name
-    timings = {f"{v}_seed{s}": run_one(cfg, v, s, results) for v in cfg.variants for s in cfg.seeds}
+    try:
+        validate(cfg)
+        timings = {
+            f"{v}_seed{s}": run_one(cfg, v, s, results) for v in cfg.variants for s in cfg.seeds
+        }
+    except SinkmechError as error:
+        print(f"sinkmech: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     device = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
     write_json(
         {"device": device, "train_seconds_this_call": timings, "config": asdict(cfg)},

@@ -23,3 +23,15 @@ class PromptError(SinkmechError):
     """Prompts are empty, or too long for the model."""
 
     exit_code = 2
+
+
+class CheckpointError(SinkmechError):
+    """A checkpoint or its tokenizer is missing, incomplete or corrupt."""
+
+    exit_code = 4
+
+
+class UnitBusyError(SinkmechError):
+    """Another run holds the lock of the same results unit."""
+
+    exit_code = 5

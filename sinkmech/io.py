@@ -2,18 +2,24 @@
 
 Every writer goes through a temporary file in the same directory and ``os.replace`` (atomic on
 POSIX). A unit of work is complete only once its ``_COMPLETE`` marker exists, written last.
+A whole unit is built in a staging directory and swapped in by rename (``staged_dir``) under a
+file lock (``unit_lock``), so it is replaced all at once or not at all.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from sinkmech.errors import UnitBusyError
 
 COMPLETE_MARKER = "_COMPLETE"
 
@@ -27,10 +33,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give results the usual mode
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -69,3 +82,43 @@ def is_complete(directory: str | os.PathLike) -> bool:
 def mark_complete(directory: str | os.PathLike, summary: dict[str, Any] | None = None) -> None:
     """Write the completion marker last, after every result file of the unit is in place."""
     write_json(summary or {}, Path(directory) / COMPLETE_MARKER)
+
+
+@contextmanager
+def unit_lock(lock_path: Path, unit: Path) -> Iterator[None]:
+    """Hold an exclusive lock for ``unit``; a second run of the same unit is refused at once."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UnitBusyError(
+                f"{unit} is being computed by another run (lock {lock_path}); wait for it to finish"
+            ) from None
+        yield
+
+
+@contextmanager
+def staged_dir(target: Path, staging: Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``target`` by rename.
+
+    Call under ``unit_lock``. Leftovers of earlier killed runs of the same unit are removed first;
+    on failure the staging directory is removed and ``target`` is untouched.
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    for leftover in staging.glob(f"{target.name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+    work = staging / f"{target.name}.{os.getpid()}.new"
+    old = staging / f"{target.name}.{os.getpid()}.old"
+    work.mkdir()
+    try:
+        yield work
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            os.rename(target, old)
+        os.rename(work, target)
+    finally:
+        for path in (work, old):
+            if path.exists():
+                shutil.rmtree(path)

@@ -59,3 +59,25 @@ def provenance(device: Optional[str] = None) -> dict[str, Any]:
         "device": device,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _flatten(payload: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(payload, dict):
+        out: dict[str, Any] = {}
+        for key, value in payload.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): payload}
+
+
+def config_diff(recorded: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ, as ``key: recorded -> requested`` (JSON-normalised)."""
+    import json
+
+    old = _flatten(json.loads(json.dumps(recorded, default=str)))
+    new = _flatten(json.loads(json.dumps(requested, default=str)))
+    return [
+        f"{key}: {old.get(key, '<absent>')} -> {new.get(key, '<absent>')}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, "<absent>") != new.get(key, "<absent>")
+    ]

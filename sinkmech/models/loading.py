@@ -9,7 +9,9 @@ per-head ``W_O``), with eager attention so attention patterns can be hooked.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -19,9 +21,9 @@ import transformers
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
-from sinkmech.errors import ModelUnavailableError
+from sinkmech.errors import CheckpointError, ModelUnavailableError
 from sinkmech.models.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
-from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
+from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, resolve_path, validate_spec
 
 # Checkpoint formats written by the suite's own trainers: source name -> "module:function" that
 # turns a ModelSpec into a LoadedModel. Resolved at call time, so loading never imports training
@@ -55,6 +57,8 @@ def offline_tokenizer() -> Any:
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` as an eval-mode TransformerBridge on ``spec.device`` in ``spec.dtype``."""
     validate_spec(spec)
+    if spec.source in ("local", *CHECKPOINT_FORMATS):
+        spec = dataclasses.replace(spec, path=resolve_path(spec.path))
     if spec.source in CHECKPOINT_FORMATS:
         return _format_loader(spec.source)(spec)
     dtype = DTYPES[spec.dtype]
@@ -63,6 +67,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         bridge = _boot_hub(spec, dtype)
         tokenizer = bridge.tokenizer
     elif spec.source == "local":
+        check_checkpoint(Path(spec.path))
         tokenizer = _load_tokenizer(spec.path)
         hf_model, untrained_head = _load_local_hf(spec, dtype)
         bridge = wrap_hf(hf_model, spec, tokenizer)
@@ -106,18 +111,49 @@ def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> TransformerBridge:
         raise _unavailable(spec, err) from None
 
 
-def _load_local_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:
-    path = Path(spec.path)
-    if not (path / "config.json").is_file():
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def check_checkpoint(path: Path) -> None:
+    """One-line errors for a local checkpoint directory that is incomplete or corrupt."""
+    config = path / "config.json"
+    if not config.is_file():
         raise ModelUnavailableError(
             f"{path} is not a model checkpoint directory (no config.json). "
             "Save one with `model.save_pretrained(dir)` or point model.path at such a directory."
         )
-    if _is_encoder(path):
-        return _load_encoder(path, spec, dtype)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, attn_implementation="eager"
-    )
+    try:
+        json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config} is not valid JSON ({_first_line(err)})") from None
+    weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+    if not weights:
+        raise CheckpointError(f"{path} holds no weights (none of {list(WEIGHT_FILES)})")
+    if weights[0].stat().st_size == 0:
+        raise CheckpointError(f"{weights[0]} is empty (0 bytes): the checkpoint is incomplete")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{path} has no tokenizer (none of {list(TOKENIZER_FILES)}); save the tokenizer "
+            "beside the weights with `tokenizer.save_pretrained(dir)`"
+        )
+
+
+def _load_local_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:
+    path = Path(spec.path)
+    try:
+        if _is_encoder(path):
+            return _load_encoder(path, spec, dtype)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, attn_implementation="eager"
+        )
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and HF each raise their own
+        raise CheckpointError(f"cannot load the weights in {path}: {_first_line(err)}") from None
     return model, False
 
 
@@ -126,11 +162,14 @@ def _is_encoder(path: Path) -> bool:
 
 
 def _load_tokenizer(path: str) -> Any:
-    """The checkpoint's own tokenizer if it ships one, else the offline WordPiece one."""
+    """The checkpoint's own tokenizer; a checkpoint without a loadable one is an error."""
     try:
         return transformers.AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError):
-        return offline_tokenizer()
+    except Exception as err:  # noqa: BLE001 - tokenizers raises its own exception types
+        files = [name for name in TOKENIZER_FILES if (Path(path) / name).is_file()]
+        raise CheckpointError(
+            f"cannot load the tokenizer of {path} ({', '.join(files)}): {_first_line(err)}"
+        ) from None
 
 
 def _load_encoder(path: Path, spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:

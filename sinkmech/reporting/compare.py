@@ -49,20 +49,62 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+COLUMNS = ["experiment", "model", "table", "column", "same_nan", "max_abs_diff", "problem"]
+
+
+def _problem(unit: Path, table: str, column: str, problem: str) -> dict[str, object]:
+    return {
+        "experiment": unit.parent.name,
+        "model": unit.name,
+        "table": table,
+        "column": column,
+        "same_nan": False,
+        "max_abs_diff": float("inf"),
+        "problem": problem,
+    }
+
+
 def compare_results(a_dir: str | Path, b_dir: str | Path) -> pd.DataFrame:
-    """``compare_tables`` for every parquet table of every complete unit found in both trees."""
-    a_units = {unit.relative_to(a_dir) for unit in complete_units(Path(a_dir))}
-    b_units = {unit.relative_to(b_dir) for unit in complete_units(Path(b_dir))}
-    frames = []
-    for unit in sorted(a_units & b_units):
-        for table in sorted((Path(a_dir) / unit).glob("*.parquet")):
-            other = Path(b_dir) / unit / table.name
-            if other.is_file():
-                diff = compare_tables(pd.read_parquet(table), pd.read_parquet(other))
-                frames.append(
-                    diff.assign(experiment=unit.parent.name, model=unit.name, table=table.stem)
-                )
-    if not frames:
+    """``compare_tables`` for every parquet table of every complete unit of either tree.
+
+    A unit or table present on one side only, or tables of other shapes or columns, become rows
+    with a ``problem`` (and an infinite difference), so nothing missing passes as equal.
+    """
+    a_dir, b_dir = Path(a_dir), Path(b_dir)
+    for directory in (a_dir, b_dir):
+        if not directory.is_dir():
+            raise FileNotFoundError(f"results directory {directory} does not exist")
+    a_units = {unit.relative_to(a_dir) for unit in complete_units(a_dir)}
+    b_units = {unit.relative_to(b_dir) for unit in complete_units(b_dir)}
+    if not a_units & b_units:
         raise ValueError(f"no complete unit is in both {a_dir} and {b_dir}")
-    columns = ["experiment", "model", "table", "column", "same_nan", "max_abs_diff"]
-    return pd.concat(frames, ignore_index=True)[columns]
+    rows: list[pd.DataFrame] = []
+    problems: list[dict[str, object]] = []
+    for unit in sorted(a_units ^ b_units):
+        missing_in = b_dir if unit in a_units else a_dir
+        problems.append(_problem(unit, "", "", f"unit missing in {missing_in}"))
+    for unit in sorted(a_units & b_units):
+        tables = {p.name for p in (a_dir / unit).glob("*.parquet")}
+        tables |= {p.name for p in (b_dir / unit).glob("*.parquet")}
+        for name in sorted(tables):
+            a_path, b_path = a_dir / unit / name, b_dir / unit / name
+            stem = Path(name).stem
+            if not (a_path.is_file() and b_path.is_file()):
+                where = b_dir if a_path.is_file() else a_dir
+                problems.append(_problem(unit, stem, "", f"table missing in {where}"))
+                continue
+            a, b = pd.read_parquet(a_path), pd.read_parquet(b_path)
+            if list(a.columns) != list(b.columns):
+                only = sorted(set(a.columns) ^ set(b.columns)) or "order"
+                problems.append(_problem(unit, stem, "", f"columns differ: {only}"))
+            elif a.shape != b.shape:
+                problems.append(_problem(unit, stem, "", f"shapes differ: {a.shape} vs {b.shape}"))
+            else:
+                diff = compare_tables(a, b)
+                rows.append(
+                    diff.assign(
+                        experiment=unit.parent.name, model=unit.name, table=stem, problem=""
+                    )
+                )
+    frames = [*rows, pd.DataFrame(problems, columns=COLUMNS)]
+    return pd.concat([f for f in frames if not f.empty], ignore_index=True)[COLUMNS]

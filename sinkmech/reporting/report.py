@@ -155,6 +155,8 @@ def comparison_figure(sinks: pd.DataFrame, variance: pd.DataFrame) -> plt.Figure
 def write_report(results_dir: Path) -> Path:
     """Write ``REPORT.md`` and ``report_comparison.png`` into ``results_dir``."""
     results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"results directory {results_dir} does not exist")
     units = complete_units(results_dir)
     sinks = sink_section(collect(results_dir, "sinks_summary"))
     variance = variance_section(collect(results_dir, "variance"))

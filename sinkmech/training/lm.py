@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from sinkmech.errors import ConfigError
 from sinkmech.io import atomic_path, write_json
+from sinkmech.provenance import config_diff
 
 VARIANTS = ("qknorm", "noqknorm")
 STATE_FILE = "train_state.pt"
@@ -78,6 +79,24 @@ class TrainConf:
     max_wall_s: Optional[float] = None  # stop (saving state) after this long; resume later
     train_split: str = "train"  # shard to train on (the ladder corpus also has "reasoning")
     init_from: Optional[str] = None  # save_pretrained dir to continue from (Sec. 5 analogue)
+    fresh: bool = False  # discard a saved run of another config in out_dir (else: refused)
+
+
+# TrainConf fields that do not change the trained weights: a run may resume under new values.
+RESUME_FREE = (
+    "out_dir",
+    "device",
+    "wandb_mode",
+    "wandb_project",
+    "progress",
+    "max_wall_s",
+    "fresh",
+)
+
+
+def run_identity(conf: TrainConf) -> dict[str, Any]:
+    """What the saved weights depend on; recorded in the training state and checked on resume."""
+    return {k: v for k, v in asdict(conf).items() if k not in RESUME_FREE}
 
 
 def validate(conf: TrainConf) -> None:
@@ -225,6 +244,7 @@ def save_state(
     step: int,
     history: list[dict[str, float]],
     elapsed: float,
+    conf: TrainConf,
 ) -> None:
     """Everything a resumed run needs, written atomically."""
     state = {
@@ -233,6 +253,7 @@ def save_state(
         "step": step,
         "history": history,
         "elapsed_s": elapsed,
+        "config": run_identity(conf),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -299,8 +320,16 @@ def train(conf: TrainConf) -> dict[str, Any]:
     optimizer = make_optimizer(model, lm)
     step, history, elapsed = 0, [], 0.0
     state_path = out / STATE_FILE
+    if state_path.is_file() and conf.fresh:
+        state_path.unlink()
     if state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=False)
+        differ = config_diff(state.get("config", run_identity(conf)), run_identity(conf))
+        if differ:
+            raise ConfigError(
+                f"{out} holds a run of another config ({'; '.join(differ)}); "
+                "use another out_dir or start it again with fresh=true"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history, elapsed = state["step"], state["history"], state["elapsed_s"]
@@ -334,7 +363,9 @@ def train(conf: TrainConf) -> dict[str, Any]:
             conf.max_wall_s is not None and time.perf_counter() - started > conf.max_wall_s
         )
         if step % lm.ckpt_every == 0 or out_of_time:
-            save_state(state_path, model, optimizer, step, history, time.perf_counter() - started)
+            save_state(
+                state_path, model, optimizer, step, history, time.perf_counter() - started, conf
+            )
         if out_of_time and step < lm.max_steps:
             bar.close()
             return {"finished": False, "step": step}
@@ -358,7 +389,7 @@ def train(conf: TrainConf) -> dict[str, Any]:
         "config": asdict(conf),
     }
     export_checkpoint(model, conf, out, summary)
-    save_state(state_path, model, optimizer, step, history, summary["wall_s"])
+    save_state(state_path, model, optimizer, step, history, summary["wall_s"], conf)
     if tracker is not None:
         tracker.summary.update(
             {k: summary[k] for k in ("final_val_loss", "unigram_val_loss", "wall_s")}

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.config import RunConf, register
-from experiments.pipeline import run_unit
+from experiments.pipeline import config_hash, run_unit
 from sinkmech import io
 from sinkmech.models import load_model
 from sinkmech.reporting.report import write_report
@@ -52,7 +52,7 @@ MODELS = ("tiny_gpt2", "tiny_qwen3")
 def _sweep(results: Path, loader: CountingLoader) -> None:
     for model in MODELS:
         run_unit(
-            _conf(results, f"model={model}", "experiment=ctr", "experiment.n_random=2"), loader
+            _conf(results, f"model={model}", "experiment=ctr", "experiment.ctr.n_random=2"), loader
         )
 
 
@@ -74,7 +74,7 @@ def test_kill_and_resume_reruns_only_the_rest_and_matches(tmp_path):
             pd.testing.assert_frame_equal(a, b)
 
 
-def test_changed_config_recomputes_and_failure_leaves_no_marker(tmp_path):
+def test_changed_config_recomputes_and_a_failed_rerun_keeps_the_unit(tmp_path):
     loader = CountingLoader()
     run_unit(_conf(tmp_path, "model=tiny_llama"), loader)
     marker = json.loads((tmp_path / "sinks" / "tiny_llama" / io.COMPLETE_MARKER).read_text())
@@ -86,12 +86,16 @@ def test_changed_config_recomputes_and_failure_leaves_no_marker(tmp_path):
     assert marker["git_revision"] is None or len(marker["git_revision"].split("-")[0]) == 40
     run_unit(_conf(tmp_path, "model=tiny_llama"), loader)
     assert loader.loaded == ["tiny_llama"]
-    run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.threshold=0.3"), loader)
+    run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.sink=0.3"), loader)
     assert loader.loaded == ["tiny_llama", "tiny_llama"]
     with pytest.raises(RuntimeError):
-        run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.threshold=0.4"), _failing_loader)
-    assert not io.is_complete(tmp_path / "sinks" / "tiny_llama")
-    assert not list((tmp_path / "sinks" / "tiny_llama").glob(".*.tmp"))
+        run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.sink=0.4"), _failing_loader)
+    # the failed rerun leaves the previous complete unit (threshold 0.3) as it was
+    marker = json.loads((tmp_path / "sinks" / "tiny_llama" / io.COMPLETE_MARKER).read_text())
+    assert marker["config_hash"] == config_hash(
+        _conf(tmp_path, "model=tiny_llama", "sinks.sink=0.3")
+    )
+    assert not list((tmp_path / ".staging" / "sinks").glob("tiny_llama.*.new"))
 
 
 def _failing_loader(spec):
@@ -118,7 +122,7 @@ def test_multirun_over_two_models_and_report(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     for model in MODELS:
-        unit = tmp_path / "sinks" / model
+        unit = tmp_path / "sinks" / f"{model}@data.limit=4"  # the override names the unit
         assert (
             io.is_complete(unit)
             and (unit / "sinks.parquet").is_file()
@@ -133,7 +137,7 @@ def test_misspelt_key_and_wrong_type_fail_at_compose(tmp_path):
     with pytest.raises(Exception, match="batchsize"):
         _conf(tmp_path, "data.batchsize=3")
     with pytest.raises(Exception, match="top_heads"):
-        _conf(tmp_path, "experiment.top_heads=lots")
+        _conf(tmp_path, "experiment.ctr.top_heads=lots")
 
 
 def test_offline_wandb_run_logs_tables_and_figures(tmp_path, monkeypatch):
@@ -142,7 +146,7 @@ def test_offline_wandb_run_logs_tables_and_figures(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = _conf(tmp_path / "results", "model=tiny_gpt2", "experiment=sinks", "logging=offline")
     run_unit(cfg)
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    runs = list((tmp_path / "results" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
     tables = {p.name.split("_")[0] for p in (media / "table").glob("*.table.json")}
@@ -169,5 +173,5 @@ def test_compare_results_finds_exactly_the_changed_column(tmp_path):
     )
     assert diff[("sinks", "mean_score")] == pytest.approx(0.25)
     assert (diff.drop(("sinks", "mean_score")) == 0).all()
-    with pytest.raises(ValueError, match="no complete unit"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         compare_results(tmp_path / "a", tmp_path / "missing")

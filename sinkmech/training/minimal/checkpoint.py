@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from sinkmech.errors import CheckpointError, ConfigError
 from sinkmech.io import atomic_path, write_json
 from sinkmech.models.spec import LoadedModel, ModelSpec
+from sinkmech.provenance import config_diff
 from sinkmech.training.minimal.model import ArchSpec, build_native, to_bridge
 from sinkmech.training.minimal.task import BOS, FIRST_VALUE, SEP, TaskSpec
 
@@ -60,24 +62,43 @@ class MinimalTokenizer:
         return [self.ids_to_tokens[int(index)] for index in ids]
 
 
-def write_run_config(run_dir: Path, name: str, arch: ArchSpec, task: TaskSpec, seed: int) -> None:
-    """Write (or check against) the run's ``config.json``: resuming with another config is an error."""
+def write_run_config(
+    run_dir: Path,
+    name: str,
+    arch: ArchSpec,
+    task: TaskSpec,
+    seed: int,
+    optim: dict[str, Any] | None = None,
+) -> None:
+    """Write (or check against) the run's ``config.json``: continuing a run under another config
+    is refused, naming the differing keys (``optim`` is checked when both record it)."""
     payload = {
         "format": FORMAT,
         "name": name,
         "arch": arch.to_dict(),
         "task": vars(task),
         "seed": seed,
+        **({"optim": optim} if optim is not None else {}),
     }
     path = run_dir / "config.json"
     if path.is_file():
         existing = json.loads(path.read_text())
-        if existing != json.loads(json.dumps(payload)):
-            raise ValueError(
-                f"{path} holds another run's config ({existing}); use another directory"
+        if "optim" not in existing:  # written by code that did not record the optimiser
+            payload.pop("optim", None)
+        differ = config_diff(existing, payload)
+        if differ:
+            raise ConfigError(
+                f"{run_dir} holds a run with another config ({'; '.join(differ)}); "
+                "use another name or start it again with fresh=true"
             )
         return
     write_json(payload, path)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a run's weights, training state and config (``fresh=true``: start it again)."""
+    for path in [*step_files(run_dir).values(), run_dir / TRAIN_STATE, run_dir / "config.json"]:
+        path.unlink(missing_ok=True)
 
 
 def read_run_config(run_dir: Path) -> tuple[str, ArchSpec, TaskSpec, int]:
@@ -140,8 +161,14 @@ def load_minimal(spec: ModelSpec) -> LoadedModel:
     """The suite's ``LoadedModel`` for a minimal-problem checkpoint (``spec.path``: run directory or
     step file), as ``sinkmech.models.loading.load_model`` returns for other sources."""
     path = Path(spec.path)
-    native, name, step = load_native(path, spec.device)
-    _, arch, task, _ = read_run_config(path.parent if path.is_file() else path)
+    try:
+        native, name, step = load_native(path, spec.device)
+        _, arch, task, _ = read_run_config(path.parent if path.is_file() else path)
+    except Exception as err:  # noqa: BLE001 - json, safetensors and torch each raise their own
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(
+            f"cannot load the minimal-problem checkpoint {path}: {type(err).__name__}: {detail}"
+        ) from None
     bridge = to_bridge(native.to(dtype=getattr(torch, spec.dtype)), f"{name}@{step}")
     return LoadedModel(
         name=spec.name,

@@ -9,7 +9,7 @@ resumed from any checkpoint computes exactly the loss curve of an uninterrupted 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sinkmech.training.minimal.checkpoint import (
+    clear_run,
     load_train_state,
     save_train_state,
     save_weights,
@@ -64,11 +65,15 @@ def train_run(
     device: str = "cpu",
     log: LogFn | None = None,
     progress: bool = True,
+    fresh: bool = False,
 ) -> list[float]:
     """Train (or resume) the run in ``run_dir`` up to ``optim.steps``; returns the per-step loss
-    history from step 0. A finished run returns its history without training."""
+    history from step 0. A finished run returns its history without training. A run directory
+    of another config is refused unless ``fresh`` (then it is cleared and trained again)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(run_dir, name, arch, task, seed)
+    if fresh:
+        clear_run(run_dir)
+    write_run_config(run_dir, name, arch, task, seed, asdict(optim))
     model = build_native(arch, task, seed).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(),

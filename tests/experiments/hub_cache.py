@@ -1,0 +1,62 @@
+"""A Hugging Face cache directory of small random models under the real repository ids of
+conf/model/*.yaml, in the hub's own layout (``models--org--name/snapshots/<commit>/``).
+
+Real architecture classes and config fields (``family.tiny_config``: shrunk sizes), and MiniLM's
+WordPiece tokenizer as the stand-in tokenizer (the real ones cannot ship offline).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+from omegaconf import OmegaConf
+
+from experiments.config import CONF_DIR
+from sinkmech.models.families import family_of
+from sinkmech.models.loading import offline_tokenizer
+
+COMMIT = "0" * 40
+# Hub families the suite has no tiny builder for: (HF class, shrunk config).
+EXTRA_FAMILIES = {
+    "gpt_neox": (
+        "GPTNeoXForCausalLM",
+        lambda v: transformers.GPTNeoXConfig(
+            vocab_size=v,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=512,
+        ),
+    )
+}
+
+
+def hub_configs() -> dict[str, OmegaConf]:
+    """Model configs of conf/model/ whose source is the hub, by config name."""
+    configs = {p.stem: OmegaConf.load(p) for p in sorted(Path(CONF_DIR, "model").glob("*.yaml"))}
+    return {name: c for name, c in configs.items() if c.get("source", "hub") == "hub"}
+
+
+def build_hub_cache(cache: Path) -> list[str]:
+    """Write a random tiny model + tokenizer per hub config; returns the config names."""
+    tokenizer = offline_tokenizer()
+    for name, model in hub_configs().items():
+        repo = cache / f"models--{model.path.replace('/', '--')}"
+        snapshot = repo / "snapshots" / COMMIT
+        if model.family in EXTRA_FAMILIES:
+            architecture, tiny_config = EXTRA_FAMILIES[model.family]
+        else:
+            architecture, tiny_config = (lambda f: (f.architecture, f.tiny_config))(
+                family_of(model.family)
+            )
+        torch.manual_seed(0)
+        model_class = getattr(transformers, architecture)
+        # a few spare ids: the bridge adds a BOS token to the stand-in tokenizer for some families
+        model_class(tiny_config(tokenizer.vocab_size + 8)).save_pretrained(snapshot)
+        tokenizer.save_pretrained(snapshot)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(COMMIT)
+    return list(hub_configs())

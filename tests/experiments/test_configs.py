@@ -1,0 +1,59 @@
+"""Every config file under conf/ composes against its schema (lightning-hydra-template's
+tests/test_configs.py), and each tiny model's declared qk_norm matches the model it loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import experiments.train_lm  # noqa: F401 - registers train_lm_schema
+import experiments.train_minimal  # noqa: F401 - registers train_minimal_schema
+from experiments.config import CONF_DIR, RunConf, register
+from experiments.pipeline import ctr_settings, model_spec, probe_kwargs
+from sinkmech.mechanism.ctr import CTRSettings
+from sinkmech.models import load_model
+
+register()
+ROOT_GROUPS = {
+    "config": ("model", "data", "experiment", "logging"),
+    "train_lm": ("lm",),
+    "train_minimal": ("minimal",),
+}
+CASES = [
+    (top, f"{group}={path.stem}")
+    for top, groups in ROOT_GROUPS.items()
+    for group in groups
+    for path in sorted((Path(CONF_DIR) / group).glob("*.yaml"))
+]
+
+
+def _compose(top: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(top, overrides=list(overrides))
+
+
+def test_every_group_file_is_covered():
+    groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()} - {"hydra"}
+    assert groups == {g for gs in ROOT_GROUPS.values() for g in gs}
+
+
+@pytest.mark.parametrize("top, override", CASES)
+def test_config_file_composes_and_builds_its_objects(top, override):
+    cfg = OmegaConf.to_object(_compose(top, override))
+    if top == "config":
+        assert isinstance(cfg, RunConf)
+        model_spec(cfg)
+        assert isinstance(ctr_settings(cfg), CTRSettings)
+        assert probe_kwargs(cfg)["sink_threshold"] == cfg.sinks.sink
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("tiny_*.yaml"))
+)
+def test_tiny_model_qk_norm_key_matches_the_loaded_model(name):
+    cfg = OmegaConf.to_object(_compose("config", f"model={name}"))
+    assert cfg.model.qk_norm is not None
+    assert load_model(model_spec(cfg)).qk_norm == cfg.model.qk_norm
