@@ -7,9 +7,11 @@ main job never regenerates it. Rebuild with ``python -m sinkmech.data.statements
 
 Design choices that keep probes honest:
 - every city yields one true and one false statement, so the city alone never predicts the label;
-- the wrong countries are a shuffled derangement of the true ones, so every country is named
-  equally often in true and in false statements (a uniform draw would let a probe read the label
-  off how common the country is);
+- the wrong countries are a shuffled derangement of the true ones *within each split*, so every
+  country is named equally often in true and in false statements of the training set and again of
+  the test set (a uniform draw would let a probe read the label off how common the country is; a
+  derangement over the whole set would make each country's test imbalance the negative of its
+  train imbalance, so a country-only probe would score below chance on the test set);
 - train and test cities are disjoint (the entity is the city); countries recur on both sides.
 """
 
@@ -99,8 +101,13 @@ def build_statements(
         raise StatementDataError(f"test_fraction must be in (0, 1), got {test_fraction}")
     ordered = sorted(facts, key=lambda fact: (-int(fact.population), fact.source_id, fact.city))
     rng = np.random.default_rng(seed)
-    false_countries = _derange_countries([fact.country for fact in ordered], rng)
     test_cities = {ordered[i].city for i in rng.permutation(len(ordered))[: round(test_fraction * len(ordered))]}
+    false_countries = [""] * len(ordered)
+    for in_test in (False, True):  # derange within each split: balanced per country per split
+        members = [i for i, fact in enumerate(ordered) if (fact.city in test_cities) == in_test]
+        wrong = _derange_countries([ordered[i].country for i in members], rng)
+        for i, country in zip(members, wrong):
+            false_countries[i] = country
     rows = []
     for index, (fact, false_country) in enumerate(zip(ordered, false_countries)):
         split = "test" if fact.city in test_cities else "train"
@@ -160,6 +167,14 @@ def validate_statements(frame: pd.DataFrame) -> None:
     leaked = set(frame.entity[frame.split == "train"]) & set(frame.entity[frame.split == "test"])
     if leaked:
         raise StatementDataError(f"entities in both train and test: {sorted(leaked)[:5]}")
+    balance = frame.groupby(["split", "country"]).label.mean()
+    skewed = balance[balance != 0.5]
+    if len(skewed):
+        (split, country), share = skewed.index[0], skewed.iloc[0]
+        raise StatementDataError(
+            f"country {country!r} is named in {share:.0%} true statements of the {split} split; "
+            "every country must be balanced within each split (else the country predicts the label)"
+        )
 
 
 def load_statements(name: str = "cities") -> pd.DataFrame:

@@ -35,8 +35,30 @@ def _checks(frame: pd.DataFrame) -> None:
     assert (falses.country != falses.true_country).all()
     assert ((frame[frame.label == 1].country == frame[frame.label == 1].true_country)).all()
     # Country alone predicts nothing: each country is named as often in true as in false ones.
-    counts = frame.groupby(["country", "label"]).size().unstack(fill_value=0)
+    # ... and within each split, so train and test imbalances cannot cancel (issue 12, finding 7).
+    counts = frame.groupby(["split", "country", "label"]).size().unstack(fill_value=0)
     assert (counts[0] == counts[1]).all()
+
+
+def _country_only_test_accuracy(frame: pd.DataFrame) -> float:
+    """Test accuracy of a logistic-regression probe that sees only the country named."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder
+
+    train, test = frame[frame.split == "train"], frame[frame.split == "test"]
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(frame[["country"]])
+    probe = LogisticRegression(C=100.0).fit(encoder.transform(train[["country"]]), train.label)
+    return float((probe.predict(encoder.transform(test[["country"]])) == test.label).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_country_only_probe_is_exactly_at_chance(seed):
+    # Any function of the country is right on exactly half of each country's test statements.
+    assert _country_only_test_accuracy(build_statements(FACTS, seed=seed)) == 0.5
+
+
+def test_country_only_probe_on_the_committed_set_is_at_chance():
+    assert _country_only_test_accuracy(load_statements("cities")) == 0.5
 
 
 def test_build_is_balanced_entity_disjoint_and_false_statements_are_false():
@@ -91,6 +113,10 @@ def test_validation_rejects_leaks_and_bad_labels():
         validate_statements(relabelled)
     with pytest.raises(StatementDataError, match="lacks columns"):
         validate_statements(frame.drop(columns="entity"))
+    skewed = frame.copy()
+    skewed.loc[skewed.index[0], "label"] = 1 - skewed.label.iloc[0]
+    with pytest.raises(StatementDataError, match="balanced within each split"):
+        validate_statements(skewed)
 
 
 def test_committed_cities_set_is_valid_and_rebuilds_identically():
