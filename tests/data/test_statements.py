@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from sinkmech.data.statements import (
-    CityFact, StatementDataError, build_statements, geonames_city_facts, load_statements,
+    CityFact,
+    StatementDataError,
+    build_statements,
+    check_country_balance,
+    geonames_city_facts,
+    load_statements,
     validate_statements,
 )
 
@@ -20,20 +25,26 @@ def _name(index: int) -> str:
 
 
 FACTS = [
-    CityFact(_name(i), ["France", "Japan", "Kenya", "Peru", "United States"][i % 5], 10_000 * (i + 1), 100 + i)
+    CityFact(
+        _name(i),
+        ["France", "Japan", "Kenya", "Peru", "United States"][i % 5],
+        10_000 * (i + 1),
+        100 + i,
+    )
     for i in range(60)
 ]
 
 
 def _checks(frame: pd.DataFrame) -> None:
     validate_statements(frame)
+    check_country_balance(frame)
     assert set(frame.entity[frame.split == "train"]).isdisjoint(frame.entity[frame.split == "test"])
     per_entity = frame.groupby("entity").label.agg(["sum", "count"])
     assert (per_entity["sum"] == 1).all() and (per_entity["count"] == 2).all()
     assert (frame.groupby("split").label.mean() == 0.5).all()
     falses = frame[frame.label == 0]
     assert (falses.country != falses.true_country).all()
-    assert ((frame[frame.label == 1].country == frame[frame.label == 1].true_country)).all()
+    assert (frame[frame.label == 1].country == frame[frame.label == 1].true_country).all()
     # Country alone predicts nothing: each country is named as often in true as in false ones.
     # ... and within each split, so train and test imbalances cannot cancel (issue 12, finding 7).
     counts = frame.groupby(["split", "country", "label"]).size().unstack(fill_value=0)
@@ -83,7 +94,10 @@ def test_generator_is_deterministic_for_a_seed_and_ignores_input_order():
     [
         (dataclasses.replace(FACTS[0], city="St. Louis"), "city 'St. Louis' must be letters"),
         (dataclasses.replace(FACTS[0], city=""), "must be letters"),
-        (dataclasses.replace(FACTS[0], country="Guinea-Bissau"), "country 'Guinea-Bissau' must be letters"),
+        (
+            dataclasses.replace(FACTS[0], country="Guinea-Bissau"),
+            "country 'Guinea-Bissau' must be letters",
+        ),
         (dataclasses.replace(FACTS[0], city=None), "must be letters"),
         (dataclasses.replace(FACTS[0], population=-5), "population"),
         (dataclasses.replace(FACTS[0], city=FACTS[1].city), "repeats fact"),
@@ -116,7 +130,7 @@ def test_validation_rejects_leaks_and_bad_labels():
     skewed = frame.copy()
     skewed.loc[skewed.index[0], "label"] = 1 - skewed.label.iloc[0]
     with pytest.raises(StatementDataError, match="balanced within each split"):
-        validate_statements(skewed)
+        check_country_balance(skewed)
 
 
 def test_committed_cities_set_is_valid_and_rebuilds_identically():
