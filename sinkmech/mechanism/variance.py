@@ -33,7 +33,7 @@ import torch
 # Fractions may leave [0, 1] by this much through rounding before they count as impossible.
 RANGE_TOLERANCE = 1e-6
 # Centred variance below this fraction of the second moment is no variance (constant outputs).
-VARIANCE_TOLERANCE = 1e-10
+VARIANCE_TOLERANCE = 1e-12
 # Eigenvalues of a key-value moment below this fraction of the largest count as zero (float32
 # activations: anything smaller is rounding).
 SPAN_TOLERANCE = 1e-6
