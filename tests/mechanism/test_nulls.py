@@ -205,3 +205,13 @@ def test_control_keys_match_sink_counts_and_avoid_sinks():
     assert (n_visible[:, None, :].expand_as(control)[control] >= 3).all()
     assert not control[0, :, 10:].any()  # never a padded key
     assert math.isclose(float(control.float().sum()), 4.0)
+
+
+def test_the_long_prose_set_clears_the_prompt_length_guard():
+    from sinkmech.data.prompts import load_prompts, tokenize
+    from sinkmech.models.loading import offline_tokenizer
+
+    prompts = load_prompts("prose_long")
+    batch = tokenize(offline_tokenizer(), prompts, 512)
+    assert len(prompts) == 20 and short_prompts(batch, 64) == []
+    assert check_prompt_lengths([batch], SinkThresholds(short_prompts="refuse")) == 0
