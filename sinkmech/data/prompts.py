@@ -21,13 +21,9 @@ def load_prompts(name: str = "prose", limit: int | None = None) -> list[str]:
     """A built-in prompt set (``prose``: 40 short passages of English with punctuation;
     ``prose_long``: the same passages joined four at a time, >= 64 tokens each)."""
     if name not in BUILTIN_PROMPT_SETS:
-        raise PromptError(
-            f"unknown prompt set {name!r}; built-in sets: {list(BUILTIN_PROMPT_SETS)}"
-        )
+        raise PromptError(f"unknown prompt set {name!r}; built-in sets: {list(BUILTIN_PROMPT_SETS)}")
     text = resources.files("sinkmech.data").joinpath(f"{name}_prompts.txt").read_text()
-    prompts = [
-        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
-    ]
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     return prompts[:limit] if limit is not None else prompts
 
 
@@ -44,9 +40,7 @@ class TokenBatch:
         return self.attention_mask.sum(dim=1)
 
     def to(self, device: torch.device | str) -> "TokenBatch":
-        return TokenBatch(
-            self.tokens.to(device), self.attention_mask.to(device), self.token_strings
-        )
+        return TokenBatch(self.tokens.to(device), self.attention_mask.to(device), self.token_strings)
 
 
 def tokenize(
@@ -86,11 +80,7 @@ def tokenize(
 
 
 def iter_batches(
-    tokenizer: Any,
-    prompts: Sequence[str],
-    batch_size: int,
-    max_length: int,
-    prepend_bos: bool = True,
+    tokenizer: Any, prompts: Sequence[str], batch_size: int, max_length: int, prepend_bos: bool = True
 ) -> Iterator[TokenBatch]:
     """Tokenised batches of at most ``batch_size`` prompts, in order."""
     if batch_size < 1:

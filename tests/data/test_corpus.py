@@ -10,13 +10,7 @@ import numpy as np
 import pytest
 
 from sinkmech.data.corpus import (
-    CorpusConf,
-    CorpusError,
-    Source,
-    build_corpus,
-    clean_paragraphs,
-    gpt2_tokenizer,
-    load_shard,
+    CorpusConf, CorpusError, Source, build_corpus, clean_paragraphs, gpt2_tokenizer, load_shard,
     read_r_strings,
 )
 
