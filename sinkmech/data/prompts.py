@@ -14,11 +14,12 @@ import torch
 
 from sinkmech.errors import PromptError
 
-BUILTIN_PROMPT_SETS = ("prose",)
+BUILTIN_PROMPT_SETS = ("prose", "prose_long")
 
 
 def load_prompts(name: str = "prose", limit: int | None = None) -> list[str]:
-    """A built-in prompt set (``prose``: 40 short passages of English with punctuation)."""
+    """A built-in prompt set (``prose``: 40 short passages of English with punctuation;
+    ``prose_long``: the same passages joined four at a time, >= 64 tokens each)."""
     if name not in BUILTIN_PROMPT_SETS:
         raise PromptError(f"unknown prompt set {name!r}; built-in sets: {list(BUILTIN_PROMPT_SETS)}")
     text = resources.files("sinkmech.data").joinpath(f"{name}_prompts.txt").read_text()
@@ -88,3 +89,18 @@ def iter_batches(
         raise PromptError("no prompts given: the prompt list is empty")
     for start in range(0, len(prompts), batch_size):
         yield tokenize(tokenizer, prompts[start : start + batch_size], max_length, prepend_bos)
+
+
+def require_right_padding(attention_mask: torch.Tensor) -> None:
+    """Raise unless every row's real tokens come first: analyses read token i at position i."""
+    if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        raise PromptError(
+            "left-padded batch: the sink census needs right padding (use sinkmech.data.prompts."
+            "tokenize, or set tokenizer.padding_side = 'right')"
+        )
+
+
+def short_prompts(batch: TokenBatch, min_tokens: int) -> list[int]:
+    """Rows of ``batch`` shorter than ``min_tokens`` tokens: too short for a sink score to stand
+    clear of its uniform-attention null (H_T / T for the first token)."""
+    return [row for row, length in enumerate(batch.lengths.tolist()) if length < min_tokens]

@@ -7,9 +7,11 @@ main job never regenerates it. Rebuild with ``python -m sinkmech.data.statements
 
 Design choices that keep probes honest:
 - every city yields one true and one false statement, so the city alone never predicts the label;
-- the wrong countries are a shuffled derangement of the true ones, so every country is named
-  equally often in true and in false statements (a uniform draw would let a probe read the label
-  off how common the country is);
+- the wrong countries are a shuffled derangement of the true ones *within each split*, so every
+  country is named equally often in true and in false statements of the training set and again of
+  the test set (a uniform draw would let a probe read the label off how common the country is; a
+  derangement over the whole set would make each country's test imbalance the negative of its
+  train imbalance, so a country-only probe would score below chance on the test set);
 - train and test cities are disjoint (the entity is the city); countries recur on both sides.
 """
 
@@ -27,7 +29,16 @@ import pandas as pd
 from sinkmech.errors import SinkmechError
 
 STATEMENTS_DIR = Path(__file__).resolve().parents[1] / "data" / "statements"
-COLUMNS = ("statement_id", "statement", "label", "entity", "country", "true_country", "split", "source_id")
+COLUMNS = (
+    "statement_id",
+    "statement",
+    "label",
+    "entity",
+    "country",
+    "true_country",
+    "split",
+    "source_id",
+)
 TEMPLATE = "The city of {city} is in {country}."
 # Names made of letters and single spaces only: a hyphen, comma or period inside a name would add
 # punctuation tokens (candidate sinks) before the statement-final period.
@@ -35,9 +46,20 @@ _NAME = re.compile(r"^[A-Za-z]+( [A-Za-z]+)*$")
 # Country names read with a definite article ("is in the United States").
 _WITH_ARTICLE = frozenset(
     {
-        "United States", "United Kingdom", "United Arab Emirates", "Netherlands", "Philippines",
-        "Democratic Republic of the Congo", "Republic of the Congo", "Central African Republic",
-        "Dominican Republic", "Czech Republic", "Bahamas", "Maldives", "Gambia", "Ivory Coast",
+        "United States",
+        "United Kingdom",
+        "United Arab Emirates",
+        "Netherlands",
+        "Philippines",
+        "Democratic Republic of the Congo",
+        "Republic of the Congo",
+        "Central African Republic",
+        "Dominican Republic",
+        "Czech Republic",
+        "Bahamas",
+        "Maldives",
+        "Gambia",
+        "Ivory Coast",
     }
 )
 
@@ -99,8 +121,16 @@ def build_statements(
         raise StatementDataError(f"test_fraction must be in (0, 1), got {test_fraction}")
     ordered = sorted(facts, key=lambda fact: (-int(fact.population), fact.source_id, fact.city))
     rng = np.random.default_rng(seed)
-    false_countries = _derange_countries([fact.country for fact in ordered], rng)
-    test_cities = {ordered[i].city for i in rng.permutation(len(ordered))[: round(test_fraction * len(ordered))]}
+    test_cities = {
+        ordered[i].city
+        for i in rng.permutation(len(ordered))[: round(test_fraction * len(ordered))]
+    }
+    false_countries = [""] * len(ordered)
+    for in_test in (False, True):  # derange within each split: balanced per country per split
+        members = [i for i, fact in enumerate(ordered) if (fact.city in test_cities) == in_test]
+        wrong = _derange_countries([ordered[i].country for i in members], rng)
+        for i, country in zip(members, wrong):
+            false_countries[i] = country
     rows = []
     for index, (fact, false_country) in enumerate(zip(ordered, false_countries)):
         split = "test" if fact.city in test_cities else "train"
@@ -148,18 +178,37 @@ def validate_statements(frame: pd.DataFrame) -> None:
     """Raise ``StatementDataError`` if a statement table is malformed or its split leaks entities."""
     missing = [column for column in COLUMNS if column not in frame.columns]
     if missing:
-        raise StatementDataError(f"statement table lacks columns {missing}; expected {list(COLUMNS)}")
+        raise StatementDataError(
+            f"statement table lacks columns {missing}; expected {list(COLUMNS)}"
+        )
     bad = frame.index[~frame.label.isin([0, 1]) | ~frame.split.isin(["train", "test"])]
     if len(bad):
-        raise StatementDataError(f"row {bad[0]}: label must be 0/1 and split train/test: {frame.loc[bad[0]].to_dict()}")
+        raise StatementDataError(
+            f"row {bad[0]}: label must be 0/1 and split train/test: {frame.loc[bad[0]].to_dict()}"
+        )
     empty = frame.index[frame.statement.astype(str).str.strip() == ""]
     if len(empty):
         raise StatementDataError(f"row {empty[0]}: empty statement")
     if frame.statement.duplicated().any():
-        raise StatementDataError(f"duplicated statement {frame.statement[frame.statement.duplicated()].iloc[0]!r}")
+        raise StatementDataError(
+            f"duplicated statement {frame.statement[frame.statement.duplicated()].iloc[0]!r}"
+        )
     leaked = set(frame.entity[frame.split == "train"]) & set(frame.entity[frame.split == "test"])
     if leaked:
         raise StatementDataError(f"entities in both train and test: {sorted(leaked)[:5]}")
+
+
+def check_country_balance(frame: pd.DataFrame) -> None:
+    """Raise unless every country is named equally often in true and false statements of each
+    split (a full statement set; subsets of it need not be)."""
+    balance = frame.groupby(["split", "country"]).label.mean()
+    skewed = balance[balance != 0.5]
+    if len(skewed):
+        (split, country), share = skewed.index[0], skewed.iloc[0]
+        raise StatementDataError(
+            f"country {country!r} is named in {share:.0%} true statements of the {split} split; "
+            "every country must be balanced within each split (else the country predicts the label)"
+        )
 
 
 def load_statements(name: str = "cities") -> pd.DataFrame:
@@ -170,6 +219,7 @@ def load_statements(name: str = "cities") -> pd.DataFrame:
         raise StatementDataError(f"no statement set {name!r} at {path}; available: {available}")
     frame = pd.read_csv(path)
     validate_statements(frame)
+    check_country_balance(frame)
     return frame
 
 
@@ -196,9 +246,16 @@ def geonames_city_facts(
     homes: dict[str, set[str]] = {}
     for city in cities:
         homes.setdefault(city["name"], set()).add(city["countrycode"])
-    country_names = set(countries.values()) | {name.removeprefix("The ") for name in countries.values()}
+    country_names = set(countries.values()) | {
+        name.removeprefix("The ") for name in countries.values()
+    }
     facts = [
-        CityFact(city["name"], countries[city["countrycode"]], int(city["population"]), int(city["geonameid"]))
+        CityFact(
+            city["name"],
+            countries[city["countrycode"]],
+            int(city["population"]),
+            int(city["geonameid"]),
+        )
         for city in cities
         if city["countrycode"] in countries
         and _NAME.match(city["name"])
@@ -221,6 +278,7 @@ def write_statements(frame: pd.DataFrame, path: Path) -> Path:
     from sinkmech.io import atomic_path
 
     validate_statements(frame)
+    check_country_balance(frame)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
     return path
@@ -235,7 +293,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--out", type=Path, default=STATEMENTS_DIR / "cities.csv")
     args = parser.parse_args(None if argv is None else list(argv))
-    frame = build_statements(geonames_city_facts(args.n_cities, args.max_per_country), args.seed, args.test_fraction)
+    frame = build_statements(
+        geonames_city_facts(args.n_cities, args.max_per_country), args.seed, args.test_fraction
+    )
     print(f"wrote {len(frame)} statements to {write_statements(frame, args.out)}")
 
 

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sinkmech.data.prompts import TokenBatch
+from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
     gather_per_layer,
@@ -32,61 +33,107 @@ from sinkmech.mechanism.interventions import (
 )
 from sinkmech.mechanism.release import release_alignment
 from sinkmech.mechanism.sinks import (
+    NullCache,
     SinkCensus,
     SinkThresholds,
+    check_prompt_lengths,
     key_scores,
+    layer_windows,
     special_token_strings,
     summarise,
 )
-from sinkmech.mechanism.tags import catch_table, sink_mask
+from sinkmech.mechanism.tags import catch_table, control_keys, sink_mask, uniform_z
 from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
 from sinkmech.models import LoadedModel
 
 
 @dataclass
 class CTRSettings:
-    """Thresholds and sizes of the catch-tag-release analyses."""
+    """Thresholds and sizes of the catch-tag-release analyses (sink fields as ``SinkThresholds``)."""
 
-    sink_threshold: float = 0.2
-    gu_eps: float = 0.3
-    catch_threshold: float = 0.2
-    min_queries: int = 3
-    ranks: tuple[int, ...] = (1, 2)
-    n_random: int = 32
-    top_heads: int = 4
-    intervention_batches: int = 1
-    seed: int = 0
+    sink_threshold: float = 0.2  # mean received attention a sink must exceed (eps = 0.2)
+    gu_eps: float = 0.3  # Gu et al.'s eps for Sink_eps
+    catch_threshold: float = 0.2  # attention a query must give a sink to count as caught
+    min_queries: int = 8  # keys seen by fewer real queries are never per-prompt sinks
+    ranks: tuple[int, ...] = (1, 2)  # tag ranks for variance explained
+    n_random: int = 32  # random subspaces averaged for the random baseline
+    top_heads: int = 4  # heads (by rank-1 tag excess) for release and interventions
+    intervention_batches: int = 1  # batches the interventions run on
+    seed: int = 0  # seeds the random baseline, the non-sink control keys and random edits
     collect_catch: bool = True  # per-sink catch rows; off for pure sink/tag statistics
+    null_margin: float = 2.0  # a sink's score must also exceed this multiple of its uniform null
+    min_occurrences: int = 5  # prompts a non-first token must occur in before it can be a sink
+    min_prompt_tokens: int = 64  # prompts shorter than this are flagged or refused
+    short_prompts: str = "flag"  # "flag" (count in sinks_summary) or "refuse" (error up front)
+    content_per_token: bool = True  # content-token sinks per token text, not pooled
+    n_prompt_groups: int = 10  # prompt groups (prompt i -> group i mod n) for jackknife intervals
+
+    def __post_init__(self) -> None:
+        self.ranks = tuple(int(rank) for rank in self.ranks)
+        self.thresholds()  # validates the shared sink fields
+        if not 0.0 < self.catch_threshold < 1.0:
+            raise ConfigError(f"ctr.catch_threshold must be in (0, 1), got {self.catch_threshold}")
+        if not self.ranks or min(self.ranks) < 1:
+            raise ConfigError(f"ctr.ranks must be positive integers, got {list(self.ranks)}")
+        for name in ("n_random", "n_prompt_groups"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ctr.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("top_heads", "intervention_batches"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"ctr.{name} must be >= 0, got {getattr(self, name)}")
+
+    def thresholds(self) -> SinkThresholds:
+        """The sink-census settings these settings imply."""
+        return SinkThresholds(
+            self.sink_threshold,
+            self.gu_eps,
+            self.min_queries,
+            self.null_margin,
+            self.min_occurrences,
+            self.min_prompt_tokens,
+            self.short_prompts,
+            self.content_per_token,
+        )
 
 
 def _stream_pass(
     loaded: LoadedModel, batches: Iterable[TokenBatch], settings: CTRSettings
 ) -> tuple[SinkCensus, list[HeadMoments], pd.DataFrame]:
-    """One forward pass per batch feeding the sink census, z/sink moments and catch rows.
+    """One forward pass per batch feeding the sink census, z/sink/control moments and catch rows.
 
-    Each layer's pattern is reduced to key scores once; scores, sink masks, moments and catch
-    rows are computed inside the hooks, and the layer's activations are dropped right after.
+    Each layer's pattern is reduced to key scores once; scores, sink masks, control keys,
+    uniform-attention outputs, moments and catch rows are computed inside the hooks on device,
+    and the layer's activations are dropped right after.
     """
     d_head = output_weights(loaded, 0).shape[1]
-    moments = [HeadMoments(loaded.n_heads, d_head, loaded.device) for _ in range(loaded.n_layers)]
+    moments = [
+        HeadMoments(loaded.n_heads, d_head, loaded.device, settings.n_prompt_groups)
+        for _ in range(loaded.n_layers)
+    ]
+    thresholds = settings.thresholds()
     census = SinkCensus(
         loaded.name,
         loaded.n_layers,
         loaded.n_heads,
         special_token_strings(loaded.tokenizer),
-        SinkThresholds(settings.sink_threshold, settings.gu_eps, settings.min_queries),
+        thresholds,
     )
+    windows = layer_windows(loaded)
+    generator = torch.Generator(device=loaded.device).manual_seed(settings.seed)
     catches: list[pd.DataFrame] = []
     for batch_index, batch in enumerate(
         tqdm(batches, desc=f"{loaded.name}: catch/tag", unit="batch")
     ):
         mask = batch.attention_mask.to(loaded.device)
+        nulls = NullCache(mask, loaded.causal)
         scores: dict[int, torch.Tensor] = {}
 
         def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
             pattern = acts["pattern"].float()
             values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
-            scores[layer] = key_scores(pattern, mask, loaded.causal)
+            window = windows[layer]
+            null = nulls(window)
+            scores[layer] = key_scores(pattern, mask, loaded.causal, window, null)
             sinks = sink_mask(
                 pattern,
                 mask,
@@ -94,11 +141,17 @@ def _stream_pass(
                 settings.sink_threshold,
                 settings.min_queries,
                 scores=scores[layer],
+                null_margin=settings.null_margin,
+                null=null,
             )
-            moments[layer].update(acts["z"].float(), values, sinks, mask)
+            control = control_keys(sinks, mask, null.n_visible, settings.min_queries, generator)
+            uniform = uniform_z(values, mask, loaded.causal, window)
+            moments[layer].update(acts["z"].float(), values, sinks, mask, control, uniform)
             if not settings.collect_catch:
                 return
-            rows = catch_table(pattern, mask, sinks, settings.catch_threshold, layer)
+            rows = catch_table(
+                pattern, mask, sinks, settings.catch_threshold, layer, null.n_visible
+            )
             if not rows.empty:
                 rows["prompt"] += batch_index * 10**6
                 catches.append(rows)
@@ -106,7 +159,10 @@ def _stream_pass(
         names = {"pattern": pattern_name, "values": value_name, "z": z_name}
         run_hooked(loaded, batch, gather_per_layer(range(loaded.n_layers), names, consume))
         census.update(
-            torch.stack([scores[l] for l in range(loaded.n_layers)], dim=1), batch, loaded.causal
+            torch.stack([scores[l] for l in range(loaded.n_layers)], dim=1),
+            batch,
+            loaded.causal,
+            [nulls(window) for window in windows],
         )
     catch = pd.concat(catches, ignore_index=True) if catches else pd.DataFrame()
     return census, moments, catch
@@ -128,11 +184,14 @@ def analyse_ctr(
 ) -> dict[str, pd.DataFrame]:
     """Run the sink census, catch, tag (variance explained), release and interventions.
 
-    Returns tidy tables: ``sinks`` and ``sinks_summary`` (as ``sinks.detect_sinks``), ``catch`` (one row per prompt, layer, head, sink), ``variance`` (per
-    layer, head, rank), ``release`` (tag directions of the top heads read by later heads) and
+    Returns tidy tables: ``sinks`` and ``sinks_summary`` (as ``sinks.detect_sinks``), ``catch``
+    (one row per prompt, layer, head, sink), ``variance`` (per layer, head, rank, with every
+    baseline), ``variance_summary`` (per rank: heads whose tag beats the non-sink-key baseline),
+    ``release`` (tag directions of the top heads read by later heads) and
     ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
     """
     settings = settings or CTRSettings()
+    check_prompt_lengths(batches, settings.thresholds())
     census, moments, catch = _stream_pass(loaded, batches, settings)
     sinks = census.table()
     variance = pd.concat(
@@ -158,18 +217,43 @@ def analyse_ctr(
     interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
     return {
         "sinks": sinks,
-        "sinks_summary": summarise(sinks, census.n_prompts, loaded.qk_norm),
+        "sinks_summary": summarise(sinks, census.n_prompts, loaded.qk_norm, census.n_short_prompts),
         "catch": _label_catches(catch, batches).assign(model=loaded.name),
         "variance": variance,
+        "variance_summary": summarise_variance(variance),
         "release": release,
         "interventions": interventions.assign(model=loaded.name),
     }
 
 
+def summarise_variance(variance: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, rank): heads with a tag, and how many exceed the non-sink-key baseline (the
+    jackknife interval's lower end above 0), centred and uncentred."""
+    rows = []
+    for (model, rank), group in variance.groupby(["model", "rank"]):
+        row = {"model": model, "rank": rank, "n_heads": len(group)}
+        for suffix in ("", "_uncentred"):
+            tag = group[f"tag_variance_explained{suffix}"]
+            row[f"heads_with_tag{suffix}"] = int(tag.notna().sum())
+            row[f"heads_tag_above_nonsink{suffix}"] = int(
+                (group[f"tag_excess_low{suffix}"] > 0).sum()
+            )
+            row[f"mean_tag_excess_over_nonsink{suffix}"] = float(
+                group[f"tag_excess_over_nonsink{suffix}"].mean()
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _top_tag_heads(variance: pd.DataFrame, k: int) -> list[tuple[int, int]]:
-    """The k heads whose rank-1 tag explains the most output variance."""
-    rank1 = variance[(variance["rank"] == 1) & variance.tag_variance_explained.notna()]
-    best = rank1.nlargest(k, "tag_variance_explained")
+    """The k heads whose rank-1 tag most exceeds its non-sink-key baseline (centred), among
+    layers that have a later layer to read the tag (release)."""
+    rank1 = variance[
+        (variance["rank"] == 1)
+        & variance.tag_excess_over_nonsink.notna()
+        & (variance.layer < variance.layer.max())
+    ]
+    best = rank1.nlargest(k, "tag_excess_over_nonsink")
     return [(int(row.layer), int(row.head)) for row in best.itertuples()]
 
 
@@ -199,6 +283,7 @@ def _interventions(
                 threshold=settings.sink_threshold,
                 min_queries=settings.min_queries,
                 seed=settings.seed,
+                null_margin=settings.null_margin,
             )
             own_tags = capture_tags(loaded, batch, spec)
             edits = [

@@ -29,7 +29,7 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
-from sinkmech.mechanism.sinks import capture_key_scores
+from sinkmech.mechanism.sinks import capture_key_scores, layer_windows
 from sinkmech.mechanism.tags import sink_mask, tag_z
 from sinkmech.models import LoadedModel
 
@@ -44,8 +44,9 @@ class TagEditSpec:
     heads: list[int]
     mode: Mode = "remove"
     threshold: float = 0.2
-    min_queries: int = 3
+    min_queries: int = 8
     seed: int = 0
+    null_margin: float = 2.0  # sinks must also exceed this multiple of their uniform null
 
 
 def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> torch.Tensor:
@@ -62,7 +63,15 @@ def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> t
     def observe(layer: int, acts: dict[str, torch.Tensor]) -> None:
         pattern = acts["pattern"][:, heads].float()
         values = expand_kv_heads(acts["values"], loaded.n_heads)[:, :, heads].float()
-        sinks = sink_mask(pattern, mask, loaded.causal, spec.threshold, spec.min_queries)
+        sinks = sink_mask(
+            pattern,
+            mask,
+            loaded.causal,
+            spec.threshold,
+            spec.min_queries,
+            null_margin=spec.null_margin,
+            window=layer_windows(loaded)[layer],
+        )
         captured["z_tag"] = tag_z(pattern, values, sinks)
 
     names = {"pattern": pattern_name, "values": value_name}

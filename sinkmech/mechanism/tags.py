@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from sinkmech.mechanism.sinks import key_scores, scorable_keys
+from sinkmech.mechanism.sinks import KeyNull, is_sink_score, key_null, key_scores, visibility
 
 
 def sink_mask(
@@ -25,19 +25,26 @@ def sink_mask(
     min_queries: int = 3,
     positions: torch.Tensor | None = None,
     scores: torch.Tensor | None = None,
+    null_margin: float = 2.0,
+    window: int | None = None,
+    null: KeyNull | None = None,
 ) -> torch.Tensor:
     """Which keys are sinks for which head in which prompt: boolean [batch, head, key].
 
     A key is a sink of head h when its mean received attention (``sinks.key_scores``) exceeds
-    ``threshold`` (the paper's eps = 0.2). ``positions`` ([batch, key] bool) restricts candidates,
-    e.g. to the first token or to punctuation. ``scores`` reuses key scores already computed.
+    ``threshold`` (the paper's eps = 0.2) and ``null_margin`` times the score uniform attention
+    would give it, and at least ``min_queries`` real queries see it. ``positions`` ([batch, key]
+    bool) restricts candidates, e.g. to the first token or to punctuation. ``scores`` and
+    ``null`` reuse values already computed; ``window`` is the layer's sliding window.
     """
+    null = null or key_null(attention_mask, causal, window)
     if scores is None:
-        scores = key_scores(pattern.float(), attention_mask, causal)
-    candidates = scorable_keys(attention_mask, causal, min_queries)
+        scores = key_scores(pattern.float(), attention_mask, causal, window, null)
+    sinks = is_sink_score(scores, null, threshold, null_margin, min_queries)
+    sinks = sinks & attention_mask.bool()[:, None, :]
     if positions is not None:
-        candidates = candidates & positions.bool()
-    return (scores > threshold) & candidates[:, None, :]
+        sinks = sinks & positions.bool()[:, None, :]
+    return sinks
 
 
 def tag_z(pattern: torch.Tensor, values: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
@@ -67,13 +74,15 @@ def catch_table(
     sinks: torch.Tensor,
     threshold: float,
     layer: int,
+    n_visible: torch.Tensor,
 ) -> pd.DataFrame:
     """Catch: for each (prompt, head, sink), the queries whose attention to the sink exceeds
     ``threshold`` and the attention mass they give it (Sec. 3, "catch").
 
     Several sinks per prompt (first token and punctuation) each get their own row, so a prompt's
-    segments can be seen caught by different sinks. Vectorised over sinks: one device-to-host
-    copy per call.
+    segments can be seen caught by different sinks. ``n_visible`` ([batch, key], ``KeyNull``) is
+    the number of real queries that can see each key (causal mask, sliding window, padding):
+    ``n_queries``. Vectorised over sinks: one device-to-host copy per call.
     """
     prompt, head, position = sinks.nonzero(as_tuple=True)
     valid = attention_mask.bool()[prompt]  # [n, query]
@@ -93,9 +102,51 @@ def catch_table(
             "head": head.cpu().numpy(),
             "sink_position": position.cpu().numpy(),
             "n_caught": n_caught.cpu().numpy(),
-            "n_queries": valid.sum(-1).cpu().numpy(),
+            "n_queries": n_visible[prompt, position].long().cpu().numpy(),
             "caught_positions": [p.tolist() for p in positions],
             "mean_caught_attention": (caught_mass / n_caught.clamp_min(1)).cpu().numpy(),
             "total_attention": total.cpu().numpy(),
         }
+    )
+
+
+def control_keys(
+    sinks: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n_visible: torch.Tensor,
+    min_queries: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Equal-count random non-sink keys: boolean [batch, head, key].
+
+    For each prompt and head, as many keys as it has sinks, drawn uniformly from the real keys
+    that are not sinks and are seen by at least ``min_queries`` queries (fewer if there are not
+    enough). Their value directions are the tag's "any key would do" baseline. On device, no sync.
+    """
+    eligible = ~sinks & (attention_mask.bool() & (n_visible >= min_queries))[:, None, :]
+    draw = torch.rand(sinks.shape, device=sinks.device, generator=generator)
+    draw = torch.where(eligible, draw, torch.full_like(draw, -1.0))
+    order = draw.argsort(dim=-1, descending=True).argsort(dim=-1)  # rank of each key's draw
+    return eligible & (order < sinks.sum(-1, keepdim=True))
+
+
+def uniform_z(
+    values: torch.Tensor, attention_mask: torch.Tensor, causal: bool, window: int | None = None
+) -> torch.Tensor:
+    """The head's z under uniform attention over each query's visible keys, values kept:
+    [batch, query, head, d_head] from values [batch, key, head, d_head] (kv heads expanded).
+
+    Causal full attention is a running mean (cumsum), bidirectional a plain mean; only
+    sliding-window layers build the [batch, T, T] visibility matrix.
+    """
+    mask = attention_mask.to(values.dtype)[:, :, None, None]
+    masked = values * mask
+    if window is not None:
+        visible = visibility(attention_mask, causal, window).to(values.dtype)
+        visible = visible / visible.sum(-1, keepdim=True).clamp_min(1.0)
+        return torch.einsum("bqk,bkhd->bqhd", visible, values)
+    if causal:
+        return masked.cumsum(1) / mask.cumsum(1).clamp_min(1.0)
+    return (masked.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp_min(1.0)).expand_as(
+        values
     )

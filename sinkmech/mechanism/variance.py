@@ -1,14 +1,26 @@
-"""Variance of head outputs explained by tag directions (Sec. 3.2 and Fig. 3 of arXiv 2502.00919).
+"""Variance of head outputs explained by tag directions (Sec. 3.2 and Fig. 3 of arXiv 2502.00919),
+against controls of equal rank.
 
-Per head, the tag directions are the top principal directions of the sink value vectors
-v_s W_O seen over all prompts; the statistic is the fraction of the head-output variance (over
-tokens and prompts) lying in their span, against equal-rank baselines: random directions in the
-head's output space, and the head's own top principal directions (the best any rank-r subspace
-can do).
+Per head, the tag directions are the top principal directions of the sink value vectors v_s W_O
+seen over all prompts. Two fractions are reported for every subspace S:
+
+- centred: trace(P_S Cov) / trace(Cov), the share of the output *variance* (about the mean) in S;
+  a constant offset, such as a first-token tag added to every token, counts for nothing;
+- uncentred: trace(P_S M) / trace(M) with M = E[x x^T], the share of the output's second moment
+  (energy) in S; a constant offset along S counts fully.
+
+Baselines of the same rank per head: random directions (r / d_head in expectation, whatever the
+data), the head's top principal directions (the upper bound), the value directions of an equal
+number of randomly chosen non-sink keys of the same prompts (does being a sink matter?), and the
+tag span's share of the outputs the head would give with uniform attention over its visible keys
+and the same values (does the catch matter?). The tag claim is the excess over the non-sink-key
+baseline, with a delete-one-group jackknife interval over groups of prompts.
 
 Streaming: head outputs x = z W_O live in the row space of W_O (dimension d_head), so the
-accumulators keep d_head x d_head second moments of z and of sink values per head and map them
-through W_O once at the end. Memory is O(layers * heads * d_head^2) whatever the prompt count.
+accumulators keep d_head x d_head moments per head (and per prompt group) and map them through
+W_O once at the end. Moments are shifted by a per-head reference (the first batch's mean) in
+float64, so near-constant outputs do not cancel catastrophically; a fraction outside [0, 1] is
+impossible, so it is reported as NaN with a flag.
 """
 
 from __future__ import annotations
@@ -18,49 +30,104 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+# Fractions may leave [0, 1] by this much through rounding before they count as impossible.
+RANGE_TOLERANCE = 1e-6
+# Centred variance below this fraction of the second moment is no variance (constant outputs).
+VARIANCE_TOLERANCE = 1e-12
+# Eigenvalues of a key-value moment below this fraction of the largest count as zero (float32
+# activations: anything smaller is rounding).
+SPAN_TOLERANCE = 1e-6
+Z_95 = 1.959964
+
+_ACCUMULATORS = ("n", "s1", "s2", "u_s1", "u_s2", "sink_outer", "n_sink", "ctl_outer", "n_ctl")
+
+
+def _group_outer(
+    vectors: torch.Tensor, weights: torch.Tensor, groups: torch.Tensor
+) -> torch.Tensor:
+    """sum over items of w v v^T per group: vectors [b, n, h, d], weights [b, n, h] -> [g, h, d, d]."""
+    per_prompt = torch.einsum("bnhd,bnhe->bhde", vectors * weights[..., None], vectors)
+    return torch.einsum("bg,bhde->ghde", groups, per_prompt)
+
 
 @dataclass
 class HeadMoments:
-    """Running sums for one layer: z moments over tokens, sink value moments over sink keys."""
+    """Running sums for one layer, per group of prompts (prompt i goes to group i mod n_groups).
+
+    Output moments are shifted by ``shift`` (per head, the first batch's mean), the same for
+    uniform-attention outputs; key moments are uncentred sums of v v^T over sink keys and over
+    the equal-count non-sink control keys.
+    """
 
     n_heads: int
     d_head: int
     device: torch.device | str = "cpu"
-    z_sum: torch.Tensor = field(init=False)
-    z_outer: torch.Tensor = field(init=False)
-    n_tokens: torch.Tensor = field(init=False)
-    sink_outer: torch.Tensor = field(init=False)
-    n_sinks: torch.Tensor = field(init=False)
+    n_groups: int = 1
+    n_prompts: int = 0
+    shift: torch.Tensor | None = None
+    u_shift: torch.Tensor | None = None
+    sums: dict[str, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
-        h, d = self.n_heads, self.d_head
-        kw = dict(device=self.device, dtype=torch.float64)
-        self.z_sum = torch.zeros(h, d, **kw)
-        self.z_outer = torch.zeros(h, d, d, **kw)
-        self.n_tokens = torch.zeros((), **kw)
-        self.sink_outer = torch.zeros(h, d, d, **kw)
-        self.n_sinks = torch.zeros(h, **kw)
+        g, h, d = self.n_groups, self.n_heads, self.d_head
+        shapes = {"n": (g,), "s1": (g, h, d), "u_s1": (g, h, d), "n_sink": (g, h), "n_ctl": (g, h)}
+        self.sums = {
+            name: torch.zeros(
+                shapes.get(name, (g, h, d, d)), device=self.device, dtype=torch.float64
+            )
+            for name in _ACCUMULATORS
+        }
 
     def update(
-        self, z: torch.Tensor, values: torch.Tensor, sinks: torch.Tensor, token_mask: torch.Tensor
+        self,
+        z: torch.Tensor,
+        values: torch.Tensor,
+        sinks: torch.Tensor,
+        token_mask: torch.Tensor,
+        control: torch.Tensor | None = None,
+        z_uniform: torch.Tensor | None = None,
     ) -> None:
         """Add a batch: z [batch, query, head, d_head], values [batch, key, head, d_head]
-        (expanded), sinks [batch, head, key] bool, token_mask [batch, seq] (1 = real token)."""
+        (expanded), sinks and control [batch, head, key] bool, token_mask [batch, seq] (1 = real),
+        z_uniform [batch, query, head, d_head] (the head's output under uniform attention)."""
+        batch = z.shape[0]
+        rows = (torch.arange(batch, device=z.device) + self.n_prompts) % self.n_groups
+        groups = torch.nn.functional.one_hot(rows, self.n_groups).double()  # [batch, group]
+        self.n_prompts += batch
         # Padded tokens are zeroed rather than dropped: boolean indexing would sync the host
         # once per layer (benchmarks/NOTES.md, optimisation B).
-        tokens = (z * token_mask[:, :, None, None].to(z.dtype)).double()  # [batch, query, head, d]
-        self.z_sum += tokens.sum(dim=(0, 1))
-        self.z_outer += torch.einsum("bqhd,bqhe->hde", tokens, tokens)
-        self.n_tokens += token_mask.sum()
-        weights = sinks.permute(0, 2, 1).double()  # [batch, key, head]
+        mask = token_mask.to(z.device).double()
+        weights = mask[:, :, None].expand(-1, -1, self.n_heads)
+        self.sums["n"] += groups.T @ mask.sum(1)
+        for outputs, prefix in ((z, ""), (z_uniform, "u_")):
+            if outputs is None:
+                continue
+            outputs = outputs.double()
+            shift_name = "u_shift" if prefix else "shift"
+            if getattr(self, shift_name) is None:
+                total = (outputs * mask[:, :, None, None]).sum(dim=(0, 1))
+                setattr(self, shift_name, total / mask.sum().clamp_min(1.0))
+            shifted = (outputs - getattr(self, shift_name)) * mask[:, :, None, None]
+            self.sums[f"{prefix}s1"] += torch.einsum("bg,bqhd->ghd", groups, shifted)
+            self.sums[f"{prefix}s2"] += _group_outer(shifted, weights, groups)
         v = values.double()
-        self.sink_outer += torch.einsum("bkh,bkhd,bkhe->hde", weights, v, v)
-        self.n_sinks += weights.sum(dim=(0, 1))
+        for keys, prefix in ((sinks, "sink"), (control, "ctl")):
+            if keys is None:
+                continue
+            key_weights = keys.permute(0, 2, 1).double()  # [batch, key, head]
+            self.sums[f"{prefix}_outer"] += _group_outer(v, key_weights, groups)
+            self.sums[f"n_{prefix}"] += groups.T @ key_weights.sum(1)
 
+    def totals(self, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Sums over the groups in ``keep`` ([group] bool; default all)."""
+        keep = torch.ones(self.n_groups, dtype=torch.bool) if keep is None else keep
+        index = keep.nonzero().flatten().to(self.sums["n"].device)
+        return {name: tensor.index_select(0, index).sum(0) for name, tensor in self.sums.items()}
 
-# Eigenvalues of the sink-value moment below this fraction of the largest count as zero (float32
-# activations: anything smaller is rounding).
-SPAN_TOLERANCE = 1e-6
+    @property
+    def n_sinks(self) -> torch.Tensor:
+        """Sink keys seen per head, [head]."""
+        return self.sums["n_sink"].sum(0)
 
 
 def output_basis(w_o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,10 +143,83 @@ def output_basis(w_o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u * signs * s.unsqueeze(-2), v_t * signs.transpose(-1, -2)
 
 
-def _explained(cov: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Fraction of trace(cov) in span(basis); cov [h, d, d], basis [h, d, r] orthonormal."""
-    inside = torch.einsum("hdr,hde,her->h", basis, cov, basis)
-    return inside / torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1).clamp_min(1e-30)
+def _output_moments(
+    totals: dict[str, torch.Tensor], shift: torch.Tensor | None, prefix: str, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(covariance, second moment) of head outputs in orthonormal coordinates, [h, d, d] each."""
+    n = totals["n"].clamp_min(1.0)
+    mean = totals[f"{prefix}s1"] / n  # mean of the shifted outputs: small
+    centred = totals[f"{prefix}s2"] / n - torch.einsum("hd,he->hde", mean, mean)
+    shift = torch.zeros_like(mean) if shift is None else shift
+    second = centred + torch.einsum("hd,he->hde", mean + shift, mean + shift)  # E[x x^T]
+    k_t = k.transpose(-1, -2)
+    return k_t @ centred @ k, k_t @ second @ k
+
+
+def _share(moment: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """trace(B^T M B) / trace(M) per head; moment [h, d, d], basis [h, d, r] orthonormal."""
+    inside = torch.einsum("hdr,hde,her->h", basis, moment, basis)
+    total = torch.diagonal(moment, dim1=-2, dim2=-1).sum(-1)
+    return inside / total
+
+
+def _top(moment: torch.Tensor, count: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``rank`` eigenvectors of a key-value moment [h, d, d] and whether they exist per head
+    (keys seen and spanning ``rank`` dimensions), plus the relative eigengap below them."""
+    eigenvalues, vectors = torch.linalg.eigh(moment)  # ascending
+    largest = eigenvalues[..., -1].clamp_min(1e-300)
+    spans = (count > 0) & (eigenvalues[..., -rank] > SPAN_TOLERANCE * largest)
+    below = eigenvalues[..., -rank - 1] if rank < moment.shape[-1] else torch.zeros_like(largest)
+    return vectors[..., -rank:], spans, (eigenvalues[..., -rank] - below) / largest
+
+
+def _fractions(
+    totals: dict[str, torch.Tensor],
+    moments: HeadMoments,
+    k: torch.Tensor,
+    rank: int,
+    random_bases: list[torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Every fraction of one rank, [head] each (NaN where undefined), keyed by column name."""
+    cov, second = _output_moments(totals, moments.shift, "", k)
+    k_t = k.transpose(-1, -2)
+    tag, has_tag, gap = _top(k_t @ totals["sink_outer"] @ k, totals["n_sink"], rank)
+    ctl, has_ctl, _ = _top(k_t @ totals["ctl_outer"] @ k, totals["n_ctl"], rank)
+    has_variance = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) > VARIANCE_TOLERANCE * (
+        torch.diagonal(second, dim1=-2, dim2=-1).sum(-1)
+    )
+    nan = torch.full_like(has_tag, float("nan"), dtype=torch.float64)
+    out: dict[str, torch.Tensor] = {
+        "tag_eigengap": torch.where(totals["n_sink"] > 0, gap, nan),
+        "no_centred_variance": ~has_variance,
+    }
+    uniform = None
+    if moments.u_shift is not None:
+        uniform = _output_moments(totals, moments.u_shift, "u_", k)
+    for suffix, index, valid in (("", 0, has_variance), ("_uncentred", 1, None)):
+        moment = (cov, second)[index]
+        valid = torch.diagonal(second, dim1=-2, dim2=-1).sum(-1) > 0 if valid is None else valid
+        eigenvalues = torch.linalg.eigvalsh(moment)
+        columns = {
+            "tag": (_share(moment, tag), has_tag),
+            "pca": (eigenvalues[..., -rank:].sum(-1) / eigenvalues.sum(-1), None),
+            "nonsink_key": (_share(moment, ctl), has_ctl),
+        }
+        if random_bases:
+            random = torch.stack([_share(moment, b) for b in random_bases]).mean(0)
+            columns["random"] = (random, None)
+        if uniform is not None:
+            columns["uniform_attention_tag"] = (_share(uniform[index], tag), has_tag)
+        for name, (value, defined) in columns.items():
+            ok = valid if defined is None else valid & defined
+            out[f"{name}_variance_explained{suffix}"] = torch.where(ok, value, nan)
+    return out
+
+
+def _check_range(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values clipped into [0, 1], NaN outside [0, 1] by more than rounding; out-of-range mask)."""
+    bad = (values < -RANGE_TOLERANCE) | (values > 1 + RANGE_TOLERANCE)
+    return torch.where(bad, float("nan"), values.clamp(0.0, 1.0)), bad
 
 
 def variance_explained(
@@ -89,76 +229,91 @@ def variance_explained(
     n_random: int = 32,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Per (head, rank): variance explained by tag directions, random directions and top PCs."""
-    k, _ = output_basis(w_o.to(moments.z_outer.device))
-    n = moments.n_tokens.clamp_min(1.0)
-    mean = moments.z_sum / n
-    z_cov = moments.z_outer / n - torch.einsum("hd,he->hde", mean, mean)
-    cov = k.transpose(-1, -2) @ z_cov @ k  # output covariance in orthonormal coordinates
-    sink_moment = k.transpose(-1, -2) @ moments.sink_outer @ k
-    sink_eigenvalues, tag_vectors = torch.linalg.eigh(sink_moment)  # ascending
-    eigenvalues, _ = torch.linalg.eigh(cov)
-    total = eigenvalues.sum(-1).clamp_min(1e-30)
+    """Per (head, rank): centred and uncentred fractions of tag directions and of every baseline,
+    the tag's excess over the non-sink-key baseline with a jackknife 95% interval over prompt
+    groups, and ``ve_flag`` naming any fraction set to NaN for leaving [0, 1]."""
+    k, _ = output_basis(w_o.to(moments.sums["n"].device))
+    n_heads, d = k.shape[0], k.shape[-1]
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    n_heads, d = cov.shape[0], cov.shape[-1]
-    rows = []
+    occupied = (moments.sums["n"] > 0).cpu()
+    frames = []
     for rank in ranks:
         if rank > d:
             continue
-        tag_basis = tag_vectors[..., -rank:]
-        random_fraction = torch.stack(
-            [
-                _explained(
-                    cov,
-                    torch.linalg.qr(
-                        torch.randn(n_heads, d, rank, generator=generator, dtype=torch.float64).to(
-                            cov.device
-                        )
-                    )[0],
-                )
-                for _ in range(n_random)
-            ]
-        ).mean(0)
-        pca_fraction = eigenvalues[..., -rank:].sum(-1) / total
-        tag_fraction = _explained(cov, tag_basis)
-        # Gap below the rank-th eigenvalue of the sink moment, relative to the largest: near 0 the
-        # rank-r tag span is ill-defined (e.g. a BOS-only sink has one value vector, so its 2nd tag
-        # direction is numerical noise and can differ between a GPU and a CPU run).
-        below = (
-            sink_eigenvalues[..., -rank - 1]
-            if rank < d
-            else torch.zeros_like(sink_eigenvalues[..., 0])
-        )
-        eigengap = (sink_eigenvalues[..., -rank] - below) / sink_eigenvalues[..., -1].clamp_min(
-            1e-30
-        )
-        # Sink value vectors spanning fewer than `rank` dimensions have no rank-r tag: NaN, not noise.
-        spans_rank = sink_eigenvalues[..., -rank] > SPAN_TOLERANCE * sink_eigenvalues[..., -1]
-        for head in range(n_heads):
-            has_sinks = bool(moments.n_sinks[head] > 0)
-            has_tag = has_sinks and bool(spans_rank[head])
-            rows.append(
-                {
-                    "head": head,
-                    "rank": rank,
-                    "n_tokens": int(moments.n_tokens),
-                    "n_sink_keys": int(moments.n_sinks[head]),
-                    "tag_variance_explained": float(tag_fraction[head])
-                    if has_tag
-                    else float("nan"),
-                    "tag_eigengap": float(eigengap[head]) if has_sinks else float("nan"),
-                    "random_variance_explained": float(random_fraction[head]),
-                    "pca_variance_explained": float(pca_fraction[head]),
-                }
+        bases = [
+            torch.linalg.qr(
+                torch.randn(n_heads, d, rank, generator=generator, dtype=torch.float64).to(k.device)
+            )[0]
+            for _ in range(n_random)
+        ]
+        full = _fractions(moments.totals(), moments, k, rank, bases)
+        columns: dict[str, torch.Tensor] = {}
+        flags = torch.zeros(n_heads, dtype=torch.bool, device=k.device)
+        constant = full.pop("no_centred_variance")
+        for name, values in full.items():
+            if name.endswith(("variance_explained", "variance_explained_uncentred")):
+                values, bad = _check_range(values)
+                flags |= bad
+            columns[name] = values
+        for suffix in ("", "_uncentred"):
+            excess = (
+                columns[f"tag_variance_explained{suffix}"]
+                - columns[f"nonsink_key_variance_explained{suffix}"]
             )
-    return pd.DataFrame(rows)
+            low, high = _jackknife(moments, k, rank, suffix, excess, occupied)
+            columns[f"tag_excess_over_nonsink{suffix}"] = excess
+            columns[f"tag_excess_low{suffix}"] = low
+            columns[f"tag_excess_high{suffix}"] = high
+        frame = pd.DataFrame({name: values.cpu().numpy() for name, values in columns.items()})
+        frame.insert(0, "head", range(n_heads))
+        frame.insert(1, "rank", rank)
+        frame.insert(2, "n_tokens", int(moments.sums["n"].sum()))
+        frame.insert(3, "n_sink_keys", moments.n_sinks.long().cpu().numpy())
+        frame.insert(4, "n_nonsink_control_keys", moments.sums["n_ctl"].sum(0).long().cpu().numpy())
+        frame["ve_flag"] = [
+            "out_of_range" if bad else "no_centred_variance" if flat else ""
+            for bad, flat in zip(flags.cpu().tolist(), constant.cpu().tolist())
+        ]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _jackknife(
+    moments: HeadMoments,
+    k: torch.Tensor,
+    rank: int,
+    suffix: str,
+    estimate: torch.Tensor,
+    occupied: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """95% interval of the tag-minus-non-sink excess by delete-one-group jackknife over the prompt
+    groups that hold prompts (NaN with fewer than two)."""
+    groups = occupied.nonzero().flatten().tolist()
+    if len(groups) < 2:
+        nan = torch.full_like(estimate, float("nan"))
+        return nan, nan
+    replicates = []
+    for group in groups:
+        keep = occupied.clone()
+        keep[group] = False
+        part = _fractions(moments.totals(keep), moments, k, rank, [])
+        replicates.append(
+            part[f"tag_variance_explained{suffix}"]
+            - part[f"nonsink_key_variance_explained{suffix}"]
+        )
+    stacked = torch.stack(replicates)
+    g = len(groups)
+    spread = ((stacked - stacked.mean(0)) ** 2).sum(0) * (g - 1) / g
+    half = Z_95 * spread.sqrt()
+    return estimate - half, estimate + half
 
 
 def tag_directions(moments: HeadMoments, w_o: torch.Tensor, rank: int = 1) -> torch.Tensor:
     """Unit tag directions in d_model per head, [head, rank, d_model] (top principal directions of
     the sink value vectors v_s W_O); zero for heads that saw no sink."""
-    k, vh = output_basis(w_o.to(moments.sink_outer.device))  # vh [head, d, d_model]
-    _, vectors = torch.linalg.eigh(k.transpose(-1, -2) @ moments.sink_outer @ k)
+    k, vh = output_basis(w_o.to(moments.sums["n"].device))  # vh [head, d, d_model]
+    sink_outer = moments.totals()["sink_outer"]
+    _, vectors = torch.linalg.eigh(k.transpose(-1, -2) @ sink_outer @ k)
     top = vectors[..., -rank:].flip(-1)  # [head, d, rank], strongest first
     directions = torch.einsum("hdr,hdm->hrm", top, vh)
     return directions * (moments.n_sinks > 0).double()[:, None, None]

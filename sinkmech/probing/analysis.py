@@ -187,10 +187,18 @@ def _segment_rows(
                 }
             )
             continue
-        for name, shuffled in (("tag", False), ("resid", False), ("tag", True)):
+        inputs = {**arrays, **position_baselines(arrays["position"], arrays["length"])}
+        head_rows = []
+        for name, shuffled in (
+            ("tag", False),
+            ("resid", False),
+            ("tag", True),
+            ("position", False),
+            ("position_length", False),
+        ):
             result, _ = evaluate_probe(
                 "logistic",
-                arrays[name],
+                inputs[name],
                 labels,
                 groups,
                 is_test,
@@ -198,7 +206,7 @@ def _segment_rows(
                 seed=seed,
                 shuffle_labels=shuffled,
             )
-            rows.append(
+            head_rows.append(
                 {
                     **info,
                     "feature": name,
@@ -207,7 +215,25 @@ def _segment_rows(
                     **result.as_row(),
                 }
             )
+        # The tag's claim to segment identity: its test accuracy over the best position baseline.
+        best_position = max(r["test_accuracy"] for r in head_rows if r["feature"].startswith("pos"))
+        for row in head_rows:
+            row["position_baseline_accuracy"] = best_position
+            row["accuracy_over_position"] = row["test_accuracy"] - best_position
+        rows.extend(head_rows)
     return rows
+
+
+def position_baselines(position: np.ndarray, length: np.ndarray) -> dict[str, np.ndarray]:
+    """Features that know only where a token is: its position one-hot (``position``), and that
+    with its prompt's length one-hot beside it (``position_length``)."""
+
+    def one_hot(values: np.ndarray) -> np.ndarray:
+        _, index = np.unique(values.astype(int), return_inverse=True)
+        return np.eye(index.max() + 1)[index]
+
+    where = one_hot(position)
+    return {"position": where, "position_length": np.hstack([where, one_hot(length)])}
 
 
 def run_probing(

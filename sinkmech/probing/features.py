@@ -36,7 +36,7 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
-from sinkmech.mechanism.sinks import special_token_strings
+from sinkmech.mechanism.sinks import layer_windows, special_token_strings
 from sinkmech.mechanism.tags import sink_mask
 from sinkmech.mechanism.variance import output_basis
 from sinkmech.models import LoadedModel
@@ -81,8 +81,10 @@ def final_sink_frequency(
     loaded: LoadedModel, prompts: Sequence[str], batch_size: int, threshold: float
 ) -> np.ndarray:
     """[layer, head]: share of prompts whose final punctuation is a sink (mean received
-    attention > ``threshold``, ``tags.sink_mask``) of the head. Attention patterns only."""
+    attention > ``threshold`` and twice its uniform-attention null, ``tags.sink_mask``) of the
+    head. Attention patterns only."""
     special = special_token_strings(loaded.tokenizer)
+    windows = layer_windows(loaded)
     counts = torch.zeros(loaded.n_layers, loaded.n_heads)
     for batch in iter_batches(loaded.tokenizer, prompts, batch_size, loaded.max_length):
         mask = batch.attention_mask.to(loaded.device)
@@ -91,7 +93,9 @@ def final_sink_frequency(
 
         def reduce(layer: int):
             def hook(pattern: torch.Tensor, hook: object) -> None:
-                sinks = sink_mask(pattern.float(), mask, loaded.causal, threshold)  # [b, h, key]
+                sinks = sink_mask(
+                    pattern.float(), mask, loaded.causal, threshold, window=windows[layer]
+                )  # [b, h, key]
                 counts[layer] += sinks[rows, :, final].float().sum(0).cpu()
 
             return hook

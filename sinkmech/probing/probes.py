@@ -74,16 +74,6 @@ def decision_scores(probe: Pipeline, x: np.ndarray) -> np.ndarray:
     return probe.predict_proba(x)
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (accuracy over n independent items)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
-
-
 def auroc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """AUROC of binary ``y`` (0/1) from scores; rows of 2-D inputs are independent samples."""
     y2, s2 = np.atleast_2d(y), np.atleast_2d(scores)
@@ -96,22 +86,38 @@ def auroc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return value if np.ndim(y) == 2 else value[0]
 
 
-def bootstrap_auroc(
-    y: np.ndarray, scores: np.ndarray, n_boot: int = 500, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """(AUROC, lower, upper): percentile bootstrap over items, vectorised."""
+def cluster_bootstrap(
+    y: np.ndarray,
+    predictions: np.ndarray,
+    scores: np.ndarray | None,
+    clusters: np.ndarray,
+    n_boot: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[tuple[float, float], tuple[float, float, float]]:
+    """Percentile intervals of accuracy and (binary ``scores`` given) AUROC, resampling whole
+    clusters (e.g. cities: a city's true and false statements are not independent items).
+
+    Returns ((accuracy lower, upper), (AUROC, lower, upper)); AUROC parts are NaN without
+    ``scores`` or when the items hold a single class.
+    """
     rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(y), size=(n_boot, len(y)))
-    samples = auroc(y[index], scores[index])
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:  # the test items hold a single class: AUROC is undefined
-        return float("nan"), float("nan"), float("nan")
+    _, cluster_of = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(cluster_of == c) for c in range(cluster_of.max() + 1)]
+    correct = (predictions == y).astype(float)
+    accuracies, areas = np.empty(n_boot), np.full(n_boot, np.nan)
+    for b in range(n_boot):
+        index = np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
+        accuracies[b] = correct[index].mean()
+        if scores is not None:
+            areas[b] = auroc(y[index], scores[index])
     tail = (1 - level) / 2
-    return (
-        float(auroc(y, scores)),
-        float(np.quantile(samples, tail)),
-        float(np.quantile(samples, 1 - tail)),
-    )
+    accuracy = (float(np.quantile(accuracies, tail)), float(np.quantile(accuracies, 1 - tail)))
+    areas = areas[np.isfinite(areas)]
+    if scores is None or areas.size == 0:
+        return accuracy, (float("nan"), float("nan"), float("nan"))
+    area = float(auroc(y, scores))
+    return accuracy, (area, float(np.quantile(areas, tail)), float(np.quantile(areas, 1 - tail)))
 
 
 def multiclass_auroc(y: np.ndarray, probabilities: np.ndarray, classes: np.ndarray) -> float:
@@ -139,6 +145,7 @@ class ProbeResult:
     chance: float
     n_train: int
     n_test: int
+    n_test_clusters: int  # groups (cities, prompts) the test intervals resample
     dim: int
 
     def as_row(self) -> dict[str, float]:
@@ -176,9 +183,10 @@ def evaluate_probe(
 ) -> tuple[ProbeResult, Pipeline]:
     """Cross-validate ``kind`` on the training rows, fit on all of them, score the test rows.
 
+    Test intervals (accuracy and AUROC) are percentile bootstraps over ``groups`` (clusters:
+    a city's true and false statements, a prompt's segments), not over items.
     With ``shuffle_labels`` all labels are permuted before anything is fitted (a permutation
-    control): test labels are then independent of the features, so the test accuracy is binomial
-    around chance and its Wilson interval is valid. Permuting only the training labels would not
+    control): test labels are then independent of the features. Permuting only the training labels would not
     do: a chance correlation of the permuted labels with the truth, amplified along a strong
     direction, moves a single run far from 0.5 on the true test labels.
     """
@@ -189,16 +197,20 @@ def evaluate_probe(
     x_train, y_train, g_train = x[train], y[train], groups[train]
     folds = cross_validated_accuracy(make, x_train, y_train, g_train, n_folds, seed)
     probe = make().fit(x_train, y_train)
-    x_test, y_test = x[is_test], y[is_test]
-    correct = int((probe.predict(x_test) == y_test).sum())
-    lo, hi = wilson_interval(correct, len(y_test))
+    x_test, y_test, g_test = x[is_test], y[is_test], groups[is_test]
+    predictions = probe.predict(x_test)
+    correct = int((predictions == y_test).sum())
     scores, classes = decision_scores(probe, x_test), probe[-1].classes_
-    if scores.ndim == 1:  # binary probe: its second class is the positive one
-        area, area_lo, area_hi = bootstrap_auroc(
-            (y_test == classes[1]).astype(int), scores, seed=seed
-        )
-    else:
-        area, area_lo, area_hi = multiclass_auroc(y_test, scores, classes), np.nan, np.nan
+    binary = scores.ndim == 1  # binary probe: its second class is the positive one
+    (lo, hi), (area, area_lo, area_hi) = cluster_bootstrap(
+        (y_test == classes[1]).astype(int) if binary else y_test,
+        (predictions == classes[1]).astype(int) if binary else predictions,
+        scores if binary else None,
+        g_test,
+        seed=seed,
+    )
+    if not binary:
+        area = multiclass_auroc(y_test, scores, classes)
     majority = np.unique(y_test, return_counts=True)[1].max() / len(y_test)
     result = ProbeResult(
         cv_accuracy=float(folds.mean()),
@@ -212,6 +224,7 @@ def evaluate_probe(
         chance=float(majority),
         n_train=int(train.sum()),
         n_test=int(is_test.sum()),
+        n_test_clusters=len(np.unique(g_test)),
         dim=x.shape[1],
     )
     return result, probe

@@ -5,7 +5,9 @@ caught by: in a prompt of several punctuation-terminated segments, each period s
 value v_s W_O into the tokens it catches. Per head, each token caught by a period (attention
 > eps to it) is labelled with the ordinal of the period that catches it most; the feature is the
 tag sum_{s in periods} A_is v_s (d_head coordinates of W_O's row space), against the raw residual
-stream at the token and shuffled labels. Every period counts as a candidate sink here: the
+stream at the token, shuffled labels, and position baselines (the token's position one-hot; position
+plus prompt length, one-hot each): segment ordinals follow position, so the tag shows segment
+identity only where it beats position. Every period counts as a candidate sink here: the
 mean-received-attention criterion of ``tags.sink_mask`` divides a segment-local sink's catch by
 the number of segments, so it would hide exactly the sinks this probe is about.
 """
@@ -65,8 +67,8 @@ def punctuation_positions(batch: TokenBatch, special: frozenset[str]) -> torch.T
 
 @dataclass
 class SegmentFeatures:
-    """Per head: tag coordinates, residual and catching-sink ordinal of each caught token, and
-    the prompt it comes from."""
+    """Per head: tag coordinates, residual, catching-sink ordinal, position and prompt length of
+    each caught token, and the prompt it comes from."""
 
     arrays: dict[HeadKey, dict[str, np.ndarray]]
 
@@ -91,6 +93,7 @@ def extract_segment_features(
         periods = punctuation_positions(batch, special).to(loaded.device)
         ordinal = periods.long().cumsum(1) - 1  # which punctuation mark a period position is
         prompt_ids = torch.arange(offset, offset + len(batch.token_strings))
+        lengths = mask.sum(1).float()
 
         def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
             pattern = acts["pattern"].float()
@@ -112,6 +115,8 @@ def extract_segment_features(
                     "resid": acts["resid"].float()[b, q],
                     "label": ordinal[b, catcher[b, q]].float(),
                     "prompt": prompt_ids.to(loaded.device)[b].float(),
+                    "position": q.float(),
+                    "length": lengths[b],
                 }
                 for name, tensor in features.items():
                     chunks[key].setdefault(name, []).append(tensor.cpu().numpy())

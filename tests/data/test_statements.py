@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from sinkmech.data.statements import (
-    CityFact, StatementDataError, build_statements, geonames_city_facts, load_statements,
+    CityFact,
+    StatementDataError,
+    build_statements,
+    check_country_balance,
+    geonames_city_facts,
+    load_statements,
     validate_statements,
 )
 
@@ -20,23 +25,51 @@ def _name(index: int) -> str:
 
 
 FACTS = [
-    CityFact(_name(i), ["France", "Japan", "Kenya", "Peru", "United States"][i % 5], 10_000 * (i + 1), 100 + i)
+    CityFact(
+        _name(i),
+        ["France", "Japan", "Kenya", "Peru", "United States"][i % 5],
+        10_000 * (i + 1),
+        100 + i,
+    )
     for i in range(60)
 ]
 
 
 def _checks(frame: pd.DataFrame) -> None:
     validate_statements(frame)
+    check_country_balance(frame)
     assert set(frame.entity[frame.split == "train"]).isdisjoint(frame.entity[frame.split == "test"])
     per_entity = frame.groupby("entity").label.agg(["sum", "count"])
     assert (per_entity["sum"] == 1).all() and (per_entity["count"] == 2).all()
     assert (frame.groupby("split").label.mean() == 0.5).all()
     falses = frame[frame.label == 0]
     assert (falses.country != falses.true_country).all()
-    assert ((frame[frame.label == 1].country == frame[frame.label == 1].true_country)).all()
+    assert (frame[frame.label == 1].country == frame[frame.label == 1].true_country).all()
     # Country alone predicts nothing: each country is named as often in true as in false ones.
-    counts = frame.groupby(["country", "label"]).size().unstack(fill_value=0)
+    # ... and within each split, so train and test imbalances cannot cancel (issue 12, finding 7).
+    counts = frame.groupby(["split", "country", "label"]).size().unstack(fill_value=0)
     assert (counts[0] == counts[1]).all()
+
+
+def _country_only_test_accuracy(frame: pd.DataFrame) -> float:
+    """Test accuracy of a logistic-regression probe that sees only the country named."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder
+
+    train, test = frame[frame.split == "train"], frame[frame.split == "test"]
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(frame[["country"]])
+    probe = LogisticRegression(C=100.0).fit(encoder.transform(train[["country"]]), train.label)
+    return float((probe.predict(encoder.transform(test[["country"]])) == test.label).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_country_only_probe_is_exactly_at_chance(seed):
+    # Any function of the country is right on exactly half of each country's test statements.
+    assert _country_only_test_accuracy(build_statements(FACTS, seed=seed)) == 0.5
+
+
+def test_country_only_probe_on_the_committed_set_is_at_chance():
+    assert _country_only_test_accuracy(load_statements("cities")) == 0.5
 
 
 def test_build_is_balanced_entity_disjoint_and_false_statements_are_false():
@@ -61,7 +94,10 @@ def test_generator_is_deterministic_for_a_seed_and_ignores_input_order():
     [
         (dataclasses.replace(FACTS[0], city="St. Louis"), "city 'St. Louis' must be letters"),
         (dataclasses.replace(FACTS[0], city=""), "must be letters"),
-        (dataclasses.replace(FACTS[0], country="Guinea-Bissau"), "country 'Guinea-Bissau' must be letters"),
+        (
+            dataclasses.replace(FACTS[0], country="Guinea-Bissau"),
+            "country 'Guinea-Bissau' must be letters",
+        ),
         (dataclasses.replace(FACTS[0], city=None), "must be letters"),
         (dataclasses.replace(FACTS[0], population=-5), "population"),
         (dataclasses.replace(FACTS[0], city=FACTS[1].city), "repeats fact"),
@@ -91,6 +127,10 @@ def test_validation_rejects_leaks_and_bad_labels():
         validate_statements(relabelled)
     with pytest.raises(StatementDataError, match="lacks columns"):
         validate_statements(frame.drop(columns="entity"))
+    skewed = frame.copy()
+    skewed.loc[skewed.index[0], "label"] = 1 - skewed.label.iloc[0]
+    with pytest.raises(StatementDataError, match="balanced within each split"):
+        check_country_balance(skewed)
 
 
 def test_committed_cities_set_is_valid_and_rebuilds_identically():

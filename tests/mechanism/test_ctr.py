@@ -46,7 +46,10 @@ def test_tag_plus_rest_reconstructs_head_output(tiny, family):
     for layer in range(loaded.n_layers):
         acts = _layer_acts(loaded, batch, layer)
         values = expand_kv_heads(acts["values"], loaded.n_heads)  # GQA: kv heads expanded
-        sinks = sink_mask(acts["pattern"], batch.attention_mask, loaded.causal, threshold=0.05)
+        # Random tiny heads have no real sinks: margin 1 keeps any key above 0.05 for this check.
+        sinks = sink_mask(
+            acts["pattern"], batch.attention_mask, loaded.causal, threshold=0.05, null_margin=1.0
+        )
         assert sinks.any()
         w_o = output_weights(loaded, layer)
         tag, rest = decompose_head_outputs(acts["pattern"], values, sinks, w_o)
@@ -63,7 +66,7 @@ def test_tag_removal_changes_head_output_by_exactly_the_tag(tiny, family):
     loaded = tiny(family)
     batch = tokenize(loaded.tokenizer, PROMPTS, loaded.max_length, loaded.causal)
     layer, heads = loaded.n_layers - 1, [1, 2]
-    spec = TagEditSpec(layer, heads, "remove", threshold=0.05)
+    spec = TagEditSpec(layer, heads, "remove", threshold=0.05, min_queries=3, null_margin=1.0)
     z_tag = capture_tags(loaded, batch, spec)
     assert z_tag.abs().sum() > 0
     clean = _layer_acts(loaded, batch, layer)["z"]
@@ -84,7 +87,7 @@ def test_tag_removal_changes_head_output_by_exactly_the_tag(tiny, family):
 def test_self_patch_is_a_no_op_and_random_control_has_equal_norm(tiny, family):
     loaded = tiny(family)
     batch = tokenize(loaded.tokenizer, PROMPTS, loaded.max_length, loaded.causal)
-    spec = TagEditSpec(0, [0, 3], "patch", threshold=0.05)
+    spec = TagEditSpec(0, [0, 3], "patch", threshold=0.05, min_queries=3, null_margin=1.0)
     z_tag = capture_tags(loaded, batch, spec)
     clean = run_hooked(loaded, batch, [])
     patched = run_hooked(loaded, batch, tag_edit_hooks(loaded, spec, z_tag, source_tags=z_tag))
@@ -94,7 +97,7 @@ def test_self_patch_is_a_no_op_and_random_control_has_equal_norm(tiny, family):
     removed = measure_edit(loaded, batch, replace(spec, mode="remove"), z_tag)
     assert (removed.final_resid_change > 1e-4).all()
     # Equal-norm control: the random edit moves each head output by the tag's norm.
-    random = TagEditSpec(0, [0, 3], "random", threshold=0.05)
+    random = TagEditSpec(0, [0, 3], "random", threshold=0.05, min_queries=3, null_margin=1.0)
     edited = {}
     hooks = tag_edit_hooks(loaded, random, z_tag) + [
         (z_name(0), lambda z, hook: edited.update(z=z.clone()))
@@ -196,8 +199,10 @@ def test_catch_table_lists_caught_queries():
         [[[[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0.1, 0.1, 0.8, 0], [0.5, 0.1, 0.1, 0.3]]]]
     )
     sinks = torch.tensor([[[True, False, False, False]]])
-    table = catch_table(pattern, torch.ones(1, 4), sinks, threshold=0.2, layer=3)
+    visible = torch.tensor([[4, 3, 2, 1]])
+    table = catch_table(pattern, torch.ones(1, 4), sinks, threshold=0.2, layer=3, n_visible=visible)
     row = table.iloc[0]
+    assert row.n_queries == 4
     assert row.caught_positions == [0, 1, 3] and row.n_caught == 3 and row.layer == 3
     assert row.mean_caught_attention == pytest.approx((1.0 + 0.9 + 0.5) / 3)
 

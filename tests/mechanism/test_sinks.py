@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sinkmech.data.prompts import iter_batches, load_prompts, tokenize
+from sinkmech.data.prompts import TokenBatch, iter_batches, load_prompts, tokenize
 from sinkmech.data.tokens import CONTENT, FIRST, PUNCTUATION, SPECIAL, classify, is_punctuation
 from sinkmech.errors import PromptError
 from sinkmech.mechanism.sinks import (
@@ -74,9 +74,8 @@ def test_census_flags_first_token_sink_and_gu_metric():
     scores = torch.stack(
         [key_scores(p, torch.ones(1, 6), True) for p in (sink, diagonal)], dim=1
     )  # [1, layer, head, key]
-    batch = type("B", (), {})()
-    batch.attention_mask = torch.ones(1, 6, dtype=torch.long)
-    batch.token_strings = [["<s>", "The", "cat", ".", "It", "sat"]]
+    mask = torch.ones(1, 6, dtype=torch.long)
+    batch = TokenBatch(torch.zeros_like(mask), mask, [["<s>", "The", "cat", ".", "It", "sat"]])
     census = SinkCensus("hand", 2, 1, frozenset({"<s>"}), SinkThresholds(min_queries=1))
     census.update(scores, batch, causal=True)
     table = census.table()

@@ -32,11 +32,10 @@ from sinkmech.probing.probes import (
     PROBES,
     abs_cosine,
     auroc,
-    bootstrap_auroc,
+    cluster_bootstrap,
     cross_validated_accuracy,
     evaluate_probe,
     probe_direction,
-    wilson_interval,
 )
 
 N, D = 800, 24
@@ -118,14 +117,26 @@ def test_cross_validation_keeps_groups_together():
 
 
 def test_interval_and_auroc_helpers():
-    lo, hi = wilson_interval(50, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     rng = np.random.default_rng(0)
     y, scores = rng.integers(0, 2, 300), rng.standard_normal(300)
     scores[y == 1] += 1.0
     assert auroc(y, scores) == pytest.approx(roc_auc_score(y, scores))
-    area, low, high = bootstrap_auroc(y, scores)
+    (acc_lo, acc_hi), (area, low, high) = cluster_bootstrap(
+        y, (scores > 0.5).astype(int), scores, np.arange(300)
+    )
     assert low < area < high and high - low < 0.2
+    assert acc_lo < ((scores > 0.5) == y).mean() < acc_hi
+
+
+def test_cluster_bootstrap_is_wider_when_items_come_in_correlated_pairs():
+    # 200 items = 100 clusters of two with identical outcomes: 100 independent draws, not 200.
+    rng = np.random.default_rng(1)
+    correct = np.repeat(rng.integers(0, 2, 100), 2)
+    y = np.tile([0, 1], 100)
+    predictions = np.where(correct == 1, y, 1 - y)
+    (lo_items, hi_items), _ = cluster_bootstrap(y, predictions, None, np.arange(200))
+    (lo_pairs, hi_pairs), _ = cluster_bootstrap(y, predictions, None, np.arange(200) // 2)
+    assert hi_pairs - lo_pairs > 1.25 * (hi_items - lo_items)
 
 
 def test_tag_features_match_the_tag_decomposition(minilm):
@@ -189,6 +200,14 @@ def test_run_probing_tables_are_tidy_and_honest(minilm):
         truth.test_accuracy <= truth.test_accuracy_hi
     ).all()
     assert set(truth.labels) == {"true", "shuffled"} and (truth.n_test == 48).all()
+    assert (truth.n_test_clusters == 24).all()  # intervals resample the 24 test cities
+    segments = tables["segment_probes"]
+    fitted = segments[segments.skipped == ""]
+    assert {"position", "position_length"} <= set(fitted.feature)
+    tag = fitted[(fitted.feature == "tag") & (fitted.labels == "true")]
+    np.testing.assert_allclose(
+        tag.accuracy_over_position, tag.test_accuracy - tag.position_baseline_accuracy
+    )
     directions = tables["tag_direction"]
     assert (
         len(directions)
@@ -199,6 +218,6 @@ def test_run_probing_tables_are_tidy_and_honest(minilm):
 
 
 def test_bootstrap_auroc_of_a_single_class_is_undefined_not_an_error():
-    from sinkmech.probing.probes import bootstrap_auroc
-
-    assert all(np.isnan(v) for v in bootstrap_auroc(np.ones(6, dtype=int), np.arange(6.0)))
+    y = np.ones(6, dtype=int)
+    _, area = cluster_bootstrap(y, y, np.arange(6.0), np.arange(6))
+    assert all(np.isnan(v) for v in area)
