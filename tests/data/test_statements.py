@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 
 from sinkmech.data.statements import (
-    CityFact, StatementDataError, build_statements, geonames_city_facts, load_statements,
+    CityFact,
+    StatementDataError,
+    build_statements,
+    geonames_city_facts,
+    load_statements,
     validate_statements,
 )
 
@@ -20,7 +24,12 @@ def _name(index: int) -> str:
 
 
 FACTS = [
-    CityFact(_name(i), ["France", "Japan", "Kenya", "Peru", "United States"][i % 5], 10_000 * (i + 1), 100 + i)
+    CityFact(
+        _name(i),
+        ["France", "Japan", "Kenya", "Peru", "United States"][i % 5],
+        10_000 * (i + 1),
+        100 + i,
+    )
     for i in range(60)
 ]
 
@@ -33,7 +42,7 @@ def _checks(frame: pd.DataFrame) -> None:
     assert (frame.groupby("split").label.mean() == 0.5).all()
     falses = frame[frame.label == 0]
     assert (falses.country != falses.true_country).all()
-    assert ((frame[frame.label == 1].country == frame[frame.label == 1].true_country)).all()
+    assert (frame[frame.label == 1].country == frame[frame.label == 1].true_country).all()
     # Country alone predicts nothing: each country is named as often in true as in false ones.
     counts = frame.groupby(["country", "label"]).size().unstack(fill_value=0)
     assert (counts[0] == counts[1]).all()
@@ -61,7 +70,10 @@ def test_generator_is_deterministic_for_a_seed_and_ignores_input_order():
     [
         (dataclasses.replace(FACTS[0], city="St. Louis"), "city 'St. Louis' must be letters"),
         (dataclasses.replace(FACTS[0], city=""), "must be letters"),
-        (dataclasses.replace(FACTS[0], country="Guinea-Bissau"), "country 'Guinea-Bissau' must be letters"),
+        (
+            dataclasses.replace(FACTS[0], country="Guinea-Bissau"),
+            "country 'Guinea-Bissau' must be letters",
+        ),
         (dataclasses.replace(FACTS[0], city=None), "must be letters"),
         (dataclasses.replace(FACTS[0], population=-5), "population"),
         (dataclasses.replace(FACTS[0], city=FACTS[1].city), "repeats fact"),
