@@ -1,10 +1,10 @@
-"""Compare two results trees unit by unit, e.g. a GPU run against the CPU run of the same config.
+"""Compare two results trees unit by unit, e.g. a fresh run against the committed reference.
 
-    python -m experiments.compare results/gpu_check results --out results/gpu_check/gpu_vs_cpu [--tolerance 1e-4]
+    python -m experiments.compare results/reference results [--out DIR/name] [--tolerance 1e-4]
 
-Writes one row per (experiment, model, table, column) with the largest absolute difference and
-prints the columns that differ by more than the tolerance, and units, tables, columns or shapes
-present on one side only. Exit 0: same within tolerance; 1: differences; 2: bad input.
+Prints a one-line verdict (how many rows agree within the tolerance) and the table of what
+differs: columns beyond the tolerance, and units, tables, columns or shapes present on one side
+only. Exit 0: same within tolerance; 1: differences (so `make reproduce` fails loudly); 2: bad input.
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ def main() -> None:
     if args.out:
         write_table(table, args.out)
     differing = table[(table.max_abs_diff > args.tolerance) | ~table.same_nan]
-    print(f"{len(table)} rows compared, {len(differing)} differ by more than {args.tolerance}")
-    if len(differing):
+    agree = len(table) - len(differing)
+    print(
+        f"{'AGREE' if differing.empty else 'DIFFER'}: {agree} of {len(table)} rows agree within "
+        f"{args.tolerance:g} ({args.a} vs {args.b})"
+    )
+    if not differing.empty:
         print(differing.to_string(index=False))
         sys.exit(1)
 

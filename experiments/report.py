@@ -1,6 +1,6 @@
-"""Write results/REPORT.md comparing every complete (experiment, model) unit.
+"""Write REPORT.md (claims ledger, figures, summary tables) from every complete unit.
 
-python -m experiments.report [--results results]
+python -m experiments.report [--results results] [--out DIR] [--minimal results/minimal] [--html]
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from sinkmech.reporting.report import write_report
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results", help="results tree to read")
+    parser.add_argument("--out", help="where REPORT.md and report/ go (default: --results)")
+    parser.add_argument("--minimal", help="minimal-problem results (default: <results>/minimal)")
     parser.add_argument(
-        "--results", default="results", help="results directory to read and write into"
+        "--html", action="store_true", help="also write a self-contained REPORT.html"
     )
+    args = parser.parse_args()
     try:
-        target = write_report(parser.parse_args().results)
+        target = write_report(args.results, args.out, args.minimal, args.html)
     except FileNotFoundError as error:
         print(f"sinkmech: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,22 +1,27 @@
-"""Cross-model comparison: read complete units under results/ and write a Markdown report.
+"""The report: a claims ledger and the paper's figures on top, summary tables below, and one page
+per model with its long tables (interventions, probes); optionally one self-contained HTML file.
 
 Only units with a ``_COMPLETE`` marker are read, so a killed or running sweep never leaks partial
-tables into the report. Sections follow the paper's findings: sinks are common (Sec. 2), tags
-explain variance (Sec. 3.2), tags are used downstream (our interventions), tags carry semantics
-(Sec. 4.4), QK-norm keeps sinks (Sec. 6) and reasoning models use them more (Sec. 5).
+tables into the report. Everything is generated from the tables: no number is written by hand.
 """
 
 from __future__ import annotations
 
+import base64
+import io as bytes_io
+import json
 from pathlib import Path
+from typing import Union
 
 import matplotlib
 
 matplotlib.use("Agg")
+import markdown_it  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sinkmech import io  # noqa: E402
+from sinkmech.reporting import figures, ledger  # noqa: E402
 
 META = ["experiment", "model", "family", "qk_norm", "role", "pair"]
 
@@ -26,10 +31,20 @@ def complete_units(results_dir: Path) -> list[Path]:
     return sorted(marker.parent for marker in Path(results_dir).glob("*/*/" + io.COMPLETE_MARKER))
 
 
+def _source(unit: Path) -> str | None:
+    """The unit's model source (``tiny`` = random weights), from its saved config."""
+    config = unit / "config.json"
+    return (
+        json.loads(config.read_text()).get("model", {}).get("source") if config.is_file() else None
+    )
+
+
 def collect(results_dir: Path, table: str) -> pd.DataFrame:
-    """Concatenate one table over complete units, tagged with the unit's experiment."""
+    """Concatenate one table over complete units, tagged with the unit's experiment and source."""
     frames = [
-        pd.read_parquet(unit / f"{table}.parquet").assign(experiment=unit.parent.name)
+        pd.read_parquet(unit / f"{table}.parquet").assign(
+            experiment=unit.parent.name, source=_source(unit)
+        )
         for unit in complete_units(results_dir)
         if (unit / f"{table}.parquet").is_file()
     ]
@@ -88,9 +103,8 @@ def intervention_section(interventions: pd.DataFrame) -> pd.DataFrame:
     return means.reset_index()
 
 
-def probe_section(results_dir: Path, table: str) -> pd.DataFrame:
+def probe_section(probes: pd.DataFrame) -> pd.DataFrame:
     """Logistic-probe test accuracy / AUROC per model, head role, feature and label kind."""
-    probes = collect(results_dir, table)
     if probes.empty:
         return probes
     if "probe" in probes:
@@ -98,6 +112,7 @@ def probe_section(results_dir: Path, table: str) -> pd.DataFrame:
     if "skipped" in probes:
         probes = probes[probes.skipped.isna() | (probes.skipped == "")]
     keys = [c for c in ("experiment", "model", "head_role", "feature", "labels") if c in probes]
+    probes = probes[[*keys, "test_accuracy", "test_auroc", "chance"]]
     summary = probes.groupby(keys, dropna=False)[["test_accuracy", "test_auroc", "chance"]].agg(
         ["mean", "max"]
     )
@@ -111,93 +126,176 @@ def _flatten(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def grouped_comparison(sinks: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Sink statistics averaged within groups (QK-norm or not; base or reasoning)."""
-    if sinks.empty or by not in sinks or sinks[by].isna().all():
-        return pd.DataFrame()
-    columns = [
-        "first_token_sink_share",
-        "prompt_dependent_sink_share",
-        "mean_sinks_per_head",
-        "sink_eps_gu",
+Block = Union[str, pd.DataFrame, tuple[str, plt.Figure]]
+LEDGER_COLUMNS = ["claim", "paper", "model", "ours", "control", "verdict", "reason"]
+
+
+def load_tables(results_dir: Path, minimal_dir: Path | None = None) -> dict[str, pd.DataFrame]:
+    """Every table the ledger and figures read, concatenated over complete units; the minimal
+    problem's tables from ``minimal_dir`` (paper size if present, else CPU size)."""
+    names = ("sinks", "sinks_summary", "variance", "interventions", "release")
+    names += ("truth_probes", "segment_probes", "sentiment_probes")
+    tables = {name: collect(results_dir, name) for name in names}
+    minimal_dir = Path(minimal_dir) if minimal_dir else Path(results_dir) / "minimal"
+    for size in ("paper", "cpu"):
+        if (minimal_dir / size / "success_rate.parquet").is_file():
+            tables["minimal_success"] = pd.read_parquet(minimal_dir / size / "success_rate.parquet")
+            tables["minimal_emergence"] = pd.read_parquet(minimal_dir / size / "emergence.parquet")
+            break
+    return tables
+
+
+def _figure_blocks(tables: dict[str, pd.DataFrame], threshold: float) -> list[Block]:
+    drawn = [
+        (
+            "Fig. 3: variance explained per head against its controls",
+            "variance",
+            figures.variance_figure(tables["variance"]),
+        ),
+        (
+            "Table 1 as bars: truth probes with 95% intervals",
+            "probes",
+            figures.probe_figure(tables["truth_probes"]),
+        ),
+        (
+            "Fig. 5: sinks per head, base vs reasoning",
+            "reasoning",
+            figures.paired_sinks_figure(tables["sinks"], tables["sinks_summary"], "role"),
+        ),
+        (
+            "Sec. 6: sinks per head, with and without QK-norm",
+            "qk_norm",
+            figures.paired_sinks_figure(tables["sinks"], tables["sinks_summary"], "qk_norm"),
+        ),
+        (
+            "Fig. 7: emergence over training (minimal problem)",
+            "emergence",
+            figures.emergence_figure(tables.get("minimal_emergence", pd.DataFrame())),
+        ),
     ]
-    return (
-        sinks.groupby(by)[columns]
-        .mean()
-        .reset_index()
-        .assign(n_models=sinks.groupby(by).size().values)
-    )
+    blocks: list[Block] = []
+    for title, name, figure in drawn:
+        if figure is not None:
+            blocks += [f"### {title}", (name, figure)]
+    sinks = tables["sinks"]
+    if "source" in sinks:  # random-weight models have no sinks to look at
+        sinks = sinks[sinks.source != "tiny"]
+    heatmaps = figures.sink_heatmaps(sinks, threshold)
+    if heatmaps:
+        blocks.append("### Fig. 1 style: sink scores per layer and head")
+        blocks += [(f"sinks_{model}", figure) for model, figure in heatmaps.items()]
+    return blocks
 
 
-def comparison_figure(sinks: pd.DataFrame, variance: pd.DataFrame) -> plt.Figure:
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
-    if not sinks.empty:
-        frame = sinks.drop_duplicates("model", keep="last").set_index("model")
-        colors = ["tab:red" if qk else "tab:blue" for qk in frame.qk_norm]
-        frame[["first_token_sink_share", "prompt_dependent_sink_share"]].plot.bar(
-            ax=axes[0], color=["0.3", "0.7"]
-        )
-        for tick, color in zip(axes[0].get_xticklabels(), colors):
-            tick.set_color(color)
-        axes[0].set(
-            title="share of heads that are sinks (red labels: QK-norm)", ylim=(0, 1), xlabel=""
-        )
-    if not variance.empty:
-        frame = variance.drop_duplicates("model", keep="last").set_index("model")
-        frame[["tag_mean", "random_mean", "pca_mean"]].plot.bar(ax=axes[1])
-        axes[1].set(
-            title="rank-1 variance explained (mean over sink heads)", ylim=(0, 1), xlabel=""
-        )
-    figure.tight_layout()
-    return figure
+def _model_pages(tables: dict[str, pd.DataFrame]) -> dict[str, list[Block]]:
+    """One page per model with its long tables."""
+    models = sorted(set(tables["sinks_summary"].get("model", pd.Series(dtype=str))))
+    pages = {}
+    for model in models:
+        pick = {k: v[v.model == model] if "model" in v else v for k, v in tables.items()}
+        pages[model] = [
+            f"# {model}: tables",
+            "[back to the report](../REPORT.md)",
+            "## Interventions (mean over prompts and top tag heads)",
+            intervention_section(pick["interventions"]),
+            "## Truth probes",
+            probe_section(pick["truth_probes"]),
+            "## Segment probes",
+            probe_section(pick["segment_probes"]),
+            "## Sinks (heads with a sink only)",
+            pick["sinks"][pick["sinks"].is_sink] if "is_sink" in pick["sinks"] else pick["sinks"],
+        ]
+    return pages
 
 
-def write_report(results_dir: Path) -> Path:
-    """Write ``REPORT.md`` and ``report_comparison.png`` into ``results_dir``."""
+def _to_markdown(blocks: list[Block], figure_dir: Path, relative: str) -> str:
+    out = []
+    for block in blocks:
+        if isinstance(block, pd.DataFrame):
+            out.append(_markdown(block.drop(columns=["source"], errors="ignore")))
+        elif isinstance(block, tuple):
+            name, figure = block
+            io.save_figure(figure, figure_dir / f"{name}.png")
+            out.append(f"![{name}]({relative}{name}.png)")
+        else:
+            out.append(block)
+    return "\n\n".join(out) + "\n"
+
+
+def _to_html(blocks: list[Block], title: str) -> str:
+    """One self-contained page: tables as HTML, figures embedded as base64 PNG."""
+    render = markdown_it.MarkdownIt("commonmark").enable("table").render
+    body = []
+    for block in blocks:
+        if isinstance(block, pd.DataFrame):
+            body.append(
+                block.drop(columns=["source"], errors="ignore").to_html(
+                    index=False, float_format="%.3f", na_rep=""
+                )
+            )
+        elif isinstance(block, tuple):
+            buffer = bytes_io.BytesIO()
+            block[1].savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+            data = base64.b64encode(buffer.getvalue()).decode()
+            body.append(f'<img alt="{block[0]}" src="data:image/png;base64,{data}">')
+        else:
+            body.append(render(block))
+    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def write_report(
+    results_dir: Path,
+    out_dir: Path | None = None,
+    minimal_dir: Path | None = None,
+    html: bool = False,
+    threshold: float = 0.2,
+) -> Path:
+    """Write ``REPORT.md`` (ledger, findings, figures, summary tables), per-model pages and
+    figures under ``report/``, and ``REPORT.html`` when asked, into ``out_dir``."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results directory {results_dir} does not exist")
+    out_dir = Path(out_dir) if out_dir else results_dir
+    figure_dir = out_dir / "report"
     units = complete_units(results_dir)
-    sinks = sink_section(collect(results_dir, "sinks_summary"))
-    variance = variance_section(collect(results_dir, "variance"))
-    interventions = intervention_section(collect(results_dir, "interventions"))
-    probes = probe_section(results_dir, "truth_probes")
-    segments = probe_section(results_dir, "segment_probes")
-    io.save_figure(comparison_figure(sinks, variance), results_dir / "report_comparison.png")
-    sections = [
+    tables = load_tables(results_dir, minimal_dir)
+    claims = ledger.ledger(tables)
+    pages = _model_pages(tables)
+    links = ", ".join(f"[{model}](report/{model}.md)" for model in pages)
+    blocks: list[Block] = [
         "# sinkmech reproduction report",
-        f"Complete units: {len(units)} ({', '.join(f'{u.parent.name}/{u.name}' for u in units)}).",
-        "Tiny models are randomly initialised: they prove the pipeline, not the paper's claims. "
-        "MiniLM (real weights) and self-trained models are the offline evidence.",
-        "![comparison](report_comparison.png)",
-        "## Sinks are common (paper Sec. 2)",
-        "Share of (layer, head) pairs where a token's mean received attention exceeds the sink "
-        "threshold; Sink_eps is Gu et al.'s share of heads above eps = 0.3 for the first token.",
-        _markdown(sinks),
-        "## Tags explain head-output variance (Sec. 3.2)",
-        "Rank-1 fraction of variance explained by the tag direction, against a random direction "
-        "in the head's output space and the head's top principal direction (upper bound).",
-        _markdown(variance),
-        "## Tags are read downstream (interventions; beyond the paper)",
-        "Mean effect over prompts and top tag heads; `random_control` is an equal-norm edit. "
-        "`final_resid_change` is the relative L2 change of the last layer's residual stream (an "
-        "encoder's embedding); `kl` is empty where the model's logits come from an untrained head "
-        "(MiniLM ships no masked-LM head).",
-        _markdown(interventions, ".2e"),
-        "## Tags carry semantics (Sec. 4.4)",
-        "Truth of city statements from features at the statement's final sink; `head_role` says whether "
-        "the head is a sink head for that punctuation. `tag` is the tag component, `no_tag` the head "
-        "output without it, `resid` the residual stream, `resid_random` a random subspace of equal "
-        "rank; `shuffled` labels are the chance control.",
-        _markdown(probes),
-        "Segment identity: which punctuation sink caught a token, read from its tag (chance = majority class).",
-        _markdown(segments),
-        "## QK-norm vs not (Sec. 6)",
-        _markdown(grouped_comparison(sinks, "qk_norm")),
-        "## Reasoning-distilled vs base (Sec. 5)",
-        _markdown(grouped_comparison(sinks, "role")),
+        f"From {results_dir}: {len(units)} complete units "
+        f"({', '.join(f'{u.parent.name}/{u.name}' for u in units)}). Generated from the tables; "
+        "no number in this file is written by hand.",
+        "## Claims ledger",
+        "One row per claim of arXiv 2502.00919 and model; intervals are 95% (Wilson for shares, "
+        "bootstrap over heads or prompts for means). Verdict thresholds are in "
+        "`sinkmech/reporting/ledger.py` beside each rule. Randomly initialised `tiny_*` models "
+        "check the pipeline and are left out.",
+        claims[LEDGER_COLUMNS] if not claims.empty else "_no claims could be evaluated_",
+        "How to reproduce each claim with the hub:",
+        claims[["claim", "command"]].drop_duplicates() if not claims.empty else "",
+        "## What the suite found",
+        ledger.findings(claims) if not claims.empty else "_nothing yet_",
+        "## Figures",
+        *_figure_blocks(tables, threshold),
+        "## Summary tables",
+        f"Per-model pages with the long tables (interventions, probes, sinks): {links}.",
+        "### Sinks (Sec. 2)",
+        sink_section(tables["sinks_summary"]),
+        "### Variance explained, rank 1 (Sec. 3.2)",
+        variance_section(tables["variance"]),
     ]
-    target = results_dir / "REPORT.md"
+    if html:  # first: writing the Markdown saves and closes the figures
+        with io.atomic_path(out_dir / "REPORT.html") as tmp:
+            tmp.write_text(_to_html(blocks, "sinkmech reproduction report"))
+    text = _to_markdown(blocks, figure_dir, "report/")
+    for model, page in pages.items():
+        page_text = _to_markdown(page, figure_dir, "")
+        with io.atomic_path(figure_dir / f"{model}.md") as tmp:
+            tmp.write_text(page_text)
+    target = out_dir / "REPORT.md"
     with io.atomic_path(target) as tmp:
-        tmp.write_text("\n\n".join(sections) + "\n")
+        tmp.write_text(text)
     return target

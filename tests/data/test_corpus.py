@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from sinkmech.data.corpus import (
-    CorpusConf, CorpusError, Source, build_corpus, clean_paragraphs, gpt2_tokenizer, load_shard,
+    CorpusConf,
+    CorpusError,
+    Source,
+    build_corpus,
+    clean_paragraphs,
+    gpt2_tokenizer,
+    load_shard,
     read_r_strings,
 )
 
@@ -35,8 +41,11 @@ def docs_file(tmp_path_factory) -> Path:
 
 
 def recipe(path: Path) -> CorpusConf:
-    return CorpusConf(sources=[Source(name="pydoc", path=str(path), licence="PSF")], val_every=5,
-                      doc_paragraphs=10)
+    return CorpusConf(
+        sources=[Source(name="pydoc", path=str(path), licence="PSF")],
+        val_every=5,
+        doc_paragraphs=10,
+    )
 
 
 def test_build_is_deterministic(tmp_path, docs_file, tokenizer):
@@ -44,9 +53,13 @@ def test_build_is_deterministic(tmp_path, docs_file, tokenizer):
     second = build_corpus(recipe(docs_file), tmp_path / "b", tmp_path / "cache", tokenizer)
     assert first == second
     for split in ("train", "val"):
-        assert (tmp_path / "a" / f"{split}.bin").read_bytes() == (tmp_path / "b" / f"{split}.bin").read_bytes()
+        assert (tmp_path / "a" / f"{split}.bin").read_bytes() == (
+            tmp_path / "b" / f"{split}.bin"
+        ).read_bytes()
     train = load_shard(tmp_path / "a", "train")
-    assert first["shards"]["train"]["tokens"] == len(train) > 2 * first["shards"]["val"]["tokens"] > 0
+    assert (
+        first["shards"]["train"]["tokens"] == len(train) > 2 * first["shards"]["val"]["tokens"] > 0
+    )
     assert train[0] == tokenizer.bos_token_id == 50256
     text = tokenizer.decode(np.asarray(train[:200]))
     assert "statement" in text and "\n\n" in text
@@ -54,8 +67,12 @@ def test_build_is_deterministic(tmp_path, docs_file, tokenizer):
 
 @pytest.mark.parametrize(
     "payload, message",
-    [(b"", "empty"), (b"  \n\n ", "empty"), (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not text"),
-     (b"caf\xe9 au lait, s'il vous pla\xeet", "not UTF-8")],
+    [
+        (b"", "empty"),
+        (b"  \n\n ", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not text"),
+        (b"caf\xe9 au lait, s'il vous pla\xeet", "not UTF-8"),
+    ],
 )
 def test_rejects_empty_or_non_text(tmp_path, tokenizer, payload, message):
     path = tmp_path / "source.txt"
@@ -76,7 +93,9 @@ def test_rejects_missing_source_and_text_without_paragraphs(tmp_path, tokenizer)
 
 def test_clean_paragraphs_unwraps_lines_and_drops_decoration():
     text = "CHAPTER I\n\nIt is a truth universally\nacknowledged, that a single man\n\n   ═════\n\n* * *\n"
-    assert clean_paragraphs(text, min_words=4) == ["It is a truth universally acknowledged, that a single man"]
+    assert clean_paragraphs(text, min_words=4) == [
+        "It is a truth universally acknowledged, that a single man"
+    ]
 
 
 def test_reads_character_vectors_from_r_lazyload_database(tmp_path):
@@ -89,5 +108,10 @@ def test_reads_character_vectors_from_r_lazyload_database(tmp_path):
         return struct.pack(">i", len(body)) + zlib.compress(body)
 
     path = tmp_path / "Rdata.rdb"
-    path.write_bytes(strsxp(["EMMA", "", "Emma Woodhouse, handsome, clever"]) + strsxp(["PERSUASION"]))
-    assert read_r_strings(path) == [["EMMA", "", "Emma Woodhouse, handsome, clever"], ["PERSUASION"]]
+    path.write_bytes(
+        strsxp(["EMMA", "", "Emma Woodhouse, handsome, clever"]) + strsxp(["PERSUASION"])
+    )
+    assert read_r_strings(path) == [
+        ["EMMA", "", "Emma Woodhouse, handsome, clever"],
+        ["PERSUASION"],
+    ]

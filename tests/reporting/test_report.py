@@ -1,0 +1,98 @@
+"""The report: ledger first, figures from the tables, long tables on per-model pages, and a
+self-contained HTML page; tiny random models are pipeline checks, never ledger evidence."""
+
+import numpy as np
+import pandas as pd
+
+from sinkmech import io
+from sinkmech.reporting import figures
+from sinkmech.reporting.report import write_report
+
+
+def _unit(root, model, source, n_heads=4, pair=None, qk_norm=False):
+    unit = root / "full" / model
+    meta = dict(model=model, qk_norm=qk_norm, pair=pair, role=None)
+    rows = [
+        dict(
+            layer=layer,
+            head=head,
+            sink_kind=kind,
+            token=token,
+            mean_score=score,
+            is_sink=score > 0.2,
+            uniform_score=0.05,
+        )
+        for layer in range(2)
+        for head in range(n_heads)
+        for kind, token, score in (
+            ("first", "<s>", 0.6 if head % 2 else 0.1),
+            ("punctuation", ".", 0.3 if head == 0 else 0.0),
+        )
+    ]
+    io.write_table(pd.DataFrame(rows).assign(**meta), unit / "sinks")
+    summary = dict(
+        n_heads=2 * n_heads,
+        first_token_sink_heads=n_heads,
+        prompt_dependent_sink_heads=2,
+        mean_sinks_per_head=0.75,
+        sink_eps_gu=0.5,
+    )
+    io.write_table(pd.DataFrame([dict(**summary, **meta)]), unit / "sinks_summary")
+    variance = pd.DataFrame(
+        dict(
+            layer=np.repeat([0, 1], n_heads),
+            head=np.tile(range(n_heads), 2),
+            rank=1,
+            tag_variance_explained=np.linspace(0.2, 0.4, 2 * n_heads),
+            random_variance_explained=0.05,
+            pca_variance_explained=0.5,
+        )
+    )
+    io.write_table(variance.assign(**meta), unit / "variance")
+    io.write_json({"model": {"source": source}}, unit / "config.json")
+    io.mark_complete(unit, {"model": model})
+
+
+def test_report_puts_the_ledger_first_and_links_model_pages(tmp_path):
+    _unit(tmp_path, "real_a", "local", pair="p", qk_norm=False)
+    _unit(tmp_path, "real_b", "local", pair="p", qk_norm=True)
+    _unit(tmp_path, "tiny_x", "tiny")
+    minimal = tmp_path / "minimal" / "cpu"
+    io.write_table(
+        pd.DataFrame(dict(variant=["base"], n_runs=[2], n_emerged=[1])), minimal / "success_rate"
+    )
+    steps = pd.DataFrame(
+        dict(
+            step=[0, 100, 0, 100],
+            seed=[0, 0, 1, 1],
+            variant="base",
+            loss=[1.0, 0.1, 1.0, 0.2],
+            baseline_ignore_sep=0.5,
+            catch_sep_l0=[0.1, 0.4, 0.1, 0.3],
+        )
+    )
+    io.write_table(steps, minimal / "emergence")
+
+    report = write_report(tmp_path, html=True)
+    text = report.read_text()
+    assert (
+        text.index("## Claims ledger") < text.index("## Figures") < text.index("## Summary tables")
+    )
+    ledger_part = text[text.index("## Claims ledger") : text.index("## What the suite found")]
+    assert "real_a" in ledger_part and "tiny_x" not in ledger_part
+    assert "minimal (base)" in ledger_part and "not testable offline" in ledger_part
+    for page in ("real_a", "real_b", "tiny_x"):
+        assert f"(report/{page}.md)" in text and (tmp_path / "report" / f"{page}.md").is_file()
+    for name in ("variance", "qk_norm", "emergence", "sinks_real_a"):
+        assert f"(report/{name}.png)" in text and (tmp_path / "report" / f"{name}.png").is_file()
+    html = (tmp_path / "REPORT.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and 'src="report/' not in html
+
+
+def test_figures_are_skipped_when_their_tables_are_absent():
+    empty = pd.DataFrame()
+    assert figures.variance_figure(empty) is None
+    assert figures.probe_figure(empty) is None
+    assert figures.paired_sinks_figure(empty, empty, "role") is None
+    assert figures.emergence_figure(empty) is None
+    assert figures.sink_heatmaps(empty, 0.2) == {}
