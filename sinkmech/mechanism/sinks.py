@@ -80,7 +80,9 @@ def capture_key_scores(
 
     def reduce(layer: int) -> HookFn:
         def hook(pattern: torch.Tensor, hook: object) -> None:
-            per_layer[layer] = key_scores(pattern.float(), mask, loaded.causal)
+            # A model split over GPUs (model.n_devices) runs later layers on other devices.
+            scores = key_scores(pattern.float(), mask.to(pattern.device), loaded.causal)
+            per_layer[layer] = scores.to(mask.device)
 
         return hook
 
