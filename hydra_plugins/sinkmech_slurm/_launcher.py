@@ -6,7 +6,7 @@ job that is cancelled, killed or out of memory never leaves state UNKNOWN and th
 accounting on, the first failed job aborts the wait without naming the others. This launcher polls
 the states itself (``sacct``, else ``squeue`` once ``sacct`` has failed), waits until every job has
 ended, then reports each failed unit with its SLURM job id, state and log path, in the log and in
-``<sweep dir>/slurm_failures.json``, and fails the sweep (non-zero exit).
+``<sweep dir>/slurm_failures.json``, and exits 1.
 
 Rerunning the same sweep resubmits every unit; units are idempotent (a complete unit with the same
 config hash is skipped at once), so only unfinished units recompute. A preempted job is requeued by
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -74,10 +75,6 @@ class JobStates:
         return states
 
 
-class SlurmSweepError(RuntimeError):
-    """Some units of a SLURM sweep ended without a result."""
-
-
 class SinkmechSlurmLauncher(SlurmLauncher):
     """hydra-submitit-launcher's SLURM launcher with its own wait and a report of failed units."""
 
@@ -123,7 +120,8 @@ class SinkmechSlurmLauncher(SlurmLauncher):
             assert self.config is not None
             report = Path(str(self.config.hydra.sweep.dir)) / "slurm_failures.json"
             report.write_text(json.dumps(failures, indent=2))
-            raise SlurmSweepError(failure_message(failures, len(jobs), report))
+            log.error(failure_message(failures, len(jobs), report))
+            sys.exit(1)
         return returns
 
 
