@@ -24,7 +24,11 @@ def _import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         targets: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sinkmech"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("sinkmech")
+            ):
                 candidates = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
                 targets.add(next(c for c in candidates if c in modules or c == node.module))
             elif isinstance(node, ast.Import):

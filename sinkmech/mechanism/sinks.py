@@ -166,9 +166,12 @@ def capture_key_scores(
     def reduce(layer: int) -> HookFn:
         def hook(pattern: torch.Tensor, hook: object) -> None:
             window = windows[layer]
-            per_layer[layer] = key_scores(
-                pattern.float(), mask, loaded.causal, window, nulls(window)
-            )
+            # A model split over GPUs (model.n_devices) runs later layers on other devices.
+            # The cached null lives on the first device; other devices recompute it.
+            device = pattern.device
+            null = nulls(window) if device == mask.device else None
+            scores = key_scores(pattern.float(), mask.to(device), loaded.causal, window, null)
+            per_layer[layer] = scores.to(mask.device)
 
         return hook
 

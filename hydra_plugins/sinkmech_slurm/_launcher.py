@@ -1,0 +1,175 @@
+"""A SLURM sweep that waits for every unit's job and names the ones that did not finish.
+
+hydra-submitit-launcher waits on each job through submitit, which reads job states from
+``sacct``. With accounting off (small clusters, the CI cluster) ``sacct`` fails on every poll, so a
+job that is cancelled, killed or out of memory never leaves state UNKNOWN and the sweep hangs; with
+accounting on, the first failed job aborts the wait without naming the others. This launcher polls
+the states itself (``sacct``, else ``squeue`` once ``sacct`` has failed), waits until every job has
+ended, then reports each failed unit with its SLURM job id, state and log path, in the log and in
+``<sweep dir>/slurm_failures.json``, and exits 1.
+
+Rerunning the same sweep resubmits every unit; units are idempotent (a complete unit with the same
+config hash is skipped at once), so only unfinished units recompute. A preempted job is requeued by
+submitit through the inherited ``checkpoint`` and reruns its unit from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+log = logging.getLogger(__name__)
+# submitit is imported where used, as hydra-submitit-launcher does, to keep Hydra's start-up fast.
+# States in which a job may still produce its result (submitit's list, plus SUSPENDED).
+UNFINISHED = {"READY", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "PREEMPTED", "SUSPENDED"}
+# squeue forgets ended jobs after the cluster's MinJobAge: a job it no longer lists has ended.
+NOT_LISTED = "ENDED_NOT_LISTED"
+FIRST_POLL_S, MAX_POLL_S = 1.0, 10.0
+
+
+class JobStates:
+    """States of SLURM jobs by id (``123`` or ``123_4``), from sacct or, without accounting, squeue."""
+
+    def __init__(self) -> None:
+        from submitit.slurm.slurm import SlurmInfoWatcher
+
+        self.use_sacct = True
+        self._parser = SlurmInfoWatcher()
+
+    def __call__(self, job_ids: Sequence[str]) -> dict[str, str]:
+        if not job_ids:
+            return {}
+        if self.use_sacct:
+            command = ["sacct", "-o", "JobID,State", "--parsable2", "--noheader"]
+            for root in sorted({job_id.split("_")[0] for job_id in job_ids}):
+                command += ["-j", root]
+            answer = subprocess.run(command, capture_output=True, text=True)
+            if answer.returncode == 0:
+                return self._parse(answer.stdout, job_ids, listed_all=False)
+            log.info(
+                "sacct unavailable (%s): following jobs with squeue",
+                answer.stderr.strip() or f"exit {answer.returncode}",
+            )
+            self.use_sacct = False
+        command = ["squeue", "--me", "--states=all", "--noheader", "--format=%i|%T"]
+        answer = subprocess.run(command, capture_output=True, text=True)
+        if answer.returncode != 0:
+            log.warning("squeue failed: %s", answer.stderr.strip())
+            return {}
+        return self._parse(answer.stdout, job_ids, listed_all=True)
+
+    def _parse(self, table: str, job_ids: Sequence[str], listed_all: bool) -> dict[str, str]:
+        rows = [line for line in table.splitlines() if line.strip()]
+        info = self._parser.read_info("\n".join(["JobID|State", *rows]))
+        states = {job_id: info[job_id]["State"].split()[0] for job_id in job_ids if job_id in info}
+        if listed_all:
+            states.update({job_id: NOT_LISTED for job_id in job_ids if job_id not in states})
+        return states
+
+
+class SinkmechSlurmLauncher(SlurmLauncher):
+    """hydra-submitit-launcher's SLURM launcher with its own wait and a report of failed units."""
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        import submitit
+
+        jobs: list[Any] = []
+        submit = submitit.AutoExecutor.map_array
+
+        def submit_only(executor: Any, *args: Any) -> list[Any]:
+            jobs.extend(submit(executor, *args))
+            return []
+
+        # Submission stays the parent's (parameters, sweep dir, arguments); the wait is ours.
+        submitit.AutoExecutor.map_array = submit_only
+        try:
+            super().launch(job_overrides, initial_job_idx)
+        finally:
+            submitit.AutoExecutor.map_array = submit
+        log.info(
+            "%d units submitted as SLURM array job %s", len(jobs), jobs[0].job_id.split("_")[0]
+        )
+        states = wait_for(jobs, JobStates())
+        returns, failures = [], []
+        for idx, (job, overrides) in enumerate(zip(jobs, job_overrides)):
+            ret, failure = collect(job, states.get(job.job_id, "UNKNOWN"))
+            if ret is not None:
+                returns.append(ret)
+            if failure is not None:
+                failures.append(
+                    {
+                        "unit": initial_job_idx + idx,
+                        "overrides": list(overrides),
+                        "job_id": job.job_id,
+                        **failure,
+                        "stdout": str(job.paths.stdout),
+                        "stderr": str(job.paths.stderr),
+                    }
+                )
+        if failures:
+            assert self.config is not None
+            report = Path(str(self.config.hydra.sweep.dir)) / "slurm_failures.json"
+            report.write_text(json.dumps(failures, indent=2))
+            log.error(failure_message(failures, len(jobs), report))
+            sys.exit(1)
+        return returns
+
+
+def wait_for(jobs: Sequence[Any], states_of: JobStates) -> dict[str, str]:
+    """Poll until every job has a result file or a final SLURM state; returns the last states."""
+    pending = {job.job_id: job for job in jobs}
+    states: dict[str, str] = {}
+    delay = FIRST_POLL_S
+    while pending:
+        states.update(states_of(list(pending)))
+        for job_id, job in list(pending.items()):
+            state = states.get(job_id, "UNKNOWN")
+            if job.paths.result_pickle.exists() or state not in UNFINISHED | {"UNKNOWN"}:
+                del pending[job_id]
+        if pending:
+            time.sleep(delay)
+            delay = min(delay * 1.5, MAX_POLL_S)
+    return states
+
+
+def collect(job: Any, state: str) -> tuple[JobReturn | None, dict[str, str] | None]:
+    """A finished job's JobReturn, and its state and error when its unit did not complete."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    if not job.paths.result_pickle.exists():
+        if state == NOT_LISTED:
+            why = "SLURM no longer lists the job (cancelled while pending, or purged)"
+            return None, {"state": state, "error": f"no result: {why}; accounting (sacct) is off"}
+        return None, {"state": state, "error": f"no result: the job ended in state {state}"}
+    try:
+        ret = job.results()[0]
+    except (FailedJobError, UncompletedJobError) as error:
+        return None, {"state": "FAILED", "error": str(error).strip().splitlines()[-1]}
+    if ret.status == JobStatus.FAILED:
+        return ret, {"state": "FAILED", "error": repr(ret._return_value)}
+    return ret, None
+
+
+def failure_message(failures: list[dict[str, Any]], n_units: int, report: Path) -> str:
+    lines = [
+        f"  unit #{f['unit']} ({' '.join(f['overrides'])}): SLURM job {f['job_id']} {f['state']}, "
+        f"log {f['stderr']}"
+        for f in failures
+    ]
+    return "\n".join(
+        [
+            f"{len(failures)} of {n_units} units did not complete ({report}):",
+            *lines,
+            "Rerun the same command to resubmit them: complete units are skipped.",
+        ]
+    )
