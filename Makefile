@@ -24,10 +24,12 @@ setup: $(VENV)/.installed
 constraints: setup
 	$(BIN)/pip freeze --exclude-editable | grep -v -e '^#' -e '^torch==' -e '^sinkmech' > constraints.txt
 
-# The default reproduction on the models available offline: real MiniLM weights and a tiny
-# random model of every supported family (QK-norm ones included), and the self-trained text LM
-# pair with and without QK-norm (checkpoints/textlm, issue 8).
-OFFLINE_MODELS ?= minilm,textlm_qknorm,textlm_noqknorm,tiny_gpt2,tiny_llama,tiny_qwen2,tiny_olmo2,tiny_gemma3,tiny_qwen3
+# The default reproduction on the models available offline: real MiniLM weights, a tiny random
+# model of every supported family (QK-norm ones included) and the smallest pair of the suite's
+# knowledge ladder with and without QK-norm (checkpoints/ladder, issue 13), whose truth probes
+# read only the facts each model knows (results/statements/<model>.csv, data.statements=known).
+OFFLINE_MODELS ?= minilm,tiny_gpt2,tiny_llama,tiny_qwen2,tiny_olmo2,tiny_gemma3,tiny_qwen3
+LADDER_MODELS ?= ladder_s_qknorm,ladder_s_noqknorm
 EXPERIMENT ?= full
 
 # `make reproduce` recomputes every unit into $(RESULTS) (force=true: nothing is skipped), writes
@@ -43,7 +45,9 @@ PINNED_THREADS := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) OPENBLAS
 reproduce: setup
 	HF_HUB_OFFLINE=1 $(PINNED_THREADS) $(BIN)/python -m experiments.run -m experiment=$(EXPERIMENT) \
 		model=$(OFFLINE_MODELS) results_dir=$(RESULTS) force=true
-	$(BIN)/python -m experiments.report --results $(RESULTS) --html
+	HF_HUB_OFFLINE=1 $(PINNED_THREADS) $(BIN)/python -m experiments.run -m experiment=$(EXPERIMENT) \
+		model=$(LADDER_MODELS) data.statements=known results_dir=$(RESULTS) force=true
+	$(BIN)/python -m experiments.report --results $(RESULTS) --extra results/ladder --html
 	$(BIN)/python -m experiments.compare $(REFERENCE) $(RESULTS) --tolerance $(TOLERANCE) \
 		--out $(RESULTS)/comparison
 

@@ -2,7 +2,7 @@
 
     python -m experiments.compare results/reference results [--out DIR/name] [--tolerance 1e-4]
 
-Prints a one-line verdict (how many rows agree within the tolerance) and the table of what
+Prints a one-line verdict (how many columns agree within the tolerance) and the table of what
 differs: columns beyond the tolerance, and units, tables, columns or shapes present on one side
 only. Exit 0: same within tolerance; 1: differences (so `make reproduce` fails loudly); 2: bad input.
 """
@@ -33,7 +33,7 @@ def main() -> None:
     differing = table[(table.max_abs_diff > args.tolerance) | ~table.same_nan]
     agree = len(table) - len(differing)
     print(
-        f"{'AGREE' if differing.empty else 'DIFFER'}: {agree} of {len(table)} rows agree within "
+        f"{'AGREE' if differing.empty else 'DIFFER'}: {agree} of {len(table)} columns agree within "
         f"{args.tolerance:g} ({args.a} vs {args.b})"
     )
     if not differing.empty:

@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from sinkmech.mechanism.ctr import CTRSettings
+from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
 from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models.spec import ModelSpec
 from sinkmech.probing.analysis import run_probing
@@ -29,7 +30,21 @@ from sinkmech.probing.analysis import run_probing
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # CTRSettings fields that are sink thresholds: they come from the one `sinks` node (CTRSettings
 # field -> SinkThresholds field), never from experiment.ctr, so the census, CTR and probes agree.
-CTR_SINK_FIELDS = {"sink_threshold": "sink", "gu_eps": "gu_eps", "min_queries": "min_queries"}
+CTR_SINK_FIELDS = {
+    "sink_threshold": "sink",
+    **{
+        name: name
+        for name in (
+            "gu_eps",
+            "min_queries",
+            "null_margin",
+            "min_occurrences",
+            "min_prompt_tokens",
+            "short_prompts",
+            "content_per_token",
+        )
+    },
+}
 # run_probing keywords set by other nodes: data.batch_size and sinks.sink.
 PROBE_OTHER_FIELDS = {"batch_size": None, "sink_threshold": "sink"}
 
@@ -78,14 +93,23 @@ ModelConf = conf_from(
 )
 CTRConf = conf_from(CTRSettings, "CTRConf", exclude=[*CTR_SINK_FIELDS, "sinks"])
 ProbeConf = conf_from(run_probing, "ProbeConf", exclude=PROBE_OTHER_FIELDS)
+# The neighbouring papers' sink measures (issue 19), one settings node each; gu_sink's prompt_set
+# label comes from data.prompt_set.
+MEASURE_CONFS = {
+    name: conf_from(settings, f"{name.title().replace('_', '')}Conf", exclude=["prompt_set"])
+    for name, (_, settings) in MEASURE_RUNNERS.items()
+}
 
 
 @dataclass
 class DataConf:
-    prompt_set: str = "prose"
+    prompt_set: str = "prose_long"  # a built-in set, a generated set (gu_*) or a .txt/.jsonl path
     limit: Optional[int] = None
     batch_size: int = 8
-    statements: str = "cities"
+    statements: str = "cities"  # a committed set by name, a .csv path, or "known" (see pipeline)
+    prompt_length: int = 64  # generated sets (gu_natural, gu_random, gu_repeated): tokens each
+    n_prompts: int = 100  # generated sets: how many sequences
+    prompt_seed: int = 0  # generated sets: the seed that fixes them
 
 
 @dataclass
@@ -96,6 +120,10 @@ class ExperimentConf:
     analyses: List[str] = field(default_factory=lambda: ["sinks"])
     ctr: CTRConf = field(default_factory=CTRConf)  # type: ignore[valid-type]
     probing: ProbeConf = field(default_factory=ProbeConf)  # type: ignore[valid-type]
+    massive: MEASURE_CONFS["massive"] = field(default_factory=MEASURE_CONFS["massive"])  # type: ignore[valid-type]
+    secondary: MEASURE_CONFS["secondary"] = field(default_factory=MEASURE_CONFS["secondary"])  # type: ignore[valid-type]
+    eviction: MEASURE_CONFS["eviction"] = field(default_factory=MEASURE_CONFS["eviction"])  # type: ignore[valid-type]
+    gu_sink: MEASURE_CONFS["gu_sink"] = field(default_factory=MEASURE_CONFS["gu_sink"])  # type: ignore[valid-type]
 
 
 @dataclass

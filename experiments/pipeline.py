@@ -28,9 +28,10 @@ from omegaconf import OmegaConf
 from experiments.config import CTR_SINK_FIELDS, PROBE_OTHER_FIELDS, RunConf
 from experiments.tracking import Tracker
 from sinkmech import io
-from sinkmech.data.prompts import TokenBatch, iter_batches, load_prompts
+from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
+from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
 from sinkmech.models.spec import resolve_path, validate_spec
@@ -38,7 +39,7 @@ from sinkmech.provenance import provenance
 from sinkmech.reporting import plots
 
 log = logging.getLogger("sinkmech")
-ANALYSES = ("sinks", "ctr", "probing")
+ANALYSES = ("sinks", "ctr", "probing", *MEASURE_RUNNERS)
 WANDB_MODES = ("offline", "online", "disabled")
 # Bump when a code change alters the tables of an unchanged config: units made by older code
 # then hash differently and are recomputed instead of skipped.
@@ -48,6 +49,7 @@ ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
     "sinks": ("data.prompt_set", "data.limit", "sinks"),
     "ctr": ("data.prompt_set", "data.limit", "sinks", "experiment.ctr"),
     "probing": ("data.statements", "sinks", "experiment.probing"),
+    **{name: ("data", f"experiment.{name}") for name in MEASURE_RUNNERS},
 }
 # Model keys that do not change results (placement only).
 _MODEL_UNHASHED = ("device", "n_devices")
@@ -92,12 +94,22 @@ def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
         key, _, value = override.lstrip("+~").partition("=")
         if key in ("model", "experiment", "results_dir", "force", "variant"):
             continue
+        if key.removeprefix("model.") in _MODEL_UNHASHED:  # placement, not results
+            continue
         if not any(h == key or h.startswith(key + ".") or key.startswith(h + ".") for h in hashed):
             continue
         short = key.removeprefix("experiment.")
         parts.append(f"{short}={re.sub(r'[^A-Za-z0-9._-]+', '-', value).strip('-')}")
     label = ",".join(sorted(parts))
     return label if len(label) <= _MAX_VARIANT else f"cfg-{config_hash(cfg)[:8]}"
+
+
+def statements_source(cfg: RunConf) -> str:
+    """``data.statements``; ``known`` means the facts this model knows, written by
+    ``experiments.known_statements`` to ``<results_dir>/statements/<model>.csv`` (issue 13)."""
+    if cfg.data.statements == "known":
+        return str(Path(cfg.results_dir) / "statements" / f"{cfg.model.name}.csv")
+    return cfg.data.statements
 
 
 def unit_dir(cfg: RunConf) -> Path:
@@ -150,7 +162,7 @@ def _writable(path: Path) -> bool:
 
 def validate(cfg: RunConf) -> None:
     """Every value checked against what it means, before any model is loaded."""
-    e, s = cfg.experiment, cfg.sinks
+    e = cfg.experiment
     unknown = sorted(set(e.analyses) - set(ANALYSES))
     _check(not unknown, f"experiment.analyses has unknown {unknown}; choose from {list(ANALYSES)}")
     _check(bool(e.analyses), f"experiment.analyses is empty; choose from {list(ANALYSES)}")
@@ -163,10 +175,7 @@ def validate(cfg: RunConf) -> None:
         cfg.data.limit is None or cfg.data.limit >= 1,
         f"data.limit must be >= 1 or null (all prompts), got {cfg.data.limit}",
     )
-    for name in ("sink", "gu_eps"):
-        value = getattr(s, name)
-        _check(0.0 < value < 1.0, f"sinks.{name} must lie in (0, 1), got {value}")
-    _check(s.min_queries >= 1, f"sinks.min_queries must be >= 1, got {s.min_queries}")
+    # cfg.sinks is the library's SinkThresholds: it validated itself when the config was built.
     if "ctr" in e.analyses:
         c = e.ctr
         _check(
@@ -224,12 +233,15 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
     """Run one unit unless an identical one is complete; returns its results directory."""
     validate(cfg)
     out, digest = unit_dir(cfg), config_hash(cfg)
-    prompts = load_prompts(cfg.data.prompt_set, cfg.data.limit)
+    # Generated prompt sets are built from the model's tokenizer, after it is loaded.
+    prompts = None
+    if cfg.data.prompt_set not in GENERATORS:
+        prompts = load_prompts(cfg.data.prompt_set, cfg.data.limit)
     statements = None
     if "probing" in cfg.experiment.analyses:
         from sinkmech.data.statements import load_statements
 
-        statements = load_statements(cfg.data.statements)
+        statements = load_statements(statements_source(cfg))
     staging = Path(cfg.results_dir) / ".staging" / cfg.experiment.name
     with io.unit_lock(staging / f"{out.name}.lock", out):
         if io.is_complete(out) and not cfg.force:
@@ -247,11 +259,16 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
 def _compute(
     cfg: RunConf,
     loaded: LoadedModel,
-    prompts: list[str],
+    prompts: list | None,
     statements: pd.DataFrame | None,
     work: Path,
     digest: str,
 ) -> None:
+    if prompts is None:
+        d = cfg.data
+        prompts = load_prompts(
+            d.prompt_set, d.limit, loaded.tokenizer, d.prompt_length, d.n_prompts, d.prompt_seed
+        )
     batches = list(
         iter_batches(
             loaded.tokenizer, prompts, cfg.data.batch_size, loaded.max_length, loaded.causal
@@ -332,10 +349,26 @@ def _run_probing(
     return tables, {"probes": plot_probe_summary(tables)}
 
 
+def _measure_runner(name: str) -> Callable[..., tuple[Tables, Figures]]:
+    """Pipeline runner of one of issue 19's measures, its settings built by field name."""
+    runner, settings_class = MEASURE_RUNNERS[name]
+
+    def run(
+        loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, _statements: Any
+    ) -> tuple[Tables, Figures]:
+        values = dataclasses.asdict(getattr(cfg.experiment, name))
+        if "prompt_set" in {f.name for f in dataclasses.fields(settings_class)}:
+            values["prompt_set"] = cfg.data.prompt_set
+        return runner(loaded, batches, settings_class(**values))
+
+    return run
+
+
 ANALYSIS_RUNNERS: dict[
     str, Callable[[LoadedModel, list[TokenBatch], RunConf, Any], tuple[Tables, Figures]]
 ] = {
     "sinks": _run_sinks,
     "ctr": _run_ctr,
     "probing": _run_probing,
+    **{name: _measure_runner(name) for name in MEASURE_RUNNERS},
 }

@@ -29,10 +29,11 @@ register()
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    run_conf: RunConf = OmegaConf.to_object(cfg)
-    if not run_conf.variant:
-        run_conf.variant = variant_of(run_conf, hydra_cfg.overrides.task)
     try:
+        # The library's settings validate themselves when the config object is built.
+        run_conf: RunConf = OmegaConf.to_object(cfg)
+        if not run_conf.variant:
+            run_conf.variant = variant_of(run_conf, hydra_cfg.overrides.task)
         out = run_unit(run_conf)
     except Exception as error:  # noqa: BLE001 - every failure becomes one line
         one_line = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -44,7 +44,7 @@ def model_spec(name: str, **overrides: Any) -> ModelSpec:
 
 
 def load(model: str | ModelSpec, **overrides: Any) -> LoadedModel:
-    """Load a model by config name (``"minilm"``, ``"tiny_qwen3"``, ``"textlm_qknorm"``) or spec."""
+    """Load a model by config name (``"minilm"``, ``"tiny_qwen3"``, ``"ladder_s_qknorm"``) or spec."""
     spec = model if isinstance(model, ModelSpec) else model_spec(model, **overrides)
     return load_model(spec)
 

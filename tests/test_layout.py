@@ -83,4 +83,4 @@ def test_public_api_runs_the_census_on_strings(minilm):
     assert isinstance(table, pd.DataFrame) and isinstance(summary, pd.DataFrame)
     assert {"layer", "head", "mean_score"} <= set(table.columns)
     assert sinkmech.model_spec("tiny_qwen3").family == "qwen3"
-    assert sinkmech.model_spec("textlm_qknorm").path == "checkpoints/textlm/small_qknorm_s0"
+    assert sinkmech.model_spec("ladder_s_qknorm").path == "checkpoints/ladder/ladder_s_qknorm_s0"

@@ -182,19 +182,47 @@ def held_out_sentences(world: FactWorld) -> set[str]:
     return {render(t, f) for f in world.facts for t in world.templates(f.relation, "eval")}
 
 
-def known_city_statements(world: FactWorld, knowledge: Sequence[dict[str, Any]], seed: int = 0):
-    """The truth-probe statement table (``sinkmech.data.statements.COLUMNS``) restricted to the
-    cities whose country the model completes correctly on EVERY held-out template.
+PROBE_TEMPLATE = "The city of {s} is in {o}."  # the truth probe's own (held-out) template
+KNOWN_RULES = ("probe_template", "all_templates")
+
+
+def known_cities(
+    world: FactWorld, knowledge: Sequence[dict[str, Any]], rule: str = "probe_template"
+) -> list[Fact]:
+    """The city -> country facts the model demonstrably knows: it completes the country
+    correctly on the probe's own held-out template (``rule="probe_template"``), or on EVERY
+    held-out template (``"all_templates"``, stricter, far fewer cities).
 
     ``knowledge``: per-item results of ``sinkmech.training.knowledge.evaluate_knowledge``.
     """
-    from sinkmech.data.statements import build_statements, validate_statements
-
+    if rule not in KNOWN_RULES:
+        raise ValueError(f"rule={rule!r} is not one of {list(KNOWN_RULES)}")
     correct: dict[int, list[bool]] = {}
     for row in knowledge:
-        if row["relation"] == "city_country":
-            correct.setdefault(int(row["fact"]), []).append(bool(row["correct"]))
-    known = [world.facts[i] for i, marks in sorted(correct.items()) if all(marks)]
+        if row["relation"] != "city_country":
+            continue
+        if rule == "probe_template" and row["template"] != PROBE_TEMPLATE:
+            continue
+        correct.setdefault(int(row["fact"]), []).append(bool(row["correct"]))
+    return [world.facts[i] for i, marks in sorted(correct.items()) if marks and all(marks)]
+
+
+def known_city_statements(
+    world: FactWorld,
+    knowledge: Sequence[dict[str, Any]],
+    seed: int = 0,
+    rule: str = "probe_template",
+    max_cities: int | None = None,
+):
+    """The truth-probe statement table (``sinkmech.data.statements.COLUMNS``) restricted to the
+    cities the model knows (``known_cities``); at most ``max_cities`` of them, a seeded sample (the
+    probes' cost grows with the statements, their accuracy's interval shrinks only slowly)."""
+    from sinkmech.data.statements import build_statements, validate_statements
+
+    known = known_cities(world, knowledge, rule)
+    if max_cities is not None and len(known) > max_cities:
+        keep = np.random.default_rng(seed).choice(len(known), max_cities, replace=False)
+        known = [known[i] for i in sorted(keep)]
     cities = [CityFact(f.subject, f.object, 0, f.source_id) for f in known]
     frame = build_statements(cities, seed=seed)
     validate_statements(frame)

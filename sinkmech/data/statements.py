@@ -212,8 +212,9 @@ def check_country_balance(frame: pd.DataFrame) -> None:
 
 
 def load_statements(name: str = "cities") -> pd.DataFrame:
-    """The committed statement set ``sinkmech/data/statements/{name}.csv`` (package data), validated."""
-    path = STATEMENTS_DIR / f"{name}.csv"
+    """A statement set, validated: a committed one by name (``sinkmech/data/statements/{name}.csv``,
+    package data) or a path to a ``.csv`` with the same columns (e.g. the facts a model knows)."""
+    path = Path(name) if name.endswith(".csv") else STATEMENTS_DIR / f"{name}.csv"
     if not path.is_file():
         available = sorted(p.stem for p in STATEMENTS_DIR.glob("*.csv"))
         raise StatementDataError(f"no statement set {name!r} at {path}; available: {available}")

@@ -85,14 +85,14 @@ class CTRSettings:
     def thresholds(self) -> SinkThresholds:
         """The sink-census settings these settings imply."""
         return SinkThresholds(
-            self.sink_threshold,
-            self.gu_eps,
-            self.min_queries,
-            self.null_margin,
-            self.min_occurrences,
-            self.min_prompt_tokens,
-            self.short_prompts,
-            self.content_per_token,
+            sink=self.sink_threshold,
+            gu_eps=self.gu_eps,
+            min_queries=self.min_queries,
+            null_margin=self.null_margin,
+            min_occurrences=self.min_occurrences,
+            min_prompt_tokens=self.min_prompt_tokens,
+            short_prompts=self.short_prompts,
+            content_per_token=self.content_per_token,
         )
 
 

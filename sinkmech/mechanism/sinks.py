@@ -98,6 +98,15 @@ def key_null(attention_mask: torch.Tensor, causal: bool, window: int | None = No
     return KeyNull(n_visible, per_query.sum(1) / n_visible.clamp_min(1.0))
 
 
+def scorable_keys(
+    attention_mask: torch.Tensor, causal: bool, min_queries: int, window: int | None = None
+) -> torch.Tensor:
+    """Boolean [batch, key]: real keys seen by at least ``min_queries`` real queries."""
+    return attention_mask.bool() & (
+        key_null(attention_mask, causal, window).n_visible >= min_queries
+    )
+
+
 def key_scores(
     pattern: torch.Tensor,
     attention_mask: torch.Tensor,

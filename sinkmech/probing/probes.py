@@ -165,6 +165,8 @@ def cross_validated_accuracy(
     folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     accuracies = []
     for train, test in folds.split(x, y, groups):
+        if len(np.unique(y[train])) < 2:  # a rare label left this fold's training side: no probe
+            continue
         probe = make_probe().fit(x[train], y[train])
         accuracies.append(float((probe.predict(x[test]) == y[test]).mean()))
     return np.array(accuracies)

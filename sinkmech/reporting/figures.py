@@ -19,7 +19,13 @@ from sinkmech.reporting import ledger  # noqa: E402
 from sinkmech.reporting.plots import sink_heatmap  # noqa: E402
 
 # Truth-probe features in the order of the paper's Table 1, then our controls.
-PROBE_FEATURES = ("tag", "no_tag", "resid", "resid_random", *ledger.PROBE_CONTROLS)
+# (feature, labels) bars: the tag, the tag-free part, the residual, and the ledger's controls.
+PROBE_FEATURES = (
+    ("tag", "true"),
+    ("no_tag", "true"),
+    ("resid", "true"),
+    *ledger.PROBE_CONTROLS,
+)
 VARIANCE_CONTROLS = {
     "random_variance_explained": ("random direction", "tab:blue", "."),
     ledger.VARIANCE_CONTROL: ("non-sink keys", "tab:green", "x"),
@@ -82,8 +88,8 @@ def probe_figure(probes: pd.DataFrame) -> plt.Figure | None:
         head = frame[
             (frame.model == model) & (frame.layer == best.layer) & (frame["head"] == best["head"])
         ]
-        for f, feature in enumerate(PROBE_FEATURES):
-            row = head[(head.feature == feature) & (head.labels == "true")]
+        for f, (feature, labels) in enumerate(PROBE_FEATURES):
+            row = head[(head.feature == feature) & (head.labels == labels)]
             if row.empty:
                 continue
             row = row.iloc[0]
@@ -97,7 +103,9 @@ def probe_figure(probes: pd.DataFrame) -> plt.Figure | None:
                 width,
                 yerr=error,
                 color=plt.cm.tab10(f),
-                label=feature if m == 0 else None,
+                label=(feature if labels == "true" else f"{feature} ({labels})")
+                if m == 0
+                else None,
             )
         axis.hlines(best.chance, m - 0.4, m + 0.4, colors="k", linestyles="dashed")
     axis.axhspan(0.925, 0.995, color="0.9", zorder=0, label="paper's tag range")

@@ -11,7 +11,7 @@ import base64
 import io as bytes_io
 import json
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import matplotlib
 
@@ -31,6 +31,13 @@ def complete_units(results_dir: Path) -> list[Path]:
     return sorted(marker.parent for marker in Path(results_dir).glob("*/*/" + io.COMPLETE_MARKER))
 
 
+def _units(results_dirs: Path | Sequence[Path]) -> list[Path]:
+    """Complete units of one results tree or of several (e.g. the CPU reproduction and the
+    ladder's GPU units), in order."""
+    roots = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
+    return [unit for root in roots for unit in complete_units(root)]
+
+
 def _source(unit: Path) -> str | None:
     """The unit's model source (``tiny`` = random weights), from its saved config."""
     config = unit / "config.json"
@@ -39,13 +46,13 @@ def _source(unit: Path) -> str | None:
     )
 
 
-def collect(results_dir: Path, table: str) -> pd.DataFrame:
+def collect(results_dir: Path | Sequence[Path], table: str) -> pd.DataFrame:
     """Concatenate one table over complete units, tagged with the unit's experiment and source."""
     frames = [
         pd.read_parquet(unit / f"{table}.parquet").assign(
             experiment=unit.parent.name, source=_source(unit)
         )
-        for unit in complete_units(results_dir)
+        for unit in _units(results_dir)
         if (unit / f"{table}.parquet").is_file()
     ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -69,10 +76,13 @@ def sink_section(summary: pd.DataFrame) -> pd.DataFrame:
         "n_heads",
         "first_token_sink_share",
         "prompt_dependent_sink_share",
-        "mean_sinks_per_head",
+        "distinct_sink_labels_per_head",
+        "sink_occurrences_per_prompt_head",
         "sink_eps_gu",
+        "first_token_null",
+        "n_short_prompts",
     ]
-    return out[columns].sort_values(["experiment", "model"])
+    return out[[c for c in columns if c in out]].sort_values(["experiment", "model"])
 
 
 def variance_section(variance: pd.DataFrame) -> pd.DataFrame:
@@ -87,6 +97,16 @@ def variance_section(variance: pd.DataFrame) -> pd.DataFrame:
         tag_max=("tag_variance_explained", "max"),
         random_mean=("random_variance_explained", "mean"),
         pca_mean=("pca_variance_explained", "mean"),
+        **{
+            name: (column, "mean")
+            for name, column in (
+                ("nonsink_key_mean", "nonsink_key_variance_explained"),
+                ("uniform_attention_mean", "uniform_attention_tag_variance_explained"),
+                ("tag_uncentred_mean", "tag_variance_explained_uncentred"),
+                ("nonsink_key_uncentred_mean", "nonsink_key_variance_explained_uncentred"),
+            )
+            if column in rank1
+        },
     ).reset_index()
 
 
@@ -130,13 +150,19 @@ Block = Union[str, pd.DataFrame, tuple[str, plt.Figure]]
 LEDGER_COLUMNS = ["claim", "paper", "model", "ours", "control", "verdict", "reason"]
 
 
-def load_tables(results_dir: Path, minimal_dir: Path | None = None) -> dict[str, pd.DataFrame]:
+def load_tables(
+    results_dir: Path | Sequence[Path], minimal_dir: Path | None = None
+) -> dict[str, pd.DataFrame]:
     """Every table the ledger and figures read, concatenated over complete units; the minimal
     problem's tables from ``minimal_dir`` (paper size if present, else CPU size)."""
     names = ("sinks", "sinks_summary", "variance", "interventions", "release")
     names += ("truth_probes", "segment_probes", "sentiment_probes")
     tables = {name: collect(results_dir, name) for name in names}
-    minimal_dir = Path(minimal_dir) if minimal_dir else Path(results_dir) / "minimal"
+    first = results_dir if isinstance(results_dir, (str, Path)) else results_dir[0]
+    minimal_dir = Path(minimal_dir) if minimal_dir else Path(first) / "minimal"
+    sweep = minimal_dir.parent / "minimal_sweep" / "gpu" / "success_rate.parquet"
+    if sweep.is_file():
+        tables["minimal_sweep"] = pd.read_parquet(sweep)
     for size in ("paper", "cpu"):
         if (minimal_dir / size / "success_rate.parquet").is_file():
             tables["minimal_success"] = pd.read_parquet(minimal_dir / size / "success_rate.parquet")
@@ -250,6 +276,7 @@ def write_report(
     minimal_dir: Path | None = None,
     html: bool = False,
     threshold: float = 0.2,
+    extra_dirs: Sequence[Path] = (),
 ) -> Path:
     """Write ``REPORT.md`` (ledger, findings, figures, summary tables), per-model pages and
     figures under ``report/``, and ``REPORT.html`` when asked, into ``out_dir``."""
@@ -258,14 +285,18 @@ def write_report(
         raise FileNotFoundError(f"results directory {results_dir} does not exist")
     out_dir = Path(out_dir) if out_dir else results_dir
     figure_dir = out_dir / "report"
-    units = complete_units(results_dir)
-    tables = load_tables(results_dir, minimal_dir)
+    for extra in extra_dirs:
+        if not Path(extra).is_dir():
+            raise FileNotFoundError(f"results directory {extra} does not exist")
+    roots = [results_dir, *map(Path, extra_dirs)]
+    units = _units(roots)
+    tables = load_tables(roots, minimal_dir or results_dir / "minimal")
     claims = ledger.ledger(tables)
     pages = _model_pages(tables)
     links = ", ".join(f"[{model}](report/{model}.md)" for model in pages)
     blocks: list[Block] = [
         "# sinkmech reproduction report",
-        f"From {results_dir}: {len(units)} complete units "
+        f"From {', '.join(map(str, roots))}: {len(units)} complete units "
         f"({', '.join(f'{u.parent.name}/{u.name}' for u in units)}). Generated from the tables; "
         "no number in this file is written by hand.",
         "## Claims ledger",

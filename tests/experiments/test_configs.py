@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import experiments.sweep_minimal  # noqa: F401 - registers sweep_minimal_schema
 import experiments.train_lm  # noqa: F401 - registers train_lm_schema
 import experiments.train_minimal  # noqa: F401 - registers train_minimal_schema
 from experiments.config import CONF_DIR, RunConf, register
@@ -21,6 +22,7 @@ ROOT_GROUPS = {
     "config": ("model", "data", "experiment", "logging"),
     "train_lm": ("lm",),
     "train_minimal": ("minimal",),
+    "sweep_minimal": ("minimal_sweep",),
 }
 CASES = [
     (top, f"{group}={path.stem}")

@@ -132,7 +132,7 @@ def test_a_sweep_with_an_invalid_unit_is_refused_before_any_unit_runs(
     code, lines = cli(monkeypatch, capsys, results, "-m", "model=tiny_gpt2", "sinks.sink=0.5,1.5")
     assert code == ConfigError.exit_code
     assert lines.splitlines()[0] == "sinkmech: error: 1 unit(s) of the sweep are invalid:"
-    assert "sinks.sink=1.5" in lines and "sinks.sink must lie in (0, 1), got 1.5" in lines
+    assert "sinks.sink=1.5" in lines and "sinks.sink must be in (0, 1), got 1.5" in lines
     assert units(results) == []
 
 
@@ -254,7 +254,7 @@ def test_runs_from_another_directory_with_a_repo_relative_checkpoint(tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    args = ["model=textlm_qknorm", "logging=disabled", "data.limit=2", "results_dir=r"]
+    args = ["model=ladder_s_qknorm", "logging=disabled", "data.limit=2", "results_dir=r"]
     result = subprocess.run(
         [sys.executable, "-m", "experiments.run", *args, "hydra.run.dir=h"],
         capture_output=True,
@@ -264,4 +264,4 @@ def test_runs_from_another_directory_with_a_repo_relative_checkpoint(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert units(tmp_path / "r") == ["sinks/textlm_qknorm@data.limit=2"]
+    assert units(tmp_path / "r") == ["sinks/ladder_s_qknorm@data.limit=2"]

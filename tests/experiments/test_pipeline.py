@@ -130,7 +130,8 @@ def test_multirun_over_two_models_and_report(tmp_path):
         )
     report = write_report(tmp_path).read_text()
     assert all(model in report for model in MODELS)
-    assert all((tmp_path / "report" / f"{model}.md").is_file() for model in MODELS)
+    pages = tmp_path / "report"
+    assert all((pages / f"{model}@data.limit=4.md").is_file() for model in MODELS)
 
 
 def test_misspelt_key_and_wrong_type_fail_at_compose(tmp_path):

@@ -18,7 +18,7 @@ def _sinks(model, n_heads, first_sinks, null=0.05, punct_sinks=0, source="local"
                 token="<s>",
                 mean_score=0.6,
                 is_sink=head < first_sinks,
-                uniform_score=null,
+                null_mean_score=null,
             )
         )
         rows.append(
@@ -29,7 +29,7 @@ def _sinks(model, n_heads, first_sinks, null=0.05, punct_sinks=0, source="local"
                 token=".",
                 mean_score=0.3,
                 is_sink=head < punct_sinks,
-                uniform_score=null,
+                null_mean_score=null,
             )
         )
     sinks = pd.DataFrame(rows).assign(model=model, source=source)
@@ -66,9 +66,9 @@ def test_random_weight_models_get_no_row():
 def test_missing_null_column_is_not_testable_and_named():
     sinks, summary = _sinks("m", 8, 8)
     (row,) = ledger.RULES[0](
-        {"sinks": sinks.drop(columns="uniform_score"), "sinks_summary": summary}
+        {"sinks": sinks.drop(columns="null_mean_score"), "sinks_summary": summary}
     )
-    assert row.verdict == ledger.NOT_TESTABLE_HERE and "uniform_score" in row.reason
+    assert row.verdict == ledger.NOT_TESTABLE_HERE and "null_mean_score" in row.reason
     assert row.ours == "—" and row.command.startswith("python -m experiments.run")
 
 
@@ -81,7 +81,7 @@ def _variance(model, tag, control):
             head=np.arange(n),
             rank=1,
             tag_variance_explained=tag,
-            nonsink_variance_explained=control,
+            nonsink_key_variance_explained=control,
         )
     )
 
@@ -107,43 +107,48 @@ def test_variance_needs_range_and_control():
 
 def test_variance_without_control_column_is_not_testable():
     frame = _variance("m", np.full(5, 0.3), np.full(5, 0.1)).drop(
-        columns="nonsink_variance_explained"
+        columns="nonsink_key_variance_explained"
     )
     (row,) = ledger.variance_rule({"variance": frame})
-    assert row.verdict == ledger.NOT_TESTABLE_HERE and "nonsink_variance_explained" in row.reason
+    assert (
+        row.verdict == ledger.NOT_TESTABLE_HERE and "nonsink_key_variance_explained" in row.reason
+    )
 
 
 def _probes(model, accuracies, half_width=0.02):
-    rows = [
-        dict(
-            model=model,
-            layer=1,
-            head=2,
-            head_role="sink",
-            feature=f,
-            probe="logistic",
-            labels="true",
-            cv_accuracy=acc,
-            test_accuracy=acc,
-            test_accuracy_lo=acc - half_width,
-            test_accuracy_hi=acc + half_width,
-            chance=0.5,
+    """Probe rows; a key ``"feature/labels"`` sets the labels (default ``true``)."""
+    rows = []
+    for key, acc in accuracies.items():
+        feature, _, labels = key.partition("/")
+        rows.append(
+            dict(
+                model=model,
+                layer=1,
+                head=2,
+                head_role="sink",
+                feature=feature,
+                probe="logistic",
+                labels=labels or "true",
+                cv_accuracy=acc,
+                test_accuracy=acc,
+                test_accuracy_lo=acc - half_width,
+                test_accuracy_hi=acc + half_width,
+                chance=0.5,
+            )
         )
-        for f, acc in accuracies.items()
-    ]
     return pd.DataFrame(rows)
 
 
 def test_truth_probe_rule():
-    good = {"tag": 0.95, "no_tag": 0.52, "position": 0.55, "country": 0.6}
+    good = {"tag": 0.95, "no_tag": 0.52, "tag/shuffled": 0.5, "resid_random": 0.6}
     no_tag_reads_it = {**good, "no_tag": 0.9}
-    country_enough = {**good, "country": 0.95}
+    random_enough = {**good, "resid_random": 0.95}
     tables = {
         "truth_probes": pd.concat(
             [
                 _probes("good", good),
                 _probes("leaky", no_tag_reads_it),
-                _probes("country", country_enough),
+                _probes("random", random_enough),
             ]
         )
     }
@@ -151,7 +156,7 @@ def test_truth_probe_rule():
     assert verdicts == {
         "good": ledger.REPRODUCED,
         "leaky": ledger.NOT_REPRODUCED,
-        "country": ledger.NOT_REPRODUCED,
+        "random": ledger.NOT_REPRODUCED,
     }
 
 
@@ -159,8 +164,8 @@ def test_truth_probe_without_baselines_is_not_testable():
     (row,) = ledger.RULES[3]({"truth_probes": _probes("m", {"tag": 0.95, "no_tag": 0.5})})
     assert (
         row.verdict == ledger.NOT_TESTABLE_HERE
-        and "position" in row.reason
-        and "country" in row.reason
+        and "tag (shuffled)" in row.reason
+        and "resid_random" in row.reason
     )
 
 

@@ -20,7 +20,7 @@ def _unit(root, model, source, n_heads=4, pair=None, qk_norm=False):
             token=token,
             mean_score=score,
             is_sink=score > 0.2,
-            uniform_score=0.05,
+            null_mean_score=0.05,
         )
         for layer in range(2)
         for head in range(n_heads)
@@ -34,7 +34,7 @@ def _unit(root, model, source, n_heads=4, pair=None, qk_norm=False):
         n_heads=2 * n_heads,
         first_token_sink_heads=n_heads,
         prompt_dependent_sink_heads=2,
-        mean_sinks_per_head=0.75,
+        distinct_sink_labels_per_head=0.75,
         sink_eps_gu=0.5,
     )
     io.write_table(pd.DataFrame([dict(**summary, **meta)]), unit / "sinks_summary")
