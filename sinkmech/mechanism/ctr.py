@@ -33,6 +33,10 @@ from sinkmech.mechanism.interventions import (
 )
 from sinkmech.mechanism.release import release_alignment
 from sinkmech.mechanism.sinks import (
+    GU_EPS,
+    MIN_QUERIES,
+    NULL_MARGIN,
+    SINK_THRESHOLD,
     NullCache,
     SinkCensus,
     SinkThresholds,
@@ -51,17 +55,17 @@ from sinkmech.models import LoadedModel
 class CTRSettings:
     """Thresholds and sizes of the catch-tag-release analyses (sink fields as ``SinkThresholds``)."""
 
-    sink_threshold: float = 0.2  # mean received attention a sink must exceed (eps = 0.2)
-    gu_eps: float = 0.3  # Gu et al.'s eps for Sink_eps
+    sink_threshold: float = SINK_THRESHOLD  # as SinkThresholds.sink
+    gu_eps: float = GU_EPS
     catch_threshold: float = 0.2  # attention a query must give a sink to count as caught
-    min_queries: int = 8  # keys seen by fewer real queries are never per-prompt sinks
+    min_queries: int = MIN_QUERIES
     ranks: tuple[int, ...] = (1, 2)  # tag ranks for variance explained
     n_random: int = 32  # random subspaces averaged for the random baseline
     top_heads: int = 4  # heads (by rank-1 tag excess) for release and interventions
     intervention_batches: int = 1  # batches the interventions run on
     seed: int = 0  # seeds the random baseline, the non-sink control keys and random edits
     collect_catch: bool = True  # per-sink catch rows; off for pure sink/tag statistics
-    null_margin: float = 2.0  # a sink's score must also exceed this multiple of its uniform null
+    null_margin: float = NULL_MARGIN
     min_occurrences: int = 5  # prompts a non-first token must occur in before it can be a sink
     min_prompt_tokens: int = 64  # prompts shorter than this are flagged or refused
     short_prompts: str = "flag"  # "flag" (count in sinks_summary) or "refuse" (error up front)

@@ -29,7 +29,13 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
-from sinkmech.mechanism.sinks import capture_key_scores, layer_windows
+from sinkmech.mechanism.sinks import (
+    MIN_QUERIES,
+    NULL_MARGIN,
+    SINK_THRESHOLD,
+    capture_key_scores,
+    layer_windows,
+)
 from sinkmech.mechanism.tags import sink_mask, tag_z
 from sinkmech.models import LoadedModel
 
@@ -43,10 +49,10 @@ class TagEditSpec:
     layer: int
     heads: list[int]
     mode: Mode = "remove"
-    threshold: float = 0.2
-    min_queries: int = 8
+    threshold: float = SINK_THRESHOLD
+    min_queries: int = MIN_QUERIES
     seed: int = 0
-    null_margin: float = 2.0  # sinks must also exceed this multiple of their uniform null
+    null_margin: float = NULL_MARGIN
 
 
 def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> torch.Tensor:

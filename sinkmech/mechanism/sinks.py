@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
+from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
 from sinkmech.data.prompts import TokenBatch, require_right_padding, short_prompts
@@ -32,14 +33,21 @@ from sinkmech.models import LoadedModel
 SHORT_PROMPT_POLICIES = ("flag", "refuse")
 
 
+# The sink criterion's defaults, owned here; every other module's default refers to these.
+SINK_THRESHOLD = 0.2  # mean received attention a sink must exceed (the paper's eps = 0.2, Sec. 2)
+GU_EPS = 0.3  # Gu et al.'s eps for Sink_eps
+MIN_QUERIES = 8  # keys seen by fewer real queries are never scored as per-prompt sinks
+NULL_MARGIN = 2.0  # a sink's score must also exceed this multiple of its uniform-attention null
+
+
 @dataclass
 class SinkThresholds:
     """When a key counts as a sink, and how much evidence that needs."""
 
-    sink: float = 0.2  # mean received attention a sink must exceed (the paper's eps = 0.2)
-    gu_eps: float = 0.3  # Gu et al.'s eps for Sink_eps (fraction of prompts above it)
-    min_queries: int = 8  # keys seen by fewer real queries are never scored as per-prompt sinks
-    null_margin: float = 2.0  # a sink's score must also exceed this multiple of its uniform null
+    sink: float = SINK_THRESHOLD
+    gu_eps: float = GU_EPS
+    min_queries: int = MIN_QUERIES
+    null_margin: float = NULL_MARGIN
     min_occurrences: int = 5  # prompts a non-first token must occur in before it can be a sink
     min_prompt_tokens: int = 64  # prompts shorter than this are flagged or refused (Gu et al.: 64)
     short_prompts: str = "flag"  # "flag": count them in the summary; "refuse": error before compute
@@ -62,8 +70,8 @@ class SinkThresholds:
 
 
 def visibility(
-    attention_mask: torch.Tensor, causal: bool, window: int | None = None
-) -> torch.Tensor:
+    attention_mask: Int[torch.Tensor, "batch pos"], causal: bool, window: int | None = None
+) -> Bool[torch.Tensor, "batch query key"]:
     """Boolean [batch, query, key]: real query q may attend to real key k (any padding side)."""
     real = attention_mask.bool()
     visible = real[:, :, None] & real[:, None, :]
@@ -81,11 +89,13 @@ def visibility(
 class KeyNull:
     """Per-key visible-query counts and uniform-attention null scores, [batch, key] each."""
 
-    n_visible: torch.Tensor
-    null: torch.Tensor
+    n_visible: Float[torch.Tensor, "batch key"]
+    null: Float[torch.Tensor, "batch key"]
 
 
-def key_null(attention_mask: torch.Tensor, causal: bool, window: int | None = None) -> KeyNull:
+def key_null(
+    attention_mask: Int[torch.Tensor, "batch pos"], causal: bool, window: int | None = None
+) -> KeyNull:
     """Visible queries per key and the score uniform attention would give each key.
 
     Under uniform attention query q gives 1 / (keys q sees) to each key it sees; the null score
@@ -99,8 +109,11 @@ def key_null(attention_mask: torch.Tensor, causal: bool, window: int | None = No
 
 
 def scorable_keys(
-    attention_mask: torch.Tensor, causal: bool, min_queries: int, window: int | None = None
-) -> torch.Tensor:
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    causal: bool,
+    min_queries: int,
+    window: int | None = None,
+) -> Bool[torch.Tensor, "batch key"]:
     """Boolean [batch, key]: real keys seen by at least ``min_queries`` real queries."""
     return attention_mask.bool() & (
         key_null(attention_mask, causal, window).n_visible >= min_queries
@@ -108,12 +121,12 @@ def scorable_keys(
 
 
 def key_scores(
-    pattern: torch.Tensor,
-    attention_mask: torch.Tensor,
+    pattern: Float[torch.Tensor, "batch head query key"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
     causal: bool,
     window: int | None = None,
     null: KeyNull | None = None,
-) -> torch.Tensor:
+) -> Float[torch.Tensor, "batch head key"]:
     """Mean attention each key receives from the real queries that can see it: [batch, head, key].
 
     ``pattern`` is [batch, head, query, key]; ``attention_mask`` is [batch, seq], either padding
@@ -128,8 +141,12 @@ def key_scores(
 
 
 def is_sink_score(
-    scores: torch.Tensor, null: KeyNull, threshold: float, null_margin: float, min_queries: int
-) -> torch.Tensor:
+    scores: Float[torch.Tensor, "batch head key"],
+    null: KeyNull,
+    threshold: float,
+    null_margin: float,
+    min_queries: int,
+) -> Bool[torch.Tensor, "batch head key"]:
     """Boolean [batch, head, key]: score above ``threshold`` and ``null_margin`` x its null, and
     the key seen by at least ``min_queries`` real queries."""
     enough = (null.n_visible >= min_queries)[:, None, :]

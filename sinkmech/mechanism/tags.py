@@ -13,22 +13,31 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+from jaxtyping import Bool, Float, Int
 
-from sinkmech.mechanism.sinks import KeyNull, is_sink_score, key_null, key_scores, visibility
+from sinkmech.mechanism.sinks import (
+    MIN_QUERIES,
+    NULL_MARGIN,
+    KeyNull,
+    is_sink_score,
+    key_null,
+    key_scores,
+    visibility,
+)
 
 
 def sink_mask(
-    pattern: torch.Tensor,
-    attention_mask: torch.Tensor,
+    pattern: Float[torch.Tensor, "batch head query key"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
     causal: bool,
     threshold: float,
-    min_queries: int = 3,
+    min_queries: int = MIN_QUERIES,
     positions: torch.Tensor | None = None,
     scores: torch.Tensor | None = None,
-    null_margin: float = 2.0,
+    null_margin: float = NULL_MARGIN,
     window: int | None = None,
     null: KeyNull | None = None,
-) -> torch.Tensor:
+) -> Bool[torch.Tensor, "batch head key"]:
     """Which keys are sinks for which head in which prompt: boolean [batch, head, key].
 
     A key is a sink of head h when its mean received attention (``sinks.key_scores``) exceeds
@@ -47,7 +56,11 @@ def sink_mask(
     return sinks
 
 
-def tag_z(pattern: torch.Tensor, values: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
+def tag_z(
+    pattern: Float[torch.Tensor, "batch head query key"],
+    values: Float[torch.Tensor, "batch key head d_head"],
+    sinks: Bool[torch.Tensor, "batch head key"],
+) -> Float[torch.Tensor, "batch query head d_head"]:
     """Tag part of z: sum over sinks s of A_is v_s, [batch, query, head, d_head].
 
     ``pattern`` [batch, head, query, key]; ``values`` [batch, key, head, d_head] (kv heads already
@@ -58,7 +71,10 @@ def tag_z(pattern: torch.Tensor, values: torch.Tensor, sinks: torch.Tensor) -> t
 
 
 def decompose_head_outputs(
-    pattern: torch.Tensor, values: torch.Tensor, sinks: torch.Tensor, w_o: torch.Tensor
+    pattern: Float[torch.Tensor, "batch head query key"],
+    values: Float[torch.Tensor, "batch key head d_head"],
+    sinks: Bool[torch.Tensor, "batch head key"],
+    w_o: Float[torch.Tensor, "head d_head d_model"],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tag, rest) head outputs in d_model, each [batch, query, head, d_model]; tag + rest = z W_O."""
     z_tag = tag_z(pattern, values, sinks)

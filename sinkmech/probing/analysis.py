@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sinkmech.data.statements import load_statements, validate_statements  # noqa: E402
+from sinkmech.mechanism.sinks import SINK_THRESHOLD  # noqa: E402
 from sinkmech.models import LoadedModel  # noqa: E402
 from sinkmech.probing.features import (  # noqa: E402
     PROBE_SUFFIX,
@@ -241,7 +242,7 @@ def run_probing(
     statements: pd.DataFrame,
     *,
     batch_size: int = 16,
-    sink_threshold: float = 0.2,
+    sink_threshold: float = SINK_THRESHOLD,
     n_folds: int = 5,
     seed: int = 0,
     max_heads: int | None = None,

@@ -110,6 +110,55 @@ def variance_section(variance: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+def measures_section(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per model: the neighbouring papers' sink measures (issue 19) beside the census's
+    first-token and prompt-dependent sink heads, each next to its null or control."""
+    rows: dict[str, dict[str, object]] = {}
+
+    def put(model: str, **values: object) -> None:
+        rows.setdefault(model, {"model": model}).update(values)
+
+    summary = tables.get("sinks_summary", pd.DataFrame())
+    massive = tables.get("massive_summary", pd.DataFrame())
+    for model, frame in massive.groupby("model") if not massive.empty else ():
+        put(
+            model,
+            massive_top_ratio=frame.top_ratio.max(),  # Sun et al.: >= 1000 for massive
+            massive_tokens=int(frame.n_massive_tokens.max()),
+        )
+    edits = tables.get("massive_interventions", pd.DataFrame())
+    for (model, mode), frame in edits.groupby(["model", "intervention"]) if not edits.empty else ():
+        put(model, **{f"delta_loss_{mode}": frame.delta_loss.mean()})
+    secondary = tables.get("secondary", pd.DataFrame())
+    for model, frame in secondary.groupby("model") if not secondary.empty else ():
+        put(
+            model,
+            similarity_sinks_max=int(frame.n_similarity.max()),
+            similar_to_second_max=int(frame.n_similar_to_second.max()),  # the null
+            overlap_with_attention=int(frame.n_both.sum()),
+        )
+    eviction = tables.get("eviction", pd.DataFrame())
+    for model, frame in eviction.groupby("model") if not eviction.empty else ():
+        ratios = frame.set_index("condition").ppl_ratio_to_full
+        put(model, **{f"ppl_ratio_{c}": r for c, r in ratios.items() if c != "full"})
+    gu = tables.get("gu_sink", pd.DataFrame())
+    for _, row in gu.iterrows() if not gu.empty else ():
+        put(
+            row.model,
+            sink_eps_pct=row.sink_eps_pct,
+            sink_eps_second_token_pct=row.second_token_sink_eps_pct,  # the null
+        )
+    if not rows:
+        return pd.DataFrame()
+    out = pd.DataFrame(list(rows.values()))
+    if not summary.empty:
+        census = summary.groupby("model")[
+            ["first_token_sink_heads", "prompt_dependent_sink_heads", "n_heads"]
+        ].first()
+        out = out.merge(census, left_on="model", right_index=True, how="left")
+    return out.sort_values("model")
+
+
 def intervention_section(interventions: pd.DataFrame) -> pd.DataFrame:
     if interventions.empty:
         return interventions
@@ -157,6 +206,7 @@ def load_tables(
     problem's tables from ``minimal_dir`` (paper size if present, else CPU size)."""
     names = ("sinks", "sinks_summary", "variance", "interventions", "release")
     names += ("truth_probes", "segment_probes", "sentiment_probes")
+    names += ("massive_summary", "massive_interventions", "secondary", "eviction", "gu_sink")
     tables = {name: collect(results_dir, name) for name in names}
     first = results_dir if isinstance(results_dir, (str, Path)) else results_dir[0]
     minimal_dir = Path(minimal_dir) if minimal_dir else Path(first) / "minimal"
@@ -313,6 +363,14 @@ def write_report(
         *_figure_blocks(tables, threshold),
         "## Summary tables",
         f"Per-model pages with the long tables (interventions, probes, sinks): {links}.",
+        "### Neighbouring sink measures beside catch-tag-release (`experiment=measures`)",
+        "Massive activations (Sun et al.; top |h| / median, >= 1000 counts as massive) and the "
+        "loss change when they are set to zero or to their mean; secondary sinks by hidden-state "
+        "similarity to the first token (null: similarity to the second token) and their overlap "
+        "with the census's attention sinks; perplexity with a sliding-window KV cache relative to "
+        "full attention, with the first tokens or the prompt-dependent sinks kept (control: as "
+        "many random positions); Gu et al.'s Sink_eps (null: the second token).",
+        measures_section(tables),
         "### Sinks (Sec. 2)",
         sink_section(tables["sinks_summary"]),
         "### Variance explained, rank 1 (Sec. 3.2)",

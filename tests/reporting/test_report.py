@@ -96,3 +96,27 @@ def test_figures_are_skipped_when_their_tables_are_absent():
     assert figures.paired_sinks_figure(empty, empty, "role") is None
     assert figures.emergence_figure(empty) is None
     assert figures.sink_heatmaps(empty, 0.2) == {}
+
+
+def test_measures_section_puts_each_measure_beside_the_census():
+    from sinkmech.reporting.report import measures_section
+
+    tables = {
+        "sinks_summary": pd.DataFrame(
+            [dict(model="m", first_token_sink_heads=3, prompt_dependent_sink_heads=1, n_heads=8)]
+        ),
+        "massive_summary": pd.DataFrame(
+            dict(model="m", top_ratio=[12.0, 1500.0], n_massive_tokens=[0, 2])
+        ),
+        "gu_sink": pd.DataFrame(
+            [dict(model="m", sink_eps_pct=40.0, second_token_sink_eps_pct=0.0)]
+        ),
+        "eviction": pd.DataFrame(
+            dict(model="m", condition=["full", "window"], ppl_ratio_to_full=[1.0, 1.8])
+        ),
+    }
+    (row,) = measures_section(tables).to_dict("records")
+    assert row["massive_top_ratio"] == 1500.0 and row["massive_tokens"] == 2
+    assert row["sink_eps_pct"] == 40.0 and row["ppl_ratio_window"] == 1.8
+    assert "ppl_ratio_full" not in row and row["first_token_sink_heads"] == 3
+    assert measures_section({}).empty

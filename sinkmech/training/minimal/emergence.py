@@ -33,7 +33,7 @@ from sinkmech.mechanism.hooks import (
     z_name,
 )
 from sinkmech.mechanism.interventions import TagEditSpec, tag_edit_hooks
-from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
+from sinkmech.mechanism.sinks import SINK_THRESHOLD, SinkThresholds, detect_sinks
 from sinkmech.mechanism.tags import sink_mask, tag_z
 from sinkmech.mechanism.variance import HeadMoments, variance_explained
 from sinkmech.models.spec import LoadedModel, ModelSpec
@@ -61,7 +61,7 @@ class EmergenceSpec:
 
     n_eval: int = 256
     eval_seed: int = 2_502_00919
-    sink_threshold: float = 0.2
+    sink_threshold: float = SINK_THRESHOLD
     solved_ratio: float = 0.2
     release_mass: float = 0.8
     ablation_ratio: float = 2.0
