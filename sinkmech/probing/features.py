@@ -46,6 +46,9 @@ HeadKey = tuple[int, int]
 # causal attention (alone it is seen only by itself and an end token, too few to count as a sink).
 # It carries no punctuation, so the period stays the prompt's last punctuation token.
 PROBE_SUFFIX = " This statement is"
+# The statement's final punctuation is seen only by itself and the suffix's few tokens, so the
+# truth probes score it with 3 visible queries (the census's default, 8, would never see it).
+PROBE_MIN_QUERIES = 3
 
 
 @dataclass
@@ -94,7 +97,12 @@ def final_sink_frequency(
         def reduce(layer: int):
             def hook(pattern: torch.Tensor, hook: object) -> None:
                 sinks = sink_mask(
-                    pattern.float(), mask, loaded.causal, threshold, window=windows[layer]
+                    pattern.float(),
+                    mask,
+                    loaded.causal,
+                    threshold,
+                    min_queries=PROBE_MIN_QUERIES,
+                    window=windows[layer],
                 )  # [b, h, key]
                 counts[layer] += sinks[rows, :, final].float().sum(0).cpu()
 

@@ -132,7 +132,10 @@ def checkpoint_metrics(
     heads = list(range(loaded.n_heads))
     acts = _layer_acts(loaded, batch)
     pattern0, values0 = acts[0]["pattern"], expand_kv_heads(acts[0]["values"], loaded.n_heads)
-    sinks = sink_mask(pattern0, mask, True, spec.sink_threshold, positions=tokens == SEP)
+    # The task guarantees the [SEP] key >= 3 visible queries (task.TaskSpec), not the census's 8.
+    sinks = sink_mask(
+        pattern0, mask, True, spec.sink_threshold, min_queries=3, positions=tokens == SEP
+    )
     z_tag = tag_z(pattern0, values0, sinks)  # [batch, query, head, d_head]
     w_o = output_weights(loaded, 0).float().cpu()
     tag_out = torch.einsum("bqhd,hdm->bqm", z_tag, w_o)
