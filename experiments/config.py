@@ -78,7 +78,11 @@ def conf_from(
         ]
     specs = [(n, hints[n], _default(d, f)) for n, d, f in items if n not in skip]
     specs += [(n, t, field(default=d)) for n, t, d in extra]
-    return dataclasses.make_dataclass(name, specs)
+    # Defined as this module's attribute of the same name, so pickled configs (a SLURM job's,
+    # through submitit) unpickle to the very class the schema uses.
+    conf = dataclasses.make_dataclass(name, specs)
+    conf.__module__ = __name__
+    return conf
 
 
 # ModelSpec plus metadata: qk_norm is checked against the loaded model; pair/role group the report.
@@ -99,6 +103,7 @@ MEASURE_CONFS = {
     name: conf_from(settings, f"{name.title().replace('_', '')}Conf", exclude=["prompt_set"])
     for name, (_, settings) in MEASURE_RUNNERS.items()
 }
+globals().update({conf.__name__: conf for conf in MEASURE_CONFS.values()})  # picklable by name
 
 
 @dataclass

@@ -17,8 +17,16 @@ from sinkmech import io
 from sinkmech.reporting.compare import compare_results
 
 
+def _unit(results: str, experiment: str, model: str) -> Path:
+    """The model's unit: ``<experiment>/<model>``, or ``<model>@<variant>`` when the sweep's
+    overrides name a variant (e.g. ``data.limit=16``)."""
+    exact = Path(results) / experiment / model
+    variants = sorted((Path(results) / experiment).glob(f"{model}@*"))
+    return exact if exact.is_dir() or not variants else variants[0]
+
+
 def _units(results: str, experiment: str, models: list[str]) -> dict[str, Path]:
-    return {model: Path(results) / experiment / model for model in models}
+    return {model: _unit(results, experiment, model) for model in models}
 
 
 def problems_complete(results: str, experiment: str, models: list[str], want: bool) -> list[str]:
@@ -37,7 +45,7 @@ def problems_same(
     if problems:
         return problems
     table = compare_results(a, b)
-    compared = set(table.loc[table.experiment == experiment, "model"])
+    compared = {m.split("@")[0] for m in table.loc[table.experiment == experiment, "model"]}
     problems = [f"{experiment}/{m}: no table compared" for m in models if m not in compared]
     differing = table[(table.max_abs_diff > tolerance) | ~table.same_nan]
     problems += [

@@ -175,7 +175,7 @@ grep -q "log $WORK/sweep_cancel/.submitit/${JOB}_1/${JOB}_1_0_log.err" "$WORK/ca
 echo "  reported: $(grep "SLURM job ${JOB}_1" "$WORK/cancel.log" | sed 's/^ *//')"
 
 step "rerun: only the cancelled unit recomputes"
-KEPT="$WORK/cancel/$EXPERIMENT/${MODEL_LIST[0]}"
+KEPT=$(ls -d "$WORK/cancel/$EXPERIMENT/${MODEL_LIST[0]}"* | head -n 1)  # <model>[@<variant>]
 before=$(cd "$KEPT" && find . -type f -printf '%p %T@\n' | sort | sha256sum)
 timeout 300 "$PYTHON" -m experiments.run "${SWEEP[@]}" "${SLURM[@]}" "results_dir=$WORK/cancel" \
   "hydra.sweep.dir=$WORK/sweep_rerun" >"$WORK/rerun.log" 2>&1 || fail "rerun failed: $(tail -n 5 "$WORK/rerun.log")"

@@ -59,3 +59,14 @@ def test_tiny_model_qk_norm_key_matches_the_loaded_model(name):
     cfg = OmegaConf.to_object(_compose("config", f"model={name}"))
     assert cfg.model.qk_norm is not None
     assert load_model(model_spec(cfg)).qk_norm == cfg.model.qk_norm
+
+
+def test_a_run_config_survives_pickling_as_a_cluster_job_does():
+    """submitit pickles the job's config: its schema classes must unpickle to themselves."""
+    import pickle
+
+    from experiments.config import ModelConf
+
+    cfg = OmegaConf.to_object(_compose("config", "model=tiny_llama", "experiment=measures"))
+    back = pickle.loads(pickle.dumps(cfg))
+    assert type(back.model) is ModelConf and back == cfg
