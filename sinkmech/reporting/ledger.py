@@ -515,34 +515,43 @@ MINIMAL_COMMAND = "python -m experiments.train_minimal minimal=paper"
 PAPER_SUCCESS_RATE = 0.4
 
 
+MINIMAL_CLAIM = "The minimal problem's mechanism emerges in training (Sec. 7, Fig. 7)"
+MINIMAL_PAPER = "emerges in at most 4 of 10 runs"
+
+
+def _emergence_row(
+    model: str, emerged: int, runs: int, detail: str, control: str, command: str
+) -> Row:
+    """The one verdict of the minimal problem: it emerges at all, and the success rate's
+    Wilson interval reaches down to the paper's 40%."""
+    low, high = wilson(emerged, runs)
+    emerges, rate_matches = emerged > 0, low <= PAPER_SUCCESS_RATE
+    return Row(
+        MINIMAL_CLAIM,
+        MINIMAL_PAPER,
+        model,
+        f"{emerged}/{runs} runs, {fmt(emerged / runs, low, high, pct=True)}{detail}",
+        control,
+        REPRODUCED if emerges and rate_matches else NOT_REPRODUCED,
+        ("emerges" if emerges else "never emerges")
+        + f"; interval {'includes' if rate_matches else 'lies above'} "
+        f"{PAPER_SUCCESS_RATE:.0%} (task details are our assumptions)",
+        command,
+    )
+
+
 def minimal_rule(tables: Tables) -> list[Row]:
-    claim = "The minimal problem's mechanism emerges in training (Sec. 7, Fig. 7)"
-    paper = "emerges in at most 4 of 10 runs"
     try:
         success = need(tables, "minimal_success", ("variant", "n_runs", "n_emerged"))
     except Missing as why:
-        return [_untestable(claim, paper, why, MINIMAL_COMMAND)]
-    rows = []
-    for _, run in success.iterrows():
-        low, high = wilson(run.n_emerged, run.n_runs)
-        emerges = run.n_emerged > 0
-        rate_matches = low <= PAPER_SUCCESS_RATE
-        rows.append(
-            Row(
-                claim,
-                paper,
-                f"minimal ({run.variant})",
-                f"{run.n_emerged}/{run.n_runs} runs, "
-                f"{fmt(run.n_emerged / run.n_runs, low, high, pct=True)}",
-                "SEP-blind baseline loss; equal-norm random edit of the tag",
-                REPRODUCED if emerges and rate_matches else NOT_REPRODUCED,
-                ("emerges" if emerges else "never emerges")
-                + f"; interval {'includes' if rate_matches else 'lies above'} "
-                f"{PAPER_SUCCESS_RATE:.0%} (task details are our assumptions)",
-                MINIMAL_COMMAND,
-            )
+        return [_untestable(MINIMAL_CLAIM, MINIMAL_PAPER, why, MINIMAL_COMMAND)]
+    control = "SEP-blind baseline loss; equal-norm random edit of the tag"
+    return [
+        _emergence_row(
+            f"minimal ({run.variant})", run.n_emerged, run.n_runs, "", control, MINIMAL_COMMAND
         )
-    return rows
+        for _, run in success.iterrows()
+    ]
 
 
 # The factor sweep (issue 15): the same rule on its strict criterion (tag removal hurts >= 5x an
@@ -554,38 +563,27 @@ SWEEP_COMMAND = (
 
 
 def minimal_sweep_rule(tables: Tables) -> list[Row]:
-    claim = "The minimal problem's mechanism emerges in training (Sec. 7, Fig. 7)"
-    paper = "emerges in at most 4 of 10 runs"
     try:
         sweep = need(tables, "minimal_sweep", ("cell", "n_runs", "n_emerged", "n_emerged_strict"))
     except Missing as why:
-        return [_untestable(claim, paper, why, SWEEP_COMMAND)]
+        return [_untestable(MINIMAL_CLAIM, MINIMAL_PAPER, why, SWEEP_COMMAND)]
     rate = sweep.n_emerged_strict / sweep.n_runs
     nearest = sweep.cell.iloc[int((rate - PAPER_SUCCESS_RATE).abs().to_numpy().argmin())]
+    control = "equal-variance edit orthogonal to the tag; tag-only patch"
     rows = []
     for cell in dict.fromkeys(["base", "paper_like", nearest]):
-        run = sweep[sweep.cell == cell]
-        if run.empty:
-            continue
-        run = run.iloc[0]
-        low, high = wilson(run.n_emerged_strict, run.n_runs)
-        emerges, rate_matches = run.n_emerged_strict > 0, low <= PAPER_SUCCESS_RATE <= high
-        rows.append(
-            Row(
-                claim,
-                paper,
-                f"minimal sweep, cell {cell} (strict)",
-                f"{run.n_emerged_strict}/{run.n_runs} runs strict "
-                f"{fmt(run.n_emerged_strict / run.n_runs, low, high, pct=True)}; "
-                f"{run.n_emerged}/{run.n_runs} on the old criterion",
-                "equal-variance edit orthogonal to the tag; tag-only patch",
-                REPRODUCED if emerges and rate_matches else NOT_REPRODUCED,
-                ("emerges" if emerges else "never emerges")
-                + f"; interval {'includes' if rate_matches else 'excludes'} "
-                f"{PAPER_SUCCESS_RATE:.0%} (task details are our assumptions)",
-                SWEEP_COMMAND,
+        for _, run in sweep[sweep.cell == cell].iterrows():
+            old = f" strict; {run.n_emerged}/{run.n_runs} on the old criterion"
+            rows.append(
+                _emergence_row(
+                    f"minimal sweep, cell {cell} (strict)",
+                    run.n_emerged_strict,
+                    run.n_runs,
+                    old,
+                    control,
+                    SWEEP_COMMAND,
+                )
             )
-        )
     return rows
 
 

@@ -254,6 +254,23 @@ def test_minimal_rule():
     }
 
 
+def test_minimal_sweep_rule_reads_the_strict_criterion_of_base_paper_like_and_nearest_cell():
+    sweep = pd.DataFrame(
+        dict(
+            cell=["base", "paper_like", "rare", "other"],
+            n_runs=10,
+            n_emerged=[10, 10, 10, 10],
+            n_emerged_strict=[10, 0, 4, 9],
+        )
+    )
+    verdicts = _verdicts(ledger.minimal_sweep_rule({"minimal_sweep": sweep}), "The minimal")
+    assert verdicts == {
+        "minimal sweep, cell base (strict)": ledger.NOT_REPRODUCED,
+        "minimal sweep, cell paper_like (strict)": ledger.NOT_REPRODUCED,
+        "minimal sweep, cell rare (strict)": ledger.REPRODUCED,
+    }
+
+
 def test_empty_tree_gives_only_untestable_rows():
     table = ledger.ledger({})
     assert len(table) == len(ledger.RULES)
