@@ -31,7 +31,7 @@ from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import classify
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import HookFn, pattern_name, run_hooked
-from sinkmech.mechanism.massive import next_token_losses
+from sinkmech.mechanism.losses import next_token_losses
 from sinkmech.mechanism.positions import attn_scores_name
 from sinkmech.mechanism.sinks import special_token_strings
 from sinkmech.models import LoadedModel

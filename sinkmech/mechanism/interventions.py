@@ -29,6 +29,7 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
+from sinkmech.mechanism.losses import prompt_losses
 from sinkmech.mechanism.sinks import (
     MIN_QUERIES,
     NULL_MARGIN,
@@ -130,16 +131,6 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
-def _next_token_loss(logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-    """Mean next-token cross-entropy per prompt over real positions, [batch]."""
-    tokens = batch.tokens.to(logits.device)
-    mask = batch.attention_mask.to(logits.device)[:, 1:]
-    losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none"
-    ).view(mask.shape)
-    return _masked_mean(losses, mask)
-
-
 def _kl(clean: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean KL(clean || edited) of the output distributions per prompt over real positions."""
     log_p = clean.float().log_softmax(-1)
@@ -206,8 +197,8 @@ def measure_edit(
     first_token = (scores[:, later, :, 0] - clean_scores[:, later, :, 0]).sum(dim=(1, 2)) / n_later
     if loaded.causal:
         loss_clean, loss_edited = (
-            _next_token_loss(clean_logits, batch),
-            _next_token_loss(logits, batch),
+            prompt_losses(clean_logits, batch),
+            prompt_losses(logits, batch),
         )
     else:
         loss_clean = loss_edited = torch.full((batch.tokens.shape[0],), float("nan"))

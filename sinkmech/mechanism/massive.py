@@ -20,6 +20,7 @@ import torch
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import HookFn, run_hooked
+from sinkmech.mechanism.losses import prompt_losses
 from sinkmech.mechanism.positions import (
     attention_sink_positions,
     position_kinds,
@@ -218,22 +219,6 @@ def _summary(rows: list[dict], model: str) -> pd.DataFrame:
     return summary.assign(model=model)
 
 
-def next_token_losses(logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-    """Next-token cross-entropy at every real (query, target) pair, [batch, pos - 1]; 0 where the
-    target is padding."""
-    tokens = batch.tokens.to(logits.device)
-    mask = batch.attention_mask.to(logits.device)[:, 1:].float()
-    losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none"
-    )
-    return losses.view(mask.shape) * mask
-
-
-def _prompt_loss(logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-    mask = batch.attention_mask.to(logits.device)[:, 1:].float()
-    return next_token_losses(logits, batch).sum(1) / mask.sum(1).clamp_min(1.0)
-
-
 def edit_layer(summary: pd.DataFrame) -> int:
     """Sun et al. edit where massive activations first appear; without any, the layer of the
     largest ratio to the median."""
@@ -283,7 +268,7 @@ def massive_interventions(
     frames = []
     for batch_index, batch in enumerate(batches):
         clean = run_hooked(loaded, batch, [])
-        loss_clean = _prompt_loss(clean, batch)
+        loss_clean = prompt_losses(clean, batch)
         hidden = {}
         run_hooked(loaded, batch, [(resid_post_name(layer), lambda h, hook: hidden.update(h=h))])
         targets = edit_targets(hidden["h"].float(), batch.attention_mask, settings)
@@ -294,7 +279,7 @@ def massive_interventions(
         )
         for mode in ("zero", "mean", "random_zero"):
             hook = _edit_hook(layer, mode, settings, batch.attention_mask, means)
-            loss = _prompt_loss(run_hooked(loaded, batch, [hook]), batch)
+            loss = prompt_losses(run_hooked(loaded, batch, [hook]), batch)
             frames.append(
                 pd.DataFrame(
                     {
