@@ -51,8 +51,9 @@ ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
     "probing": ("data.statements", "sinks", "experiment.probing"),
     **{name: ("data", f"experiment.{name}") for name in MEASURE_RUNNERS},
 }
-# Model keys that do not change results (placement only).
-_MODEL_UNHASHED = ("device", "n_devices")
+# Model keys that do not change results (placement, and the attention backend: the fused one
+# matches the hook reference to 1e-5 in float32, results/fused_exactness).
+_MODEL_UNHASHED = ("device", "n_devices", "attn_backend")
 _MAX_VARIANT = 60
 
 

@@ -8,12 +8,13 @@ extends its Sec. 4 (release/retrieval) with causal ablation and patching (App. K
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import (
@@ -41,14 +42,19 @@ from sinkmech.mechanism.sinks import (
     SinkCensus,
     SinkThresholds,
     check_prompt_lengths,
-    key_scores,
+    is_sink_score,
     layer_windows,
+    received_attention,
+    scores_from_received,
     special_token_strings,
     summarise,
 )
-from sinkmech.mechanism.tags import catch_table, control_keys, sink_mask, uniform_z
+from sinkmech.mechanism.tags import catch_rows, control_keys, uniform_z
 from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
 from sinkmech.models import LoadedModel
+
+# A sink key's column of attention, A[:, s], for (prompt, head, key) index tensors: [n, query].
+SinkAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -105,9 +111,10 @@ def _stream_pass(
 ) -> tuple[SinkCensus, list[HeadMoments], pd.DataFrame]:
     """One forward pass per batch feeding the sink census, z/sink/control moments and catch rows.
 
-    Each layer's pattern is reduced to key scores once; scores, sink masks, control keys,
-    uniform-attention outputs, moments and catch rows are computed inside the hooks on device,
-    and the layer's activations are dropped right after.
+    Each layer's attention is reduced to the attention each key receives (from the pattern hook,
+    or without a pattern by the fused backend, ``model.attn_backend=fused``); scores, sink masks,
+    control keys, uniform-attention outputs, moments and catch rows are computed per layer on
+    device, and the layer's activations are dropped right after.
     """
     d_head = output_weights(loaded, 0).shape[1]
     moments = [
@@ -132,36 +139,67 @@ def _stream_pass(
         nulls = NullCache(mask, loaded.causal)
         scores: dict[int, torch.Tensor] = {}
 
-        def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
-            pattern = acts["pattern"].float()
-            values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
+        def consume(
+            layer: int,
+            z: torch.Tensor,
+            values: torch.Tensor,
+            received: torch.Tensor,
+            sink_attention: SinkAttention,
+        ) -> None:
+            values = expand_kv_heads(values.float(), loaded.n_heads)
             window = windows[layer]
             null = nulls(window)
-            scores[layer] = key_scores(pattern, mask, loaded.causal, window, null)
-            sinks = sink_mask(
-                pattern,
-                mask,
-                loaded.causal,
-                settings.sink_threshold,
-                settings.min_queries,
-                scores=scores[layer],
-                null_margin=settings.null_margin,
-                null=null,
+            scores[layer] = scores_from_received(received.float(), mask, null)
+            sinks = (
+                is_sink_score(
+                    scores[layer],
+                    null,
+                    settings.sink_threshold,
+                    settings.null_margin,
+                    settings.min_queries,
+                )
+                & mask.bool()[:, None, :]
             )
             control = control_keys(sinks, mask, null.n_visible, settings.min_queries, generator)
             uniform = uniform_z(values, mask, loaded.causal, window)
-            moments[layer].update(acts["z"].float(), values, sinks, mask, control, uniform)
+            moments[layer].update(z.float(), values, sinks, mask, control, uniform)
             if not settings.collect_catch:
                 return
-            rows = catch_table(
-                pattern, mask, sinks, settings.catch_threshold, layer, null.n_visible
+            prompt, head, position = sinks.nonzero(as_tuple=True)
+            rows = catch_rows(
+                sink_attention(prompt, head, position),
+                prompt,
+                head,
+                position,
+                mask,
+                settings.catch_threshold,
+                layer,
+                null.n_visible,
             )
             if not rows.empty:
                 rows["prompt"] += batch_index * 10**6
                 catches.append(rows)
 
-        names = {"pattern": pattern_name, "values": value_name, "z": z_name}
-        run_hooked(loaded, batch, gather_per_layer(range(loaded.n_layers), names, consume))
+        if loaded.attn_backend == "fused":
+            fused_pass(
+                loaded,
+                batch,
+                lambda a: consume(a.layer, a.z, a.values, a.received, a.sink_attention),
+            )
+        else:
+
+            def from_hooks(layer: int, acts: dict[str, torch.Tensor]) -> None:
+                pattern = acts["pattern"].float()
+                consume(
+                    layer,
+                    acts["z"],
+                    acts["values"],
+                    received_attention(pattern, mask),
+                    lambda prompt, head, position: pattern[prompt, head, :, position],
+                )
+
+            names = {"pattern": pattern_name, "values": value_name, "z": z_name}
+            run_hooked(loaded, batch, gather_per_layer(range(loaded.n_layers), names, from_hooks))
         census.update(
             torch.stack([scores[l] for l in range(loaded.n_layers)], dim=1),
             batch,

@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
+from sinkmech.attention.backend import LayerAttention, fused_pass
 from sinkmech.data.prompts import TokenBatch, require_right_padding, short_prompts
 from sinkmech.data.tokens import CONTENT, FIRST, PUNCTUATION, SPECIAL, classify, surface
 from sinkmech.errors import ConfigError, PromptError
@@ -132,11 +133,30 @@ def key_scores(
     ``pattern`` is [batch, head, query, key]; ``attention_mask`` is [batch, seq], either padding
     side. Padded keys score 0; padded queries contribute nothing. ``null`` reuses ``key_null``.
     """
-    mask = attention_mask.to(pattern.dtype)
     null = null or key_null(attention_mask, causal, window)
+    return scores_from_received(received_attention(pattern, attention_mask), attention_mask, null)
+
+
+def received_attention(
+    pattern: Float[torch.Tensor, "batch head query key"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+) -> Float[torch.Tensor, "batch head key"]:
+    """sum over real queries of A[q, k]: [batch, head, key] (the fused backend computes the same
+    without the pattern, ``sinkmech.attention``)."""
+    mask = attention_mask.to(pattern.dtype)
     # mask @ pattern reads the pattern in place; an einsum over q would first copy the largest
     # tensor of the layer into a [b, h, k, q] layout (benchmarks/NOTES.md, optimisation D).
-    received = torch.matmul(mask[:, None, None, :], pattern).squeeze(2)
+    return torch.matmul(mask[:, None, None, :], pattern).squeeze(2)
+
+
+def scores_from_received(
+    received: Float[torch.Tensor, "batch head key"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    null: KeyNull,
+) -> Float[torch.Tensor, "batch head key"]:
+    """Key scores from received attention: divided by each key's visible real queries, padded
+    keys 0."""
+    mask = attention_mask.to(received.dtype)
     return received / null.n_visible.clamp_min(1.0)[:, None, :] * mask[:, None, :]
 
 
@@ -182,12 +202,21 @@ def capture_key_scores(
     """Key scores of every layer, [batch, layer, head, key], and the logits of one forward pass.
 
     Only the attention-pattern hooks are added (plus ``extra_hooks``, e.g. an intervention); each
-    pattern is reduced to scores inside its hook.
+    pattern is reduced to scores inside its hook. With ``model.attn_backend=fused`` and no extra
+    hooks the scores come from the fused backend and the logits are None (it runs no LM head).
     """
     mask = batch.attention_mask.to(loaded.device)
     nulls = NullCache(mask, loaded.causal)
     windows = layer_windows(loaded)
     per_layer: dict[int, torch.Tensor] = {}
+    if loaded.attn_backend == "fused" and not extra_hooks:
+
+        def reduce_fused(layer: LayerAttention) -> None:
+            null = nulls(windows[layer.layer])
+            per_layer[layer.layer] = scores_from_received(layer.received, mask, null)
+
+        fused_pass(loaded, batch, reduce_fused)
+        return torch.stack([per_layer[i] for i in range(loaded.n_layers)], dim=1), None
 
     def reduce(layer: int) -> HookFn:
         def hook(pattern: torch.Tensor, hook: object) -> None:

@@ -101,8 +101,25 @@ def catch_table(
     ``n_queries``. Vectorised over sinks: one device-to-host copy per call.
     """
     prompt, head, position = sinks.nonzero(as_tuple=True)
-    valid = attention_mask.bool()[prompt]  # [n, query]
     attention = pattern[prompt, head, :, position]  # [n, query]
+    return catch_rows(
+        attention, prompt, head, position, attention_mask, threshold, layer, n_visible
+    )
+
+
+def catch_rows(
+    attention: Float[torch.Tensor, "sink query"],
+    prompt: Int[torch.Tensor, " sink"],
+    head: Int[torch.Tensor, " sink"],
+    position: Int[torch.Tensor, " sink"],
+    attention_mask: torch.Tensor,
+    threshold: float,
+    layer: int,
+    n_visible: torch.Tensor,
+) -> pd.DataFrame:
+    """``catch_table`` from each sink's column of attention, A[:, s] per (prompt, head, key):
+    what the fused backend reads without a pattern (``LayerAttention.sink_attention``)."""
+    valid = attention_mask.bool()[prompt]  # [n, query]
     caught = (attention > threshold) & valid
     n_caught = caught.sum(-1)
     caught_mass = (attention * caught).sum(-1)

@@ -231,4 +231,5 @@ def describe(
         qk_norm=qk_norm,
         source=spec.source,
         untrained_head=untrained_head,
+        attn_backend=spec.attn_backend,
     )

@@ -19,6 +19,7 @@ from sinkmech.models.families import family_of
 
 Source = Literal["hub", "local", "minilm", "tiny", "minimal"]
 SOURCES: tuple[str, ...] = ("hub", "local", "minilm", "tiny", "minimal")
+ATTN_BACKENDS: tuple[str, ...] = ("hooks", "fused")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -44,6 +45,7 @@ class ModelSpec:
     device: str = "cpu"
     n_devices: int = 1
     seed: int = 0
+    attn_backend: str = "hooks"  # "hooks" (TransformerLens patterns, the reference) or "fused"
 
 
 @dataclass
@@ -59,6 +61,7 @@ class LoadedModel:
     qk_norm: bool
     source: str
     untrained_head: bool = False  # logits come from a randomly initialised head (e.g. MiniLM's)
+    attn_backend: str = "hooks"  # how streamed analyses read attention (sinkmech.attention)
 
     @property
     def n_layers(self) -> int:
@@ -107,5 +110,14 @@ def validate_spec(spec: ModelSpec) -> None:
             family_of(spec.family)
         except KeyError as err:
             raise ConfigError(str(err.args[0])) from None
+    if spec.attn_backend not in ATTN_BACKENDS:
+        raise ConfigError(
+            f"model.attn_backend={spec.attn_backend!r} is not one of {list(ATTN_BACKENDS)}"
+        )
+    if spec.attn_backend == "fused" and spec.source == "minimal":
+        raise ConfigError(
+            "model.attn_backend=fused needs a Hugging Face model; minimal-problem checkpoints "
+            "use attn_backend=hooks"
+        )
     if spec.n_devices < 1:
         raise ConfigError(f"model.n_devices must be >= 1, got {spec.n_devices}")

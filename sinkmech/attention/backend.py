@@ -1,0 +1,164 @@
+"""The fused backend inside a Hugging Face model: an attention function registered with
+transformers' ``AttentionInterface`` that returns the layer's output like SDPA does and hands the
+suite's statistics (``LayerAttention``) to a callback, with no [T, T] pattern anywhere.
+
+The TransformerLens bridge replaces each attention module with its own eager implementation, so
+a fused pass runs the wrapped Hugging Face model with the bridge's components swapped back to the
+originals (``plain_model``) and restores them afterwards; hooks are not used on this path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+from sinkmech.attention import ops
+from sinkmech.attention.span import AttentionSpan
+from sinkmech.data.prompts import TokenBatch
+from sinkmech.models import LoadedModel
+
+NAME = "sinkmech_fused"
+BACKENDS = ("hooks", "fused")
+
+
+@dataclass
+class LayerAttention:
+    """One layer's attention, reduced: what the sink census, tags and variance need.
+
+    ``z`` is [batch, T, head, d_head] (``hook_z``'s layout), ``values`` [batch, T, kv_head, d_head]
+    (``hook_v``'s), ``received`` [batch, head, T] the attention each key receives from the real
+    queries that see it; ``q``, ``k``, ``lse`` stay on the device so the attention of a few sink
+    keys can be read back (``sink_attention``).
+    """
+
+    layer: int
+    z: torch.Tensor
+    values: torch.Tensor
+    received: torch.Tensor
+    span: AttentionSpan
+    q: torch.Tensor
+    k: torch.Tensor
+    lse: torch.Tensor
+    scale: float
+
+    def sink_attention(
+        self, prompt: torch.Tensor, head: torch.Tensor, position: torch.Tensor
+    ) -> torch.Tensor:
+        """A[:, s] of each (prompt, head, key) triple, [n, T] (0 where not visible)."""
+        return ops.sink_attention(
+            self.q, self.k, self.lse, self.scale, self.span, prompt, head, position
+        )
+
+
+_consumer: list[Callable[[LayerAttention], None]] = []
+
+
+def fused_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    sliding_window: int | None = None,
+    is_causal: bool | None = None,
+    softcap: float | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: query [batch, head, T, d], key/value [batch, kv_head, T, d],
+    ``attention_mask`` the 2-D padding mask (or None); returns [batch, T, head, d] as SDPA does."""
+    if not _consumer:
+        raise RuntimeError(f"attention {NAME!r} runs only inside sinkmech.attention.fused_pass")
+    if softcap is not None or dropout:
+        raise NotImplementedError(f"{NAME}: logit soft-capping and dropout are not supported")
+    causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
+    token_mask = None if attention_mask is None else attention_mask.bool()
+    span = AttentionSpan(causal, sliding_window, token_mask)
+    scale = float(scaling if scaling is not None else query.shape[-1] ** -0.5)
+    out, lse = ops.attention_with_lse(query, key, value, scale, span)
+    z = out.transpose(1, 2)
+    _consumer[-1](
+        LayerAttention(
+            layer=int(module.layer_idx),
+            z=z,
+            values=value.transpose(1, 2),
+            received=ops.received_attention(query, key, lse, scale, span),
+            span=span,
+            q=query,
+            k=key,
+            lse=lse,
+            scale=scale,
+        )
+    )
+    return z.contiguous(), None
+
+
+AttentionInterface.register(NAME, fused_attention)
+# The mask interface hands the function the 2-D padding mask (None without padding), never a
+# [T, T] mask: what flash-attention implementations receive.
+AttentionMaskInterface.register(NAME, flash_attention_mask)
+
+
+@contextlib.contextmanager
+def plain_model(bridge: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The bridge's Hugging Face model with every bridge component swapped back to the module it
+    wraps (``_original_component``), restored on exit."""
+    model = bridge.original_model
+    swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def unwrap(parent: torch.nn.Module) -> None:
+        for name, child in list(parent._modules.items()):
+            while child is not None and getattr(child, "_original_component", None) is not None:
+                swaps.append((parent, name, child))
+                child = child._original_component
+                parent._modules[name] = child
+            if child is not None:
+                unwrap(child)
+
+    unwrap(model)
+    try:
+        yield model
+    finally:
+        for parent, name, child in reversed(swaps):
+            parent._modules[name] = child
+
+
+@contextlib.contextmanager
+def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None]:
+    """Set ``_attn_implementation`` on every config of ``model`` (text sub-configs included)."""
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
+    configs = {k: c for k, c in configs.items() if hasattr(c, "_attn_implementation")}
+    before = {k: c._attn_implementation for k, c in configs.items()}
+    try:
+        for config in configs.values():
+            config._attn_implementation = name
+        yield
+    finally:
+        for k, config in configs.items():
+            config._attn_implementation = before[k]
+
+
+def fused_pass(
+    loaded: LoadedModel, batch: TokenBatch, on_layer: Callable[[LayerAttention], None]
+) -> None:
+    """One forward pass of ``loaded`` over ``batch`` through the fused backend, calling
+    ``on_layer`` once per attention layer. Runs the base model (no LM head: the statistics need
+    no logits, which at long context would dwarf everything else) without a KV cache."""
+    batch = batch.to(loaded.device)
+    with (
+        torch.inference_mode(),
+        plain_model(loaded.model) as model,
+        attention_implementation(model, NAME),
+    ):
+        _consumer.append(on_layer)
+        try:
+            kwargs = {"use_cache": False} if loaded.causal else {}
+            model.base_model(input_ids=batch.tokens, attention_mask=batch.attention_mask, **kwargs)
+        finally:
+            _consumer.pop()

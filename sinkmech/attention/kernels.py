@@ -1,0 +1,326 @@
+"""Triton kernels of the fused backend (GPU): attention forward with log-sum-exp, and the
+received-attention (column-sum) pass. Same algorithm as ``tiled``; see that module.
+
+Both read the grouped-query layout directly (query head h reads kv head h // group), take padding
+as a [batch, T] token mask and sliding windows as |q - k| < window, and accumulate in float32.
+The forward is used where PyTorch's flash kernel cannot serve (float32, padding, windows).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _visible(
+    offs_m,
+    offs_n,
+    length,
+    window,
+    mask_row,
+    CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+):
+    visible = (offs_m[:, None] < length) & (offs_n[None, :] < length)
+    if CAUSAL:
+        visible &= offs_m[:, None] >= offs_n[None, :]
+    if HAS_WINDOW:
+        offset = offs_m[:, None] - offs_n[None, :]
+        visible &= (offset < window) & (offset > -window)
+    if HAS_MASK:
+        real_m = tl.load(mask_row + offs_m, mask=offs_m < length, other=0) != 0
+        real_n = tl.load(mask_row + offs_n, mask=offs_n < length, other=0) != 0
+        visible &= real_m[:, None] & real_n[None, :]
+    return visible
+
+
+@triton.jit
+def _forward_kernel(
+    Q,
+    K,
+    V,
+    OUT,
+    LSE,
+    MASK,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    svb,
+    svh,
+    svt,
+    sob,
+    soh,
+    sot,
+    slb,
+    slh,
+    smb,
+    heads,
+    group,
+    length,
+    window,
+    scale_log2,
+    CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_D: tl.constexpr,
+):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    kvh = h // group
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_D)
+    q = tl.load(
+        Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :],
+        mask=offs_m[:, None] < length,
+        other=0.0,
+    )
+    best = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_D], tl.float32)
+    lo = 0
+    hi = length
+    if CAUSAL:
+        hi = start_m + BLOCK_M
+    if HAS_WINDOW:
+        lo = start_m - window + 1
+        if lo < 0:
+            lo = 0
+        lo = lo - lo % BLOCK_N
+        if not CAUSAL:
+            hi = start_m + BLOCK_M + window - 1
+    if hi > length:
+        hi = length
+    mask_row = MASK + b * smb
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(
+            K + b * skb + kvh * skh + offs_n[:, None] * skt + offs_d[None, :],
+            mask=offs_n[:, None] < length,
+            other=0.0,
+        )
+        v = tl.load(
+            V + b * svb + kvh * svh + offs_n[:, None] * svt + offs_d[None, :],
+            mask=offs_n[:, None] < length,
+            other=0.0,
+        )
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = s * scale_log2
+        visible = _visible(offs_m, offs_n, length, window, mask_row, CAUSAL, HAS_WINDOW, HAS_MASK)
+        s = tl.where(visible, s, float("-inf"))
+        new_best = tl.maximum(best, tl.max(s, 1))
+        safe = tl.where(new_best == float("-inf"), 0.0, new_best)
+        p = tl.exp2(s - safe[:, None])
+        rescale = tl.exp2(best - safe)
+        total = total * rescale + tl.sum(p, 1)
+        if IEEE:
+            pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
+        else:
+            pv = tl.dot(p.to(v.dtype), v)
+        acc = acc * rescale[:, None] + pv
+        best = new_best
+    seen = total > 0
+    out = tl.where(seen[:, None], acc / tl.where(seen, total, 1.0)[:, None], 0.0)
+    lse = tl.where(seen, (best + tl.log2(tl.where(seen, total, 1.0))) / 1.4426950408889634, 0.0)
+    tl.store(
+        OUT + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :],
+        out.to(OUT.dtype.element_ty),
+        mask=offs_m[:, None] < length,
+    )
+    tl.store(LSE + b * slb + h * slh + offs_m, lse, mask=offs_m < length)
+
+
+@triton.jit
+def _received_kernel(
+    Q,
+    K,
+    LSE,
+    OUT,
+    MASK,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    slb,
+    slh,
+    sob,
+    soh,
+    smb,
+    heads,
+    group,
+    length,
+    window,
+    scale_log2,
+    CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_D: tl.constexpr,
+):
+    start_n = tl.program_id(0) * BLOCK_N
+    bh = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    kvh = h // group
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_D)
+    k = tl.load(
+        K + b * skb + kvh * skh + offs_n[:, None] * skt + offs_d[None, :],
+        mask=offs_n[:, None] < length,
+        other=0.0,
+    )
+    received = tl.zeros([BLOCK_N], tl.float32)
+    lo = 0
+    hi = length
+    if CAUSAL:
+        lo = start_n - start_n % BLOCK_M
+    if HAS_WINDOW:
+        if not CAUSAL:
+            lo = start_n - window + 1
+            if lo < 0:
+                lo = 0
+            lo = lo - lo % BLOCK_M
+        hi = start_n + BLOCK_N + window - 1
+        if hi > length:
+            hi = length
+    mask_row = MASK + b * smb
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = tl.load(
+            Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :],
+            mask=offs_m[:, None] < length,
+            other=0.0,
+        )
+        lse = tl.load(LSE + b * slb + h * slh + offs_m, mask=offs_m < length, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        p = tl.exp2(s * scale_log2 - lse[:, None] * 1.4426950408889634)
+        visible = _visible(offs_m, offs_n, length, window, mask_row, CAUSAL, HAS_WINDOW, HAS_MASK)
+        received += tl.sum(tl.where(visible, p, 0.0), 0)
+    tl.store(OUT + b * sob + h * soh + offs_n, received, mask=offs_n < length)
+
+
+def _launch_args(q: torch.Tensor, k: torch.Tensor, token_mask: torch.Tensor | None):
+    if q.shape[-1] not in (16, 32, 64, 128, 256) or q.stride(-1) != 1 or k.stride(-1) != 1:
+        raise ValueError(f"fused kernels need a contiguous head dim in (16..256), got {q.shape}")
+    mask = token_mask if token_mask is not None else torch.ones(1, 1, device=q.device)
+    mask = mask.to(torch.int8).contiguous()
+    return mask, (mask.stride(0) if token_mask is not None else 0)
+
+
+def _blocks(head_dim: int, ieee: bool) -> dict[str, int]:
+    """Tile sizes: float32 tiles are twice the bytes, so halve them."""
+    if ieee or head_dim > 128:
+        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+    return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}
+
+
+def forward_with_lse(q, k, v, scale, causal, window, token_mask):
+    """Output [batch, head, T, d] (q's dtype) and lse [batch, head, T] (float32)."""
+    batch, heads, length, head_dim = q.shape
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    mask, smb = _launch_args(q, k, token_mask)
+    out = torch.empty_like(q)
+    lse = torch.empty(batch, heads, length, device=q.device, dtype=torch.float32)
+    ieee = q.dtype == torch.float32
+    blocks = _blocks(head_dim, ieee)
+    grid = (triton.cdiv(length, blocks["BLOCK_M"]), batch * heads)
+    _forward_kernel[grid](
+        q,
+        k,
+        v,
+        out,
+        lse,
+        mask,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        lse.stride(0),
+        lse.stride(1),
+        smb,
+        heads,
+        heads // k.shape[1],
+        length,
+        window or 0,
+        scale * LOG2E,
+        CAUSAL=causal,
+        HAS_WINDOW=window is not None,
+        HAS_MASK=token_mask is not None,
+        IEEE=ieee,
+        HEAD_D=head_dim,
+        **blocks,
+    )
+    return out, lse
+
+
+def received_attention(q, k, lse, scale, causal, window, token_mask):
+    """sum over real visible queries of A[q, k]: [batch, head, T] float32."""
+    batch, heads, length, head_dim = q.shape
+    q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+    lse = lse.contiguous()
+    mask, smb = _launch_args(q, k, token_mask)
+    out = torch.empty(batch, heads, length, device=q.device, dtype=torch.float32)
+    ieee = q.dtype == torch.float32
+    blocks = _blocks(head_dim, ieee)
+    blocks = {**blocks, "BLOCK_M": blocks["BLOCK_N"], "BLOCK_N": blocks["BLOCK_M"]}
+    grid = (triton.cdiv(length, blocks["BLOCK_N"]), batch * heads)
+    _received_kernel[grid](
+        q,
+        k,
+        lse,
+        out,
+        mask,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        lse.stride(0),
+        lse.stride(1),
+        out.stride(0),
+        out.stride(1),
+        smb,
+        heads,
+        heads // k.shape[1],
+        length,
+        window or 0,
+        scale * LOG2E,
+        CAUSAL=causal,
+        HAS_WINDOW=window is not None,
+        HAS_MASK=token_mask is not None,
+        IEEE=ieee,
+        HEAD_D=head_dim,
+        **blocks,
+    )
+    return out

@@ -1,0 +1,86 @@
+"""The fused algorithm's three operations, dispatched by device: Triton kernels (and PyTorch's
+flash kernel where it serves) on CUDA, the pure-torch tiled reference elsewhere."""
+
+from __future__ import annotations
+
+import torch
+
+from sinkmech.attention import tiled
+from sinkmech.attention.span import AttentionSpan
+
+# Rows of queries per chunk when reading the attention of individual sink keys.
+SINK_ROW_CHUNK = 16384
+
+
+def _flash_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool):
+    """PyTorch's flash-attention kernel, which also returns the log-sum-exp (half precision, no
+    padding, no window). Grouped-query heads are expanded if the kernel does not take them."""
+    flash = torch.ops.aten._scaled_dot_product_flash_attention
+    if k.shape[1] != q.shape[1]:
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    out, lse = flash(q, k, v, 0.0, causal, False, scale=scale)[:2]
+    return out, lse[..., : q.shape[2]].float()
+
+
+def attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, span: AttentionSpan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention output [batch, head, T, d] and per-query log-sum-exp [batch, head, T]."""
+    if not q.is_cuda:
+        return tiled.forward_with_lse(q, k, v, scale, span)
+    if (
+        span.token_mask is None
+        and span.window is None
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and q.shape[-1] <= 256
+    ):
+        return _flash_with_lse(q, k, v, scale, span.causal)
+    from sinkmech.attention import kernels
+
+    return kernels.forward_with_lse(q, k, v, scale, span.causal, span.window, span.token_mask)
+
+
+def received_attention(
+    q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, scale: float, span: AttentionSpan
+) -> torch.Tensor:
+    """sum_q A[q, k] over the real queries that see k: [batch, head, T] float32."""
+    if not q.is_cuda:
+        return tiled.received_attention(q, k, lse, scale, span)
+    from sinkmech.attention import kernels
+
+    return kernels.received_attention(q, k, lse, scale, span.causal, span.window, span.token_mask)
+
+
+def sink_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    span: AttentionSpan,
+    prompt: torch.Tensor,
+    head: torch.Tensor,
+    position: torch.Tensor,
+) -> torch.Tensor:
+    """A[:, s] for a few (prompt, head, key) triples: [n, T] float32, 0 where the query cannot
+    see the key. A[i, s] = exp(q_i . k_s * scale - lse_i), read in chunks of queries."""
+    length = q.shape[2]
+    group = q.shape[1] // k.shape[1]
+    keys = k[prompt, head // group, position].float()  # [n, d]
+    rows = torch.empty(len(prompt), length, dtype=torch.float32, device=q.device)
+    for start in range(0, length, SINK_ROW_CHUNK):
+        stop = min(start + SINK_ROW_CHUNK, length)
+        q_rows = q[prompt, head, start:stop].float()  # [n, chunk, d]
+        scores = torch.einsum("ncd,nd->nc", q_rows, keys) * scale
+        rows[:, start:stop] = torch.exp(scores - lse[prompt, head, start:stop])
+    queries = torch.arange(length, device=q.device)
+    offset = queries[None, :] - position[:, None]
+    visible = torch.ones_like(offset, dtype=torch.bool)
+    if span.causal:
+        visible &= offset >= 0
+    if span.window is not None:
+        visible &= offset.abs() < span.window
+    if span.token_mask is not None:
+        visible &= span.token_mask[prompt].bool()
+        visible &= span.token_mask[prompt, position].bool()[:, None]
+    return rows * visible
