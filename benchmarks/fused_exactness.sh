@@ -5,13 +5,13 @@
 #   bash benchmarks/fused_exactness.sh OUT_DIR
 set -uo pipefail
 out=${1:?usage: fused_exactness.sh OUT_DIR}
-models=tiny_gpt2,tiny_llama,tiny_qwen2,tiny_qwen3,tiny_olmo2,tiny_gemma3,minilm,ladder_s_qknorm,ladder_s_noqknorm
+models=${MODELS:-tiny_gpt2,tiny_llama,tiny_qwen2,tiny_qwen3,tiny_olmo2,tiny_gemma3,minilm,ladder_s_qknorm,ladder_s_noqknorm}
 mkdir -p "$out"
 status=0
 for dtype in float32 bfloat16; do
   tolerance=$([ "$dtype" = float32 ] && echo 1e-5 || echo 1e-2)
   for backend in hooks fused; do
-    python -m experiments.run -m experiment=ctr "model=$models" model.device=cuda data.limit=16 \
+    python -m experiments.run -m experiment=ctr "model=$models" model.device=cuda data.limit=16 logging.mode=disabled \
       "model.dtype=$dtype" "model.attn_backend=$backend" "results_dir=$out/$dtype/$backend" \
       hydra.sweep.dir=/tmp/multirun >"$out/run_${dtype}_${backend}.log" 2>&1 || status=1
     tail -3 "$out/run_${dtype}_${backend}.log"
