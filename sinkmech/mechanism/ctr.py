@@ -19,6 +19,7 @@ from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
     gather_per_layer,
+    layer_device,
     output_weights,
     pattern_name,
     run_hooked,
@@ -107,12 +108,14 @@ def _stream_pass(
 
     Each layer's pattern is reduced to key scores once; scores, sink masks, control keys,
     uniform-attention outputs, moments and catch rows are computed inside the hooks on device,
-    and the layer's activations are dropped right after.
+    and the layer's activations are dropped right after. On a model split over GPUs
+    (``model.n_devices``) each layer's work and moments stay on that layer's device; only key
+    scores move to the first device (the census), and control keys are drawn there.
     """
     d_head = output_weights(loaded, 0).shape[1]
     moments = [
-        HeadMoments(loaded.n_heads, d_head, loaded.device, settings.n_prompt_groups)
-        for _ in range(loaded.n_layers)
+        HeadMoments(loaded.n_heads, d_head, layer_device(loaded, layer), settings.n_prompt_groups)
+        for layer in range(loaded.n_layers)
     ]
     thresholds = settings.thresholds()
     census = SinkCensus(
@@ -135,26 +138,27 @@ def _stream_pass(
         def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
             pattern = acts["pattern"].float()
             values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
-            window = windows[layer]
-            null = nulls(window)
-            scores[layer] = key_scores(pattern, mask, loaded.causal, window, null)
+            window, device = windows[layer], pattern.device
+            null, here = nulls.on(window, device), nulls.mask_on(device)
+            layer_scores = key_scores(pattern, here, loaded.causal, window, null)
+            scores[layer] = layer_scores.to(mask.device)
             sinks = sink_mask(
                 pattern,
-                mask,
+                here,
                 loaded.causal,
                 settings.sink_threshold,
                 settings.min_queries,
-                scores=scores[layer],
+                scores=layer_scores,
                 null_margin=settings.null_margin,
                 null=null,
             )
-            control = control_keys(sinks, mask, null.n_visible, settings.min_queries, generator)
-            uniform = uniform_z(values, mask, loaded.causal, window)
-            moments[layer].update(acts["z"].float(), values, sinks, mask, control, uniform)
+            control = control_keys(sinks, here, null.n_visible, settings.min_queries, generator)
+            uniform = uniform_z(values, here, loaded.causal, window)
+            moments[layer].update(acts["z"].float(), values, sinks, here, control, uniform)
             if not settings.collect_catch:
                 return
             rows = catch_table(
-                pattern, mask, sinks, settings.catch_threshold, layer, null.n_visible
+                pattern, here, sinks, settings.catch_threshold, layer, null.n_visible
             )
             if not rows.empty:
                 rows["prompt"] += batch_index * 10**6
