@@ -150,22 +150,21 @@ def _batches(loaded, n=4, size=2):
     return list(iter_batches(loaded.tokenizer, load_prompts(limit=n), size, 128, loaded.causal))
 
 
-@pytest.mark.parametrize("family", ["llama", "minilm"])
-def test_ctr_tables_of_a_split_model_equal_one_device(family, tiny, minilm, split):
+def test_ctr_tables_of_a_split_model_equal_one_device(tiny, split):
     """Sinks, catch, variance (control keys drawn on the first device), release and interventions
-    (edits applied on the second device) of a split model are the one-device tables."""
-    loaded = minilm if family == "minilm" else tiny(family)
-    settings = CTRSettings(top_heads=1, intervention_batches=1, n_random=4, min_prompt_tokens=8)
-    if family != "minilm":  # random tiny weights: low thresholds so there are sinks to tag
-        settings = CTRSettings(
-            top_heads=2,
-            intervention_batches=1,
-            n_random=4,
-            min_prompt_tokens=8,
-            sink_threshold=0.05,
-            null_margin=1.0,
-            min_occurrences=1,
-        )
+    (edits applied on the second device) of a split model are the one-device tables (tiny Llama:
+    causal, grouped-query; random weights, so low thresholds give sinks to tag)."""
+    loaded = tiny("llama")
+    settings = CTRSettings(
+        top_heads=1,
+        intervention_batches=1,
+        n_random=4,
+        n_prompt_groups=2,
+        min_prompt_tokens=8,
+        sink_threshold=0.05,
+        null_margin=1.0,
+        min_occurrences=1,
+    )
     batches = _batches(loaded)
     one = analyse_ctr(loaded, batches, settings)
     census = detect_sinks(loaded, batches, settings.thresholds())
