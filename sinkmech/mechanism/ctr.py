@@ -20,6 +20,7 @@ from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
     gather_per_layer,
+    layer_device,
     output_weights,
     pattern_name,
     run_hooked,
@@ -114,12 +115,14 @@ def _stream_pass(
     Each layer's attention is reduced to the attention each key receives (from the pattern hook,
     or without a pattern by the fused backend, ``model.attn_backend=fused``); scores, sink masks,
     control keys, uniform-attention outputs, moments and catch rows are computed per layer on
-    device, and the layer's activations are dropped right after.
+    device, and the layer's activations are dropped right after. On a model split over GPUs
+    (``model.n_devices``) each layer's work and moments stay on that layer's device; only key
+    scores move to the first device (the census), and control keys are drawn there.
     """
     d_head = output_weights(loaded, 0).shape[1]
     moments = [
-        HeadMoments(loaded.n_heads, d_head, loaded.device, settings.n_prompt_groups)
-        for _ in range(loaded.n_layers)
+        HeadMoments(loaded.n_heads, d_head, layer_device(loaded, layer), settings.n_prompt_groups)
+        for layer in range(loaded.n_layers)
     ]
     thresholds = settings.thresholds()
     census = SinkCensus(
@@ -147,22 +150,23 @@ def _stream_pass(
             sink_attention: SinkAttention,
         ) -> None:
             values = expand_kv_heads(values.float(), loaded.n_heads)
-            window = windows[layer]
-            null = nulls(window)
-            scores[layer] = scores_from_received(received.float(), mask, null)
+            window, device = windows[layer], z.device
+            null, here = nulls.on(window, device), nulls.mask_on(device)
+            layer_scores = scores_from_received(received.float(), here, null)
+            scores[layer] = layer_scores.to(mask.device)
             sinks = (
                 is_sink_score(
-                    scores[layer],
+                    layer_scores,
                     null,
                     settings.sink_threshold,
                     settings.null_margin,
                     settings.min_queries,
                 )
-                & mask.bool()[:, None, :]
+                & here.bool()[:, None, :]
             )
-            control = control_keys(sinks, mask, null.n_visible, settings.min_queries, generator)
-            uniform = uniform_z(values, mask, loaded.causal, window)
-            moments[layer].update(z.float(), values, sinks, mask, control, uniform)
+            control = control_keys(sinks, here, null.n_visible, settings.min_queries, generator)
+            uniform = uniform_z(values, here, loaded.causal, window)
+            moments[layer].update(z.float(), values, sinks, here, control, uniform)
             if not settings.collect_catch:
                 return
             prompt, head, position = sinks.nonzero(as_tuple=True)
@@ -171,7 +175,7 @@ def _stream_pass(
                 prompt,
                 head,
                 position,
-                mask,
+                here,
                 settings.catch_threshold,
                 layer,
                 null.n_visible,
@@ -194,7 +198,7 @@ def _stream_pass(
                     layer,
                     acts["z"],
                     acts["values"],
-                    received_attention(pattern, mask),
+                    received_attention(pattern, nulls.mask_on(pattern.device)),
                     lambda prompt, head, position: pattern[prompt, head, :, position],
                 )
 

@@ -48,6 +48,12 @@ def output_weights(loaded: LoadedModel, layer: int) -> torch.Tensor:
     return loaded.model.blocks[layer].attn.W_O.detach()
 
 
+def layer_device(loaded: LoadedModel, layer: int) -> torch.device:
+    """Device a layer's activations live on: its weights' (a model split over GPUs with
+    ``model.n_devices`` runs each layer where its weights are)."""
+    return output_weights(loaded, layer).device
+
+
 def run_hooked(
     loaded: LoadedModel, batch: TokenBatch, fwd_hooks: Sequence[tuple[str, HookFn]]
 ) -> torch.Tensor:

@@ -57,7 +57,8 @@ class TagEditSpec:
 
 
 def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> torch.Tensor:
-    """z_tag of ``spec.heads`` in ``spec.layer``, [batch, query, len(heads), d_head].
+    """z_tag of ``spec.heads`` in ``spec.layer``, [batch, query, len(heads), d_head], on the
+    layer's device (where ``tag_edit_hooks`` uses it).
 
     Edits of a layer's z never change that layer's own pattern or values, so tags captured in
     this observation pass are exactly those the edited pass would compute (and BERT's bridge fires
@@ -72,7 +73,7 @@ def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> t
         values = expand_kv_heads(acts["values"], loaded.n_heads)[:, :, heads].float()
         sinks = sink_mask(
             pattern,
-            mask,
+            mask.to(pattern.device),
             loaded.causal,
             spec.threshold,
             spec.min_queries,
@@ -114,8 +115,9 @@ def tag_edit_hooks(
             edited[:, :, heads] = z[:, :, heads] - tag
         elif spec.mode == "random":
             direction = _random_in_head_space(loaded, spec).to(z.device, z.dtype)  # [k, d]
-            tag_norm = torch.einsum("bqkd,kdm->bqkm", tag, w_o.to(z.dtype)).norm(dim=-1)
-            unit_out_norm = torch.einsum("kd,kdm->km", direction, w_o.to(z.dtype)).norm(dim=-1)
+            w = w_o.to(z.device, z.dtype)
+            tag_norm = torch.einsum("bqkd,kdm->bqkm", tag, w).norm(dim=-1)
+            unit_out_norm = torch.einsum("kd,kdm->km", direction, w).norm(dim=-1)
             scale = tag_norm / unit_out_norm.clamp_min(1e-12)
             edited[:, :, heads] = z[:, :, heads] - scale[..., None] * direction
         else:

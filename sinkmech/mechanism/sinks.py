@@ -185,15 +185,39 @@ def layer_windows(loaded: LoadedModel) -> list[int | None]:
 
 
 class NullCache:
-    """``key_null`` of one batch per distinct window, computed on first use."""
+    """``key_null`` of one batch per distinct window, computed on first use on the mask's device.
+
+    ``on`` gives copies on another device (a model split over GPUs runs later layers there):
+    computed once, moved once per (window, device), so no layer recomputes the [batch, T, T]
+    visibility it needs.
+    """
 
     def __init__(self, attention_mask: torch.Tensor, causal: bool) -> None:
         self.mask, self.causal, self._cache = attention_mask, causal, {}
+        self._moved: dict[tuple[int | None, torch.device], KeyNull] = {}
+        self._masks: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, window: int | None) -> KeyNull:
         if window not in self._cache:
             self._cache[window] = key_null(self.mask, self.causal, window)
         return self._cache[window]
+
+    def on(self, window: int | None, device: torch.device) -> KeyNull:
+        """The null of ``window`` on ``device``."""
+        if device == self.mask.device:
+            return self(window)
+        if (window, device) not in self._moved:
+            null = self(window)
+            self._moved[window, device] = KeyNull(null.n_visible.to(device), null.null.to(device))
+        return self._moved[window, device]
+
+    def mask_on(self, device: torch.device) -> torch.Tensor:
+        """The batch's attention mask on ``device`` (moved once)."""
+        if device == self.mask.device:
+            return self.mask
+        if device not in self._masks:
+            self._masks[device] = self.mask.to(device)
+        return self._masks[device]
 
 
 def capture_key_scores(
@@ -212,8 +236,10 @@ def capture_key_scores(
     if loaded.attn_backend == "fused" and not extra_hooks:
 
         def reduce_fused(layer: LayerAttention) -> None:
-            null = nulls(windows[layer.layer])
-            per_layer[layer.layer] = scores_from_received(layer.received, mask, null)
+            device = layer.received.device
+            null = nulls.on(windows[layer.layer], device)
+            scores = scores_from_received(layer.received, nulls.mask_on(device), null)
+            per_layer[layer.layer] = scores.to(mask.device)
 
         fused_pass(loaded, batch, reduce_fused)
         return torch.stack([per_layer[i] for i in range(loaded.n_layers)], dim=1), None
@@ -221,11 +247,11 @@ def capture_key_scores(
     def reduce(layer: int) -> HookFn:
         def hook(pattern: torch.Tensor, hook: object) -> None:
             window = windows[layer]
-            # A model split over GPUs (model.n_devices) runs later layers on other devices.
-            # The cached null lives on the first device; other devices recompute it.
+            # A model split over GPUs (model.n_devices) runs later layers on other devices:
+            # scores are computed where the pattern is and gathered on the first device.
             device = pattern.device
-            null = nulls(window) if device == mask.device else None
-            scores = key_scores(pattern.float(), mask.to(device), loaded.causal, window, null)
+            null = nulls.on(window, device)
+            scores = key_scores(pattern.float(), nulls.mask_on(device), loaded.causal, window, null)
             per_layer[layer] = scores.to(mask.device)
 
         return hook

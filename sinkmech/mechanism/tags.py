@@ -155,9 +155,11 @@ def control_keys(
     For each prompt and head, as many keys as it has sinks, drawn uniformly from the real keys
     that are not sinks and are seen by at least ``min_queries`` queries (fewer if there are not
     enough). Their value directions are the tag's "any key would do" baseline. On device, no sync.
+    The numbers are drawn on the generator's device and moved, so a layer placed on another GPU
+    (``model.n_devices``) gets the same keys as on one GPU.
     """
     eligible = ~sinks & (attention_mask.bool() & (n_visible >= min_queries))[:, None, :]
-    draw = torch.rand(sinks.shape, device=sinks.device, generator=generator)
+    draw = torch.rand(sinks.shape, device=generator.device, generator=generator).to(sinks.device)
     draw = torch.where(eligible, draw, torch.full_like(draw, -1.0))
     order = draw.argsort(dim=-1, descending=True).argsort(dim=-1)  # rank of each key's draw
     return eligible & (order < sinks.sum(-1, keepdim=True))

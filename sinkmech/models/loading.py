@@ -21,7 +21,7 @@ import transformers
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
-from sinkmech.errors import CheckpointError, ModelUnavailableError
+from sinkmech.errors import CheckpointError, ConfigError, ModelUnavailableError
 from sinkmech.models.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
 from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, resolve_path, validate_spec
 
@@ -196,9 +196,35 @@ def _build_tiny(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     return model_class(config).to(dtype)
 
 
+def split_over_gpus(hf_model: torch.nn.Module, n_devices: int) -> torch.nn.Module:
+    """Place a loaded Hugging Face module's layers over ``n_devices`` GPUs in place, as
+    ``TransformerBridge.boot_transformers(n_devices=N)`` places a hub model: accelerate's
+    "balanced" device map (whole decoder layers per GPU) and its dispatch hooks, which move
+    each layer's inputs to the layer's GPU."""
+    import accelerate
+    from accelerate.utils import get_balanced_memory
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < n_devices:
+        raise ConfigError(
+            f"model.n_devices={n_devices} needs {n_devices} CUDA devices, "
+            f"found {torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+        )
+    budget = {i: torch.cuda.get_device_properties(i).total_memory for i in range(n_devices)}
+    no_split = getattr(hf_model, "_no_split_modules", None) or []
+    budget = get_balanced_memory(hf_model, max_memory=budget, no_split_module_classes=no_split)
+    device_map = accelerate.infer_auto_device_map(
+        hf_model, max_memory=budget, no_split_module_classes=no_split
+    )
+    return accelerate.dispatch_model(hf_model, device_map=device_map)
+
+
 def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> TransformerBridge:
-    """Wrap a loaded Hugging Face module as a TransformerBridge on ``spec.device`` (no hub)."""
-    hf_model = hf_model.to(spec.device).eval()
+    """Wrap a loaded Hugging Face module as a TransformerBridge on ``spec.device``, or split over
+    ``spec.n_devices`` GPUs (no hub)."""
+    if spec.n_devices > 1:
+        hf_model = split_over_gpus(hf_model, spec.n_devices).eval()
+    else:
+        hf_model = hf_model.to(spec.device).eval()
     architecture = type(hf_model).__name__
     # The bridge's tokenizer set-up invents a BOS token for tokenizers without one (it would
     # prepend [UNK] to BERT input); give it a copy: the analyses use the original (LoadedModel).

@@ -96,15 +96,16 @@ def final_sink_frequency(
 
         def reduce(layer: int):
             def hook(pattern: torch.Tensor, hook: object) -> None:
+                device = pattern.device  # a later layer of a split model sits on another GPU
                 sinks = sink_mask(
                     pattern.float(),
-                    mask,
+                    mask.to(device),
                     loaded.causal,
                     threshold,
                     min_queries=PROBE_MIN_QUERIES,
                     window=windows[layer],
                 )  # [b, h, key]
-                counts[layer] += sinks[rows, :, final].float().sum(0).cpu()
+                counts[layer] += sinks[rows.to(device), :, final.to(device)].float().sum(0).cpu()
 
             return hook
 
@@ -136,19 +137,21 @@ def extract_truth_features(
     """Tag and baseline features of ``heads`` at the tokens each prompt's final punctuation catches."""
     heads = sorted(heads)
     bases = {key: HeadBasis.of(loaded, *key) for key in heads}
-    k = {key: basis.k.float().to(loaded.device) for key, basis in bases.items()}
+    k = {key: basis.k.float() for key, basis in bases.items()}  # on the head's layer's device
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
     special = special_token_strings(loaded.tokenizer)
     chunks: dict[HeadKey, dict[str, list[np.ndarray]]] = {key: {} for key in heads}
     for batch in iter_batches(loaded.tokenizer, prompts, batch_size, loaded.max_length):
-        mask = batch.attention_mask.to(loaded.device).bool()
-        final = last_punctuation(batch, special).to(loaded.device)
-        rows = torch.arange(len(final), device=loaded.device)
+        batch_mask = batch.attention_mask.to(loaded.device).bool()
+        batch_final = last_punctuation(batch, special).to(loaded.device)
+        batch_rows = torch.arange(len(batch_final), device=loaded.device)
 
         def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
             values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
+            device = values.device  # a later layer of a split model sits on another GPU
+            mask, final, rows = (t.to(device) for t in (batch_mask, batch_final, batch_rows))
             for head in by_layer[layer]:
                 key = (layer, head)
                 attention = acts["pattern"][:, head].float()[rows, :, final]  # [b, query]: A_is

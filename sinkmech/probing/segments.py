@@ -84,20 +84,25 @@ def extract_segment_features(
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
-    k = {key: HeadBasis.of(loaded, *key).k.float().to(loaded.device) for key in heads}
+    k = {key: HeadBasis.of(loaded, *key).k.float() for key in heads}  # on the layer's device
     special = special_token_strings(loaded.tokenizer)
     chunks: dict[HeadKey, dict[str, list[np.ndarray]]] = {key: {} for key in heads}
     offset = 0
     for batch in iter_batches(loaded.tokenizer, prompts, batch_size, loaded.max_length):
-        mask = batch.attention_mask.to(loaded.device)
-        periods = punctuation_positions(batch, special).to(loaded.device)
-        ordinal = periods.long().cumsum(1) - 1  # which punctuation mark a period position is
+        batch_mask = batch.attention_mask.to(loaded.device)
+        batch_periods = punctuation_positions(batch, special).to(loaded.device)
+        # which punctuation mark a period position is
+        batch_ordinal = batch_periods.long().cumsum(1) - 1
         prompt_ids = torch.arange(offset, offset + len(batch.token_strings))
-        lengths = mask.sum(1).float()
+        batch_lengths = batch_mask.sum(1).float()
 
         def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
             pattern = acts["pattern"].float()
             values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
+            device = pattern.device  # a later layer of a split model sits on another GPU
+            mask, periods, ordinal, lengths = (
+                t.to(device) for t in (batch_mask, batch_periods, batch_ordinal, batch_lengths)
+            )
             sinks = periods[:, None, :].expand(-1, loaded.n_heads, -1)
             for head in by_layer[layer]:
                 key = (layer, head)
@@ -114,7 +119,7 @@ def extract_segment_features(
                     "tag": tag[:, :, 0][b, q] @ k[key],
                     "resid": acts["resid"].float()[b, q],
                     "label": ordinal[b, catcher[b, q]].float(),
-                    "prompt": prompt_ids.to(loaded.device)[b].float(),
+                    "prompt": prompt_ids.to(device)[b].float(),
                     "position": q.float(),
                     "length": lengths[b],
                 }
