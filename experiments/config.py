@@ -14,7 +14,6 @@ import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -24,10 +23,12 @@ from sinkmech.mechanism.ctr import CTRSettings
 from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
 from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models.spec import ModelSpec
+from sinkmech.paths import config_dir
 from sinkmech.probing.analysis import run_probing
 
-# The config groups, found from this file so entry points run from any working directory.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The config groups (the checkout's conf/ or the installed package's copy), as an absolute path so
+# entry points run from any working directory.
+CONF_DIR = str(config_dir())
 # CTRSettings fields that are sink thresholds: they come from the one `sinks` node (CTRSettings
 # field -> SinkThresholds field), never from experiment.ctr, so the census, CTR and probes agree.
 CTR_SINK_FIELDS = {

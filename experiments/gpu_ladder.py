@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from sinkmech.paths import config_dir
 from sinkmech.training.lm import VARIANTS, LMConf, TrainConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def lm_conf(name: str) -> LMConf:
     """``conf/lm/<name>.yaml`` as an LMConf."""
-    return LMConf(**yaml.safe_load((REPO / "conf" / "lm" / f"{name}.yaml").read_text()))
+    return LMConf(**yaml.safe_load((config_dir() / "lm" / f"{name}.yaml").read_text()))
 
 
 class Job:

@@ -34,7 +34,8 @@ from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
-from sinkmech.models.spec import resolve_path, validate_spec
+from sinkmech.models.spec import validate_spec
+from sinkmech.paths import not_found, resolve_path
 from sinkmech.provenance import provenance
 from sinkmech.reporting import plots
 
@@ -204,7 +205,7 @@ def validate(cfg: RunConf) -> None:
     spec = model_spec(cfg)
     validate_spec(spec)
     if spec.source in ("local", "minimal"):
-        _check(Path(spec.path).exists(), f"model.path {spec.path} does not exist")
+        _check(Path(spec.path).exists(), not_found(cfg.model.path))
     if spec.device.startswith("cuda"):
         index = int(spec.device.partition(":")[2] or 0)
         _check(

@@ -31,6 +31,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from sinkmech.io import atomic_path, save_figure, write_json, write_table
+from sinkmech.paths import config_dir
 from sinkmech.training.minimal.emergence import EmergenceSpec
 from sinkmech.training.minimal.model import ArchSpec
 from sinkmech.training.minimal.report import success_heatmap, sweep_cell_figure
@@ -190,7 +191,7 @@ def pack(cfg: SweepConf, results: Path) -> None:
         shutil.copy(results / "success_rate.csv", out / "success_rate.csv")
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="sweep_minimal")
+@hydra.main(version_base=None, config_path=str(config_dir()), config_name="sweep_minimal")
 def main(dict_cfg: DictConfig) -> None:
     cfg: SweepConf = OmegaConf.to_object(dict_cfg)
     if cfg.stage not in STAGES:

@@ -12,7 +12,6 @@ Each call returns pandas DataFrames (the same tables the Hydra entry points writ
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
@@ -23,14 +22,13 @@ from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
-
-MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "conf" / "model"
+from sinkmech.paths import config_dir
 
 
 def model_spec(name: str, **overrides: Any) -> ModelSpec:
-    """The ``ModelSpec`` of a config name: ``conf/model/<name>.yaml`` where the repository is at
-    hand, else the built-in offline models (``minilm``, ``tiny_<family>``)."""
-    path = MODEL_CONFIGS / f"{name}.yaml"
+    """The ``ModelSpec`` of a config name: ``conf/model/<name>.yaml`` (in the checkout or the
+    installed package), else the built-in offline models (``minilm``, ``tiny_<family>``)."""
+    path = config_dir() / "model" / f"{name}.yaml"
     if path.is_file():
         entries = yaml.safe_load(path.read_text()) or {}
     elif name == "minilm":

@@ -18,7 +18,10 @@ PACKAGES = ("sinkmech", "torch", "transformers", "transformer-lens")
 
 
 def git_revision(repo: Path = Path(__file__).resolve().parents[1]) -> Optional[str]:
-    """The checkout's commit, suffixed ``-dirty`` when tracked files differ; None outside git."""
+    """The checkout's commit, suffixed ``-dirty`` when tracked files differ; None outside git and
+    for an installed package (whose parent directory may lie inside an unrelated repository)."""
+    if not (repo / ".git").exists():
+        return None
     try:
         commit = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"],

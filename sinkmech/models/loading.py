@@ -23,7 +23,8 @@ from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_f
 
 from sinkmech.errors import CheckpointError, ConfigError, ModelUnavailableError
 from sinkmech.models.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
-from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, resolve_path, validate_spec
+from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
+from sinkmech.paths import not_found, resolve_path
 
 # Checkpoint formats written by the suite's own trainers: source name -> "module:function" that
 # turns a ModelSpec into a LoadedModel. Resolved at call time, so loading never imports training
@@ -58,7 +59,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` as an eval-mode TransformerBridge on ``spec.device`` in ``spec.dtype``."""
     validate_spec(spec)
     if spec.source in ("local", *CHECKPOINT_FORMATS):
-        spec = dataclasses.replace(spec, path=resolve_path(spec.path))
+        resolved = resolve_path(spec.path)
+        if not os.path.exists(resolved):
+            raise ModelUnavailableError(not_found(spec.path))
+        spec = dataclasses.replace(spec, path=resolved)
     if spec.source in CHECKPOINT_FORMATS:
         return _format_loader(spec.source)(spec)
     dtype = DTYPES[spec.dtype]

@@ -6,9 +6,7 @@ Kept apart from the loaders so checkpoint formats (e.g. the minimal problem's) c
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -78,19 +76,6 @@ class LoadedModel:
     @property
     def max_length(self) -> int:
         return int(self.model.cfg.n_ctx)
-
-
-ROOT_ENV = "SINKMECH_ROOT"
-
-
-def resolve_path(path: str) -> str:
-    """A checkpoint path as given if absolute or present from the working directory, else
-    relative to ``$SINKMECH_ROOT`` or, unset, the repository holding sinkmech (so the configs'
-    ``checkpoints/...`` paths work from any directory)."""
-    if os.path.isabs(path) or os.path.exists(path):
-        return path
-    root = os.environ.get(ROOT_ENV) or str(Path(__file__).resolve().parents[2])
-    return str(Path(root) / path)
 
 
 def validate_spec(spec: ModelSpec) -> None:
