@@ -22,6 +22,11 @@ def main() -> None:
     parser.add_argument("b", help="results directory to compare against")
     parser.add_argument("--out", help="write the comparison table here (parquet + CSV)")
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument(
+        "--relative",
+        action="store_true",
+        help="test max_rel_diff (difference over the column's largest magnitude), not max_abs_diff",
+    )
     args = parser.parse_args()
     try:
         table = compare_results(args.a, args.b)
@@ -30,11 +35,12 @@ def main() -> None:
         sys.exit(2)
     if args.out:
         write_table(table, args.out)
-    differing = table[(table.max_abs_diff > args.tolerance) | ~table.same_nan]
+    measure = "max_rel_diff" if args.relative else "max_abs_diff"
+    differing = table[(table[measure] > args.tolerance) | ~table.same_nan]
     agree = len(table) - len(differing)
     print(
         f"{'AGREE' if differing.empty else 'DIFFER'}: {agree} of {len(table)} columns agree within "
-        f"{args.tolerance:g} ({args.a} vs {args.b})"
+        f"{args.tolerance:g}{' (relative)' if args.relative else ''} ({args.a} vs {args.b})"
     )
     if not differing.empty:
         print(differing.to_string(index=False))

@@ -16,7 +16,9 @@ from sinkmech.reporting.report import complete_units
 
 
 def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """One row per column: largest absolute difference, and whether NaNs sit in the same places.
+    """One row per column: largest absolute difference, the same relative to the column's largest
+    magnitude (normwise: max |a - b| / max |a|, |b|, so entries near 0 do not blow it up), and
+    whether NaNs sit in the same places.
 
     Non-numeric columns get 0.0 when equal and inf when not. Raises on a shape or column mismatch.
     """
@@ -31,11 +33,14 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
             x, y = x.astype(float), y.astype(float)
             both = ~np.isnan(x) & ~np.isnan(y)
             diff = np.abs(x - y)[both]
+            largest = np.abs(np.concatenate([x[both], y[both]])).max() if diff.size else 0.0
+            max_diff = float(diff.max()) if diff.size else 0.0
             rows.append(
                 {
                     "column": column,
                     "same_nan": bool((np.isnan(x) == np.isnan(y)).all()),
-                    "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+                    "max_abs_diff": max_diff,
+                    "max_rel_diff": max_diff / largest if largest > 0 else 0.0,
                 }
             )
         else:
@@ -44,12 +49,22 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
                     "column": column,
                     "same_nan": True,
                     "max_abs_diff": 0.0 if a[column].equals(b[column]) else float("inf"),
+                    "max_rel_diff": 0.0 if a[column].equals(b[column]) else float("inf"),
                 }
             )
     return pd.DataFrame(rows)
 
 
-COLUMNS = ["experiment", "model", "table", "column", "same_nan", "max_abs_diff", "problem"]
+COLUMNS = [
+    "experiment",
+    "model",
+    "table",
+    "column",
+    "same_nan",
+    "max_abs_diff",
+    "max_rel_diff",
+    "problem",
+]
 
 
 def _problem(unit: Path, table: str, column: str, problem: str) -> dict[str, object]:
@@ -60,6 +75,7 @@ def _problem(unit: Path, table: str, column: str, problem: str) -> dict[str, obj
         "column": column,
         "same_nan": False,
         "max_abs_diff": float("inf"),
+        "max_rel_diff": float("inf"),
         "problem": problem,
     }
 
