@@ -130,6 +130,9 @@ class ExperimentConf:
     secondary: MEASURE_CONFS["secondary"] = field(default_factory=MEASURE_CONFS["secondary"])  # type: ignore[valid-type]
     eviction: MEASURE_CONFS["eviction"] = field(default_factory=MEASURE_CONFS["eviction"])  # type: ignore[valid-type]
     gu_sink: MEASURE_CONFS["gu_sink"] = field(default_factory=MEASURE_CONFS["gu_sink"])  # type: ignore[valid-type]
+    long_context: MEASURE_CONFS["long_context"] = field(
+        default_factory=MEASURE_CONFS["long_context"]
+    )  # type: ignore[valid-type]
 
 
 @dataclass

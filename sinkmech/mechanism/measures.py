@@ -4,7 +4,8 @@ of ``experiments.pipeline.ANALYSIS_RUNNERS``: ``(loaded, batches, settings) -> (
 - ``massive``: Sun et al.'s massive activations and the zero / mean interventions;
 - ``secondary``: secondary sinks by hidden-state similarity vs the census's attention sinks;
 - ``eviction``: StreamingLLM's sliding-window cache test, with the prompt-dependent sinks;
-- ``gu_sink``: Gu et al.'s Sink_eps at eps = 0.3 on 64-token prompts.
+- ``gu_sink``: Gu et al.'s Sink_eps at eps = 0.3 on 64-token prompts;
+- ``long_context``: first-token sinks, their attention share and tag variance as T grows (issue 17).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from sinkmech.mechanism.eviction import (
     summarise_eviction,
 )
 from sinkmech.mechanism.gu import GuSettings, gu_sink_table
+from sinkmech.mechanism.long_context import (
+    LongContextSettings,
+    long_context_profile,
+    summarise_long_context,
+)
 from sinkmech.mechanism.massive import (
     MassiveSettings,
     edit_layer,
@@ -98,9 +104,20 @@ def run_gu_sink(
     }
 
 
+def run_long_context(
+    loaded: LoadedModel, _batches: list[TokenBatch], settings: LongContextSettings
+) -> tuple[Tables, Figures]:
+    """Tables ``long_context_sinks``, ``long_context_share``, ``long_context_variance`` and
+    ``long_context_summary`` (one row per length); reads its own long text, not the prompts."""
+    tables = long_context_profile(loaded, settings)
+    tables["long_context_summary"] = summarise_long_context(tables).assign(model=loaded.name)
+    return tables, {"long_context": measures_plots.long_context_figure(tables)}
+
+
 RUNNERS = {
     "massive": (run_massive, MassiveSettings),
     "secondary": (run_secondary, SecondarySettings),
     "eviction": (run_eviction, EvictionSettings),
     "gu_sink": (run_gu_sink, GuSettings),
+    "long_context": (run_long_context, LongContextSettings),
 }

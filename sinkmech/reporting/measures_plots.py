@@ -89,3 +89,37 @@ def gu_figure(row: pd.DataFrame, layers: pd.DataFrame) -> plt.Figure:
     )
     axis.legend(fontsize=8)
     return figure
+
+
+def long_context_figure(tables: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Left: attention share of the first token by query position, one line per length, beside
+    uniform attention's share. Right: first-token score and its null against length."""
+    share = tables["long_context_share"]
+    share = share[share.n_first == 1]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for length, group in share.groupby("seq_len"):
+        by_bin = group.groupby("first_position")[["share", "uniform_share"]].mean()
+        line = left.plot(by_bin.index + 1, by_bin.share, "o-", label=f"T = {length}")[0]
+        left.plot(by_bin.index + 1, by_bin.uniform_share, ":", color=line.get_color())
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="query position + 1 (bin start)",
+        ylabel="attention on the first token",
+        title="first-token share (dotted: uniform)",
+    )
+    left.legend(fontsize=7)
+    sinks = tables["long_context_sinks"].groupby("seq_len")[["mean_score", "null_mean_score"]]
+    means = sinks.mean()
+    right.plot(means.index, means.mean_score, "o-", label="first-token score")
+    right.plot(means.index, means.null_mean_score, "x--", label="uniform null")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="tokens",
+        ylabel="mean over heads",
+        title="first-token sink score vs length",
+    )
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
