@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import (
-    expand_kv_heads,
     gather_per_layer,
     output_weights,
     pattern_name,
@@ -134,7 +133,8 @@ def _stream_pass(
 
         def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
             pattern = acts["pattern"].float()
-            values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
+            values = acts["values"]  # kv heads, model dtype: uniform_z and the moments cast and
+            # expand per chunk of tokens
             window = windows[layer]
             null = nulls(window)
             scores[layer] = key_scores(pattern, mask, loaded.causal, window, null)
@@ -150,7 +150,7 @@ def _stream_pass(
             )
             control = control_keys(sinks, mask, null.n_visible, settings.min_queries, generator)
             uniform = uniform_z(values, mask, loaded.causal, window)
-            moments[layer].update(acts["z"].float(), values, sinks, mask, control, uniform)
+            moments[layer].update(acts["z"], values, sinks, mask, control, uniform)
             if not settings.collect_catch:
                 return
             rows = catch_table(
