@@ -149,7 +149,7 @@ def _stream_pass(
                 null=null,
             )
             control = control_keys(sinks, mask, null.n_visible, settings.min_queries, generator)
-            uniform = uniform_z(values, mask, loaded.causal, window)
+            uniform = uniform_z(values, mask, loaded.causal, window, null)
             moments[layer].update(acts["z"], values, sinks, mask, control, uniform)
             if not settings.collect_catch:
                 return

@@ -18,9 +18,10 @@ baseline, with a delete-one-group jackknife interval over groups of prompts.
 
 Streaming: head outputs x = z W_O live in the row space of W_O (dimension d_head), so the
 accumulators keep d_head x d_head moments per head (and per prompt group) and map them through
-W_O once at the end. Moments are shifted by a per-head reference (the first batch's mean) in
-float64, so near-constant outputs do not cancel catastrophically; a fraction outside [0, 1] is
-impossible, so it is reported as NaN with a flag.
+W_O once at the end. Outputs are shifted by a per-head reference (the first batch's mean) before
+any product, so near-constant outputs do not cancel catastrophically; each batch's per-prompt
+moments are float32 matmuls over chunks of tokens, summed in float64. A fraction outside [0, 1]
+is impossible, so it is reported as NaN with a flag.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _ACCUMULATORS = ("n", "s1", "s2", "u_s1", "u_s2", "sink_outer", "n_sink", "ctl_o
 def _into_heads(buffer: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(target, source): views that let an elementwise op write [..., T, heads, d] activations
     into a [..., head, T, d] buffer, expanding kv heads (query head h reads kv head h // group)."""
-    *lead, length, kv, d = tokens.shape
+    *_, length, kv, d = tokens.shape
     target = buffer.view(*buffer.shape[:-3], kv, -1, length, d)
     return target, tokens.transpose(-3, -2).unsqueeze(-3)
 
@@ -89,9 +90,10 @@ def _per_prompt_sums(
 
 @functools.lru_cache(maxsize=64)
 def _group_matrix(first: int, batch: int, n_groups: int, device: str) -> torch.Tensor:
-    """[group, batch] float64 one-hot: prompt ``first + i`` goes to group (first + i) mod n."""
-    rows = (torch.arange(batch) + first) % n_groups
-    return torch.nn.functional.one_hot(rows, n_groups).T.double().to(device)
+    """[group, batch] float64 one-hot: prompt ``first + i`` goes to group (first + i) mod n.
+    Built on the device (no host copy) and cached: every layer and batch shape reuses it."""
+    rows = (torch.arange(batch, device=device) + first) % n_groups
+    return torch.nn.functional.one_hot(rows, n_groups).T.double()
 
 
 @dataclass

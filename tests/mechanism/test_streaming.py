@@ -116,7 +116,7 @@ def _reference_sums(batches, n_heads: int, n_groups: int) -> dict[str, torch.Ten
 @pytest.mark.parametrize("chunk", [tags.CHUNK_ELEMENTS, 2 * 4 * 5 * 3, 1])
 def test_chunked_float32_moments_equal_float64_definitions(chunk, monkeypatch):
     """GQA values (kv heads expanded inside), padding, several batches and chunk sizes: the
-    per-group sums match float64 definitions, and variance_explained does not notice."""
+    per-group sums match float64 definitions and give fractions inside [0, 1]."""
     monkeypatch.setattr(tags, "CHUNK_ELEMENTS", chunk)
     torch.manual_seed(1)
     heads, kv, d, length, groups = 4, 2, 5, 19, 3
