@@ -10,6 +10,11 @@ Variants, timed one after another on the same device, model and batch (issue 7):
                        tag decomposition and variance moments (d)
 * ``suite_with_catch`` (d) plus the per-sink catch rows (``collect_catch=True``)
 
+With ``--baseline DIR`` (repeatable), ``suite@<name>`` times the ``_stream_pass`` of another copy
+of the package (``git archive <commit> sinkmech | tar -x -C DIR``) on the same model and batch,
+so before/after ratios to (b) come from one process. ``--layers``, ``--vocab-size`` and
+``--dtype`` shrink a shape for CPU runs (head shapes kept); ``--variants`` picks variants.
+
 Compute cost does not depend on weight values, so models are built from ``transformers`` config
 classes with the real shapes and random weights, directly on the device. Random weights give
 near-uniform attention and therefore almost no sinks, so ``suite_with_catch`` times the catch
@@ -17,6 +22,8 @@ rows' per-layer host syncs rather than many rows.
 
     python -m benchmarks.run_benchmark --shapes gpt2-small,llama-3.2-1b,llama-3-8b \
         --seq-len 1024 --batch 4 --device cuda --out results/benchmarks/ --profile
+    python -m benchmarks.run_benchmark --shapes gpt2-small --layers 2 --vocab-size 1024 \
+        --seq-len 512 --batch 2 --device cpu --baseline results/_scratch/before_43edbb0
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # _stream_pass wraps batches in tqdm
 
 import argparse
+import importlib
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import pandas as pd
@@ -42,8 +52,10 @@ from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.ctr import CTRSettings, _stream_pass
 from sinkmech.models.loading import ModelSpec, describe, wrap_hf
 
+VARIANTS = ("hf_sdpa", "hf_eager", "tl_forward", "tl_cache", "suite", "suite_with_catch")
 COLUMNS = [
     "shape",
+    "layers",
     "variant",
     "status",
     "batch",
@@ -152,15 +164,48 @@ PUNCTUATION = (".", ",", ";", ":", "!", "?", "\u010a")
 PUNCT_EVERY = 9
 
 
-def build_model(name: str, device: str, seed: int) -> torch.nn.Module:
+@dataclass(frozen=True)
+class Overrides:
+    """Changes to a shape for small runs: layer count, vocabulary size, dtype (None = as is)."""
+
+    layers: int | None = None
+    vocab_size: int | None = None
+    dtype: torch.dtype | None = None
+
+
+def build_model(name: str, device: str, seed: int, overrides: Overrides = Overrides()) -> Any:
     """Random-weight HF model of shape ``name`` with SDPA attention, built on ``device``."""
     shape = SHAPES[name]
+    config = shape.config()
+    if overrides.layers is not None:
+        config.num_hidden_layers = overrides.layers  # GPT2Config maps it to n_layer
+    if overrides.vocab_size is not None:
+        config.vocab_size = overrides.vocab_size
     torch.manual_seed(seed)
     with torch.device(device):
         model = getattr(transformers, shape.architecture)._from_config(
-            shape.config(), attn_implementation="sdpa", dtype=shape.dtype
+            config, attn_implementation="sdpa", dtype=overrides.dtype or shape.dtype
         )
     return model.eval()
+
+
+def load_ctr(code: Path) -> ModuleType:
+    """``sinkmech.mechanism.ctr`` of the package copy under ``code`` (a folder holding
+    ``sinkmech/``), imported beside the working tree's: its functions keep their own modules."""
+    own = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "sinkmech"}
+    for name in own:
+        del sys.modules[name]
+    sys.path.insert(0, str(code))
+    try:
+        module = importlib.import_module("sinkmech.mechanism.ctr")
+        if not Path(module.__file__).resolve().is_relative_to(code.resolve()):
+            raise SystemExit(f"--baseline {code}: no sinkmech/ package there")
+        return module
+    finally:
+        sys.path.remove(str(code))
+        for name in [n for n in sys.modules if n.split(".")[0] == "sinkmech"]:
+            del sys.modules[name]
+        sys.modules.update(own)
 
 
 def make_batch(vocab_size: int, batch: int, seq_len: int, seed: int) -> TokenBatch:
@@ -190,35 +235,50 @@ class Timing:
     repeats: int = 0
 
 
-def time_variant(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> Timing:
-    """Warm up, then time ``repeats`` calls (device synchronised around each); OOM is recorded."""
+def time_variants(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, Timing]:
+    """Warm up, then ``repeats`` rounds that time every variant once each (device synchronised
+    around each call), so load drifting on a shared machine hits all variants alike. Peak memory
+    per variant; OOM and errors are recorded and drop that variant only."""
     cuda = device.type == "cuda"
-    try:
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device) if cuda else float("nan")
-        for _ in range(warmup):
-            fn()
-        samples = []
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            samples.append(time.perf_counter() - start)
-        peak = torch.cuda.max_memory_allocated(device) if cuda else float("nan")
-        return Timing("ok", statistics.median(samples), peak, baseline, repeats)
-    except torch.OutOfMemoryError:
-        return Timing("oom")
-    except (
-        RuntimeError,
-        NotImplementedError,
-    ) as err:  # recorded, so one variant can't sink the run
-        return Timing(f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-    finally:
-        if cuda:
-            torch.cuda.empty_cache()
+    failed: dict[str, Timing] = {}
+    samples: dict[str, list[float]] = {key: [] for key in fns}
+    peaks = {key: 0.0 if cuda else float("nan") for key in fns}
+    baselines = {key: float("nan") for key in fns}
+    for round_ in range(warmup + repeats):
+        for key, fn in fns.items():
+            if key in failed:
+                continue
+            try:
+                if cuda:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats(device)
+                    baselines[key] = torch.cuda.memory_allocated(device)
+                synchronize(device)
+                start = time.perf_counter()
+                fn()
+                synchronize(device)
+                elapsed = time.perf_counter() - start
+                if cuda:
+                    peaks[key] = max(torch.cuda.max_memory_allocated(device), peaks[key])
+            except torch.OutOfMemoryError:
+                failed[key] = Timing("oom")
+            except (RuntimeError, NotImplementedError) as err:  # one variant can't sink the run
+                failed[key] = Timing(
+                    f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+                )
+            else:
+                if round_ >= warmup:
+                    samples[key].append(elapsed)
+            finally:
+                if cuda:
+                    torch.cuda.empty_cache()
+    return {
+        key: failed.get(key)
+        or Timing("ok", statistics.median(samples[key]), peaks[key], baselines[key], repeats)
+        for key in fns
+    }
 
 
 def profile(run: Callable[[], Any], device: torch.device, path: Path, title: str) -> None:
@@ -271,9 +331,15 @@ def benchmark_shape(
     profile_dir: Path | None,
     seed: int,
     log: Callable[[str], None],
+    overrides: Overrides = Overrides(),
+    baselines: dict[str, ModuleType] | None = None,
+    selected: Sequence[str] = VARIANTS,
+    interleave: bool = False,
 ) -> list[dict[str, Any]]:
-    """All variants for one shape, as table rows; with ``profile_dir``, profiles of (b) and (d)."""
-    hf_model = build_model(name, str(device), seed)
+    """The ``selected`` variants for one shape (plus ``suite@<name>`` per baseline package), as
+    table rows; with ``interleave``, the bridge variants are timed in rounds (``time_variants``);
+    with ``profile_dir``, profiles of (b) and every suite."""
+    hf_model = build_model(name, str(device), seed, overrides)
     batch = make_batch(hf_model.config.vocab_size, batch_size, seq_len, seed)
     tokens = batch.tokens.to(device)
     mask = batch.attention_mask.to(device)
@@ -283,13 +349,13 @@ def benchmark_shape(
         with torch.inference_mode():
             return hf_model(input_ids=tokens, attention_mask=mask).logits
 
-    timings["hf_sdpa"] = time_variant(hf_forward, device, warmup, repeats)
-    hf_model.set_attn_implementation("eager")
-    timings["hf_eager"] = time_variant(hf_forward, device, warmup, repeats)
+    for key, implementation in (("hf_sdpa", "sdpa"), ("hf_eager", "eager")):
+        hf_model.set_attn_implementation(implementation)
+        if key in selected:
+            timings.update(time_variants({key: hf_forward}, device, warmup, repeats))
 
-    spec = ModelSpec(
-        name, "tiny", dtype=str(SHAPES[name].dtype).removeprefix("torch."), device=str(device)
-    )
+    dtype = str(overrides.dtype or SHAPES[name].dtype).removeprefix("torch.")
+    spec = ModelSpec(name, "tiny", dtype=dtype, device=str(device))
     bridge = wrap_hf(hf_model, spec, None)
     bridge.eval()
     loaded = describe(spec, bridge, None)
@@ -315,23 +381,37 @@ def benchmark_shape(
         "suite": suite,
         "suite_with_catch": suite_with_catch,
     }
-    for key, fn in variants.items():
-        timings[key] = time_variant(fn, device, warmup, repeats)
+    variants = {key: fn for key, fn in variants.items() if key in selected}
+    for label, ctr in (baselines or {}).items():
+
+        def baseline_suite(ctr: ModuleType = ctr) -> Any:
+            return ctr._stream_pass(loaded, [batch], ctr.CTRSettings(collect_catch=False))
+
+        variants[f"suite@{label}"] = baseline_suite
+    if interleave:
+        timings.update(time_variants(variants, device, warmup, repeats))
+    else:
+        for key, fn in variants.items():
+            timings.update(time_variants({key: fn}, device, warmup, repeats))
     for key, timing in timings.items():
         log(f"{name} {key} {timing.status} {timing.median_s:.4f}s")
 
     if profile_dir is not None:
         path = profile_dir / f"profile_{name}.txt"
         path.unlink(missing_ok=True)
-        for key in ("tl_forward", "suite"):
-            profile(variants[key], device, path, f"{name} {key}")
+        for key in variants:
+            if key == "tl_forward" or key.startswith("suite") and key != "suite_with_catch":
+                profile(variants[key], device, path, f"{name} {key}")
 
     info = {"device": device_name(device), **versions()}
-    base_a, base_b = timings["hf_sdpa"].median_s, timings["tl_forward"].median_s
+    nan = Timing("not run")
+    base_a = timings.get("hf_sdpa", nan).median_s
+    base_b = timings.get("tl_forward", nan).median_s
     gib = 2**30
     rows = [
         {
             "shape": name,
+            "layers": loaded.n_layers,
             "variant": key,
             "status": timing.status,
             "batch": batch_size,
@@ -367,6 +447,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, help="override the shape's layer count")
+    parser.add_argument("--vocab-size", type=int, help="override the shape's vocabulary")
+    parser.add_argument("--dtype", help="override the shape's dtype, e.g. float32 on CPU")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, from {VARIANTS}"
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the bridge variants in rounds (one call of each per round): fairer on a busy "
+        "machine",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="folder holding another sinkmech/ copy, timed as suite@<folder name> (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     parser.add_argument(
         "--profile", action="store_true", help="write profile_<shape>.txt for (b) and (d)"
@@ -383,6 +482,13 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     unknown = [n for n in names if n not in SHAPES]
     if unknown:
         raise SystemExit(f"unknown shapes {unknown}; known: {sorted(SHAPES)} or 'tiny'")
+    selected = [v.strip() for v in args.variants.split(",")]
+    if not set(selected) <= set(VARIANTS) or "tl_forward" not in selected:
+        raise SystemExit(f"--variants must include tl_forward and come from {VARIANTS}")
+    overrides = Overrides(
+        args.layers, args.vocab_size, getattr(torch, args.dtype) if args.dtype else None
+    )
+    baselines = {path.name: load_ctr(path) for path in args.baseline}
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     log = lambda message: print(message, flush=True)  # noqa: E731
@@ -399,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
             args.out if args.profile else None,
             args.seed,
             log,
+            overrides,
+            baselines,
+            selected,
+            args.interleave,
         )
     ]
     table = pd.DataFrame(rows, columns=COLUMNS)

@@ -18,7 +18,6 @@ from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import (
-    expand_kv_heads,
     gather_per_layer,
     layer_device,
     output_weights,
@@ -149,7 +148,8 @@ def _stream_pass(
             received: torch.Tensor,
             sink_attention: SinkAttention,
         ) -> None:
-            values = expand_kv_heads(values.float(), loaded.n_heads)
+            # values keep their kv heads and dtype: uniform_z and the moments cast and expand
+            # them per chunk of tokens
             window, device = windows[layer], z.device
             null, here = nulls.on(window, device), nulls.mask_on(device)
             layer_scores = scores_from_received(received.float(), here, null)
@@ -165,8 +165,8 @@ def _stream_pass(
                 & here.bool()[:, None, :]
             )
             control = control_keys(sinks, here, null.n_visible, settings.min_queries, generator)
-            uniform = uniform_z(values, here, loaded.causal, window)
-            moments[layer].update(z.float(), values, sinks, here, control, uniform)
+            uniform = uniform_z(values, here, loaded.causal, window, null)
+            moments[layer].update(z, values, sinks, here, control, uniform)
             if not settings.collect_catch:
                 return
             prompt, head, position = sinks.nonzero(as_tuple=True)

@@ -88,10 +88,37 @@ def visibility(
 
 @dataclass
 class KeyNull:
-    """Per-key visible-query counts and uniform-attention null scores, [batch, key] each."""
+    """Per-key visible-query counts and uniform-attention null scores, [batch, key] each, and
+    per-query visible-key counts, [batch, query] (``tags.uniform_z`` divides by them)."""
 
     n_visible: Float[torch.Tensor, "batch key"]
     null: Float[torch.Tensor, "batch key"]
+    n_keys: Float[torch.Tensor, "batch query"] | None = None
+
+
+def _prefix_sums(values: torch.Tensor) -> torch.Tensor:
+    """Prefix sums along the last axis with a leading zero: out[..., j] = sum of values[..., :j]."""
+    return torch.nn.functional.pad(values.cumsum(-1), (1, 0))
+
+
+def _range_sums(prefix: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """sum of values[..., low:high] per position from ``_prefix_sums`` and [T] index bounds."""
+    index = lambda bound: bound.expand(prefix.shape[0], -1)  # noqa: E731
+    return prefix.gather(1, index(high)) - prefix.gather(1, index(low))
+
+
+def visible_ranges(
+    length: int, causal: bool, window: int | None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, ...]:
+    """Position bounds [T] each, ignoring padding: query q sees keys [key_low, key_high) and key k
+    is seen by queries [query_low, query_high) (causal: keys up to q; window: |q - k| < w)."""
+    q = torch.arange(length, device=device)
+    reach = length if window is None else int(window)
+    key_low = (q - reach + 1).clamp_min(0)
+    key_high = q + 1 if causal else (q + reach).clamp_max(length)
+    query_low = q if causal else key_low
+    query_high = (q + reach).clamp_max(length)
+    return key_low, key_high, query_low, query_high
 
 
 def key_null(
@@ -100,13 +127,21 @@ def key_null(
     """Visible queries per key and the score uniform attention would give each key.
 
     Under uniform attention query q gives 1 / (keys q sees) to each key it sees; the null score
-    of k is the mean of that over the queries that see k. Costs [batch, T, T] once per batch and
-    window, not per head.
+    of k is the mean of that over the queries that see k. Both come from prefix sums over each
+    prompt's mask (any padding side, holes included), so a batch costs O(batch x T), not the
+    [batch, T, T] of ``visibility``; float64 inside, float32 out.
     """
-    visible = visibility(attention_mask, causal, window).float()
-    per_query = visible / visible.sum(-1, keepdim=True).clamp_min(1.0)
-    n_visible = visible.sum(1)
-    return KeyNull(n_visible, per_query.sum(1) / n_visible.clamp_min(1.0))
+    real = attention_mask.to(torch.float64)
+    key_low, key_high, query_low, query_high = visible_ranges(
+        real.shape[1], causal, window, real.device
+    )
+    real_prefix = _prefix_sums(real)
+    keys_seen = _range_sums(real_prefix, key_low, key_high) * real  # per query
+    share = real / keys_seen.clamp_min(1.0)  # attention a real query gives each visible key
+    n_visible = _range_sums(real_prefix, query_low, query_high) * real  # per key
+    received = _range_sums(_prefix_sums(share), query_low, query_high) * real
+    null = received / n_visible.clamp_min(1.0)
+    return KeyNull(n_visible.float(), null.float(), keys_seen.float())
 
 
 def scorable_keys(

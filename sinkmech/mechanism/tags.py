@@ -22,7 +22,7 @@ from sinkmech.mechanism.sinks import (
     is_sink_score,
     key_null,
     key_scores,
-    visibility,
+    visible_ranges,
 )
 
 
@@ -154,34 +154,84 @@ def control_keys(
 
     For each prompt and head, as many keys as it has sinks, drawn uniformly from the real keys
     that are not sinks and are seen by at least ``min_queries`` queries (fewer if there are not
-    enough). Their value directions are the tag's "any key would do" baseline. On device, no sync.
-    The numbers are drawn on the generator's device and moved, so a layer placed on another GPU
-    (``model.n_devices``) gets the same keys as on one GPU.
+    enough). Their value directions are the tag's "any key would do" baseline. On device, no sync;
+    one sort, the ranks scattered back to the keys. The numbers are drawn on the generator's
+    device and moved, so a layer placed on another GPU (``model.n_devices``) gets the same keys as
+    on one GPU.
     """
     eligible = ~sinks & (attention_mask.bool() & (n_visible >= min_queries))[:, None, :]
     draw = torch.rand(sinks.shape, device=generator.device, generator=generator).to(sinks.device)
     draw = torch.where(eligible, draw, torch.full_like(draw, -1.0))
-    order = draw.argsort(dim=-1, descending=True).argsort(dim=-1)  # rank of each key's draw
-    return eligible & (order < sinks.sum(-1, keepdim=True))
+    order = draw.argsort(dim=-1, descending=True)  # keys by draw, largest first
+    rank = torch.arange(sinks.shape[-1], device=sinks.device)
+    chosen = torch.zeros_like(eligible).scatter_(-1, order, rank < sinks.sum(-1, keepdim=True))
+    return eligible & chosen
 
 
 def uniform_z(
-    values: torch.Tensor, attention_mask: torch.Tensor, causal: bool, window: int | None = None
+    values: torch.Tensor,
+    attention_mask: torch.Tensor,
+    causal: bool,
+    window: int | None = None,
+    null: KeyNull | None = None,
 ) -> torch.Tensor:
     """The head's z under uniform attention over each query's visible keys, values kept:
-    [batch, query, head, d_head] from values [batch, key, head, d_head] (kv heads expanded).
+    [batch, query, head, d_head] from values [batch, key, head, d_head] (kv heads expanded or not:
+    the output has the input's heads), float32 or wider.
 
-    Causal full attention is a running mean (cumsum), bidirectional a plain mean; only
-    sliding-window layers build the [batch, T, T] visibility matrix.
+    Bidirectional full attention is a plain mean (an expanded view); otherwise each query's mean
+    is a difference of float64 prefix sums over its key range (causal, sliding window, any
+    padding), in chunks of tokens: no [batch, T, T] matrix, no full float64 copy. Sums run over
+    the last axis of a [batch, head, d, T] buffer (fast on CPU too); the result is a view of it.
+    ``null`` (``key_null`` of the same mask and window) supplies the visible-key counts.
     """
-    mask = attention_mask.to(values.dtype)[:, :, None, None]
-    masked = values * mask
+    dtype = torch.promote_types(values.dtype, torch.float32)
+    batch, length, heads, d = values.shape
+    real = attention_mask.to(values.device, torch.float64)
+    chunks = token_chunks((batch, length, 2 * heads, d))  # float64 buffers: half the tokens
+    if not causal and window is None:
+        total = sum(
+            torch.einsum("bk,bkhd->bhd", real[:, start:stop], values[:, start:stop].double())
+            for start, stop in chunks
+        )
+        mean = total / real.sum(1).clamp_min(1.0)[:, None, None]
+        return mean[:, None].to(dtype).expand(values.shape)
+    if null is None or null.n_keys is None:
+        null = key_null(attention_mask.to(values.device), causal, window)
+    seen = null.n_keys.clamp_min(1.0)[:, None, None, :]  # [batch, 1, 1, query]
     if window is not None:
-        visible = visibility(attention_mask, causal, window).to(values.dtype)
-        visible = visible / visible.sum(-1, keepdim=True).clamp_min(1.0)
-        return torch.einsum("bqk,bkhd->bqhd", visible, values)
-    if causal:
-        return masked.cumsum(1) / mask.cumsum(1).clamp_min(1.0)
-    return (masked.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp_min(1.0)).expand_as(
-        values
-    )
+        key_low, key_high, _, _ = visible_ranges(length, causal, window, values.device)
+    out = torch.empty(batch, heads, d, length, dtype=dtype, device=values.device)
+    carry = None  # full causal attention: sum of the keys before the chunk
+    for start, stop in chunks:
+        # keys the chunk's queries see, [first, last), in Python (no host sync)
+        first = start if window is None else max(start - window + 1, 0)
+        last = stop if causal else min(stop - 1 + window, length)
+        part = torch.empty(batch, heads, d, last - first, dtype=torch.float64, device=out.device)
+        torch.mul(
+            values[:, first:last].permute(0, 2, 3, 1), real[:, None, None, first:last], out=part
+        )
+        if window is None:
+            if carry is not None:
+                part[..., :1] += carry
+            total = part.cumsum(-1)  # query q: keys [0, q]
+            carry = total[..., -1:]
+        else:
+            sums = torch.nn.functional.pad(part.cumsum(-1), (1, 0))  # [..., j]: keys < first + j
+            total = sums.index_select(-1, key_high[start:stop] - first) - sums.index_select(
+                -1, key_low[start:stop] - first
+            )
+        torch.div(total, seen[..., start:stop], out=out[..., start:stop])
+    return out.permute(0, 3, 1, 2)
+
+
+# Elements of one float32 temporary of the per-layer work (64 MiB): token chunks keep memory
+# bounded at long context (T = 131072, 32 heads of 128 take 32 chunks per prompt).
+CHUNK_ELEMENTS = 2**24
+
+
+def token_chunks(shape: torch.Size | tuple[int, ...]) -> list[tuple[int, int]]:
+    """[start, stop) token ranges of a [batch, T, head, d] tensor, each at most CHUNK_ELEMENTS."""
+    batch, length, heads, d = shape
+    step = max(1, CHUNK_ELEMENTS // (batch * heads * d))
+    return [(start, min(start + step, length)) for start in range(0, length, step)]

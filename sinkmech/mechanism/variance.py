@@ -18,17 +18,22 @@ baseline, with a delete-one-group jackknife interval over groups of prompts.
 
 Streaming: head outputs x = z W_O live in the row space of W_O (dimension d_head), so the
 accumulators keep d_head x d_head moments per head (and per prompt group) and map them through
-W_O once at the end. Moments are shifted by a per-head reference (the first batch's mean) in
-float64, so near-constant outputs do not cancel catastrophically; a fraction outside [0, 1] is
-impossible, so it is reported as NaN with a flag.
+W_O once at the end. Outputs are shifted by a per-head reference (the first batch's mean) before
+any product, so near-constant outputs do not cancel catastrophically; each batch's per-prompt
+moments are float32 matmuls over chunks of tokens, summed in float64. A fraction outside [0, 1]
+is impossible, so it is reported as NaN with a flag.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+
+from sinkmech.mechanism.tags import token_chunks
 
 # Fractions may leave [0, 1] by this much through rounding before they count as impossible.
 RANGE_TOLERANCE = 1e-6
@@ -42,12 +47,53 @@ Z_95 = 1.959964
 _ACCUMULATORS = ("n", "s1", "s2", "u_s1", "u_s2", "sink_outer", "n_sink", "ctl_outer", "n_ctl")
 
 
-def _group_outer(
-    vectors: torch.Tensor, weights: torch.Tensor, groups: torch.Tensor
-) -> torch.Tensor:
-    """sum over items of w v v^T per group: vectors [b, n, h, d], weights [b, n, h] -> [g, h, d, d]."""
-    per_prompt = torch.einsum("bnhd,bnhe->bhde", vectors * weights[..., None], vectors)
-    return torch.einsum("bg,bhde->ghde", groups, per_prompt)
+def _into_heads(buffer: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, source): views that let an elementwise op write [..., T, heads, d] activations
+    into a [..., head, T, d] buffer, expanding kv heads (query head h reads kv head h // group)."""
+    *_, length, kv, d = tokens.shape
+    target = buffer.view(*buffer.shape[:-3], kv, -1, length, d)
+    return target, tokens.transpose(-3, -2).unsqueeze(-3)
+
+
+def _per_prompt_sums(
+    outputs: list[tuple[torch.Tensor, torch.Tensor]],
+    keys: list[torch.Tensor],
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    n_heads: int,
+) -> dict[str, torch.Tensor]:
+    """One token chunk's per-prompt sums in ``mask``'s dtype, [batch, ...] each: token count
+    ``n``; ``s1``/``s2`` [set, batch, head, d(, d)] per (outputs, shift) set; ``outer``/``count``
+    per key set.
+
+    Outputs are [batch, T, heads, d] (shifted, padded tokens zeroed), keys [batch, head, T] bool,
+    values [batch, T, kv, d]. All sets share one buffer and one batched matmul; a 0/1 key weight
+    w gives sum_k w v v^T = (w v)^T (w v).
+    """
+    batch, length = mask.shape
+    shape = (batch, n_heads, length, values.shape[-1])
+    shifted = torch.empty(len(outputs), *shape, dtype=mask.dtype, device=mask.device)
+    for slot, (tokens, shift) in zip(shifted, outputs):
+        target, source = _into_heads(slot, tokens)
+        torch.sub(source, shift.view(*target.shape[1:3], 1, -1), out=target)
+    shifted.mul_(mask[:, None, :, None])
+    sums = {"n": mask.sum(1), "s1": shifted.sum(-2), "s2": shifted.mT @ shifted}
+    del shifted
+    weights = torch.stack(keys)  # [set, batch, head, T]
+    weighted = torch.empty(len(keys), *shape, dtype=mask.dtype, device=mask.device)
+    target, source = _into_heads(weighted, values)
+    torch.mul(source, weights.view(*target.shape[:-1], 1), out=target)
+    sums["outer"] = weighted.mT @ weighted
+    sums["count"] = weights.sum(-1, dtype=mask.dtype)
+    return sums
+
+
+@functools.lru_cache(maxsize=64)
+def _group_matrix(first: int, batch: int, n_groups: int, device: str) -> torch.Tensor:
+    """[group, batch] float64 one-hot: prompt ``first + i`` goes to group (first + i) mod n.
+    Built on the device (no host copy) and cached: every layer and batch shape reuses it."""
+    rows = (torch.arange(batch, device=device) + first) % n_groups
+    return torch.nn.functional.one_hot(rows, n_groups).T.double()
 
 
 @dataclass
@@ -56,7 +102,8 @@ class HeadMoments:
 
     Output moments are shifted by ``shift`` (per head, the first batch's mean), the same for
     uniform-attention outputs; key moments are uncentred sums of v v^T over sink keys and over
-    the equal-count non-sink control keys.
+    the equal-count non-sink control keys. All sums are views into one float64 [group, -1]
+    tensor, so a batch adds its per-prompt sums with one matmul by the group assignment.
     """
 
     n_heads: int
@@ -70,13 +117,16 @@ class HeadMoments:
 
     def __post_init__(self) -> None:
         g, h, d = self.n_groups, self.n_heads, self.d_head
-        shapes = {"n": (g,), "s1": (g, h, d), "u_s1": (g, h, d), "n_sink": (g, h), "n_ctl": (g, h)}
+        shapes = {"n": (), "s1": (h, d), "u_s1": (h, d), "n_sink": (h,), "n_ctl": (h,)}
+        self._shapes = {name: shapes.get(name, (h, d, d)) for name in _ACCUMULATORS}
+        sizes = [math.prod(shape) for shape in self._shapes.values()]
+        self._flat = torch.zeros(g, sum(sizes), device=self.device, dtype=torch.float64)
+        columns = self._flat.split(sizes, dim=1)
         self.sums = {
-            name: torch.zeros(
-                shapes.get(name, (g, h, d, d)), device=self.device, dtype=torch.float64
-            )
-            for name in _ACCUMULATORS
+            name: column.view(g, *shape)
+            for (name, shape), column in zip(self._shapes.items(), columns)
         }
+        self._cast: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def update(
         self,
@@ -87,36 +137,76 @@ class HeadMoments:
         control: torch.Tensor | None = None,
         z_uniform: torch.Tensor | None = None,
     ) -> None:
-        """Add a batch: z [batch, query, head, d_head], values [batch, key, head, d_head]
-        (expanded), sinks and control [batch, head, key] bool, token_mask [batch, seq] (1 = real),
-        z_uniform [batch, query, head, d_head] (the head's output under uniform attention)."""
-        batch = z.shape[0]
-        rows = (torch.arange(batch, device=z.device) + self.n_prompts) % self.n_groups
-        groups = torch.nn.functional.one_hot(rows, self.n_groups).double()  # [batch, group]
-        self.n_prompts += batch
-        # Padded tokens are zeroed rather than dropped: boolean indexing would sync the host
-        # once per layer (benchmarks/NOTES.md, optimisation B).
-        mask = token_mask.to(z.device).double()
-        weights = mask[:, :, None].expand(-1, -1, self.n_heads)
-        self.sums["n"] += groups.T @ mask.sum(1)
-        for outputs, prefix in ((z, ""), (z_uniform, "u_")):
-            if outputs is None:
-                continue
-            outputs = outputs.double()
-            shift_name = "u_shift" if prefix else "shift"
-            if getattr(self, shift_name) is None:
-                total = (outputs * mask[:, :, None, None]).sum(dim=(0, 1))
-                setattr(self, shift_name, total / mask.sum().clamp_min(1.0))
-            shifted = (outputs - getattr(self, shift_name)) * mask[:, :, None, None]
-            self.sums[f"{prefix}s1"] += torch.einsum("bg,bqhd->ghd", groups, shifted)
-            self.sums[f"{prefix}s2"] += _group_outer(shifted, weights, groups)
-        v = values.double()
-        for keys, prefix in ((sinks, "sink"), (control, "ctl")):
-            if keys is None:
-                continue
-            key_weights = keys.permute(0, 2, 1).double()  # [batch, key, head]
-            self.sums[f"{prefix}_outer"] += _group_outer(v, key_weights, groups)
-            self.sums[f"n_{prefix}"] += groups.T @ key_weights.sum(1)
+        """Add a batch: z [batch, query, head, d_head], values and z_uniform [batch, token,
+        head or kv_head, d_head] (kv heads expanded here, per chunk), sinks and control
+        [batch, head, key] bool, token_mask [batch, seq] (1 = real); any float dtypes.
+
+        Per-prompt moments are float32 matmuls (float64 for float64 input) over chunks of tokens
+        (``tags.token_chunks``: no full-size float64 copy, bounded memory at long context),
+        shifted first so near-constant outputs do not cancel, then summed in float64.
+        """
+        dtype = torch.promote_types(z.dtype, torch.float32)
+        mask = token_mask.to(z.device, dtype)
+        outputs = [(z, self._shift("shift", z, mask))]
+        if z_uniform is not None:
+            outputs.append((z_uniform, self._shift("u_shift", z_uniform, mask)))
+        keys = [sinks] if control is None else [sinks, control]
+        total = None
+        for start, stop in token_chunks((*z.shape[:2], self.n_heads, self.d_head)):
+            window = slice(start, stop)
+            chunk = _per_prompt_sums(
+                [(tokens[:, window], shift) for tokens, shift in outputs],
+                [weights[..., window] for weights in keys],
+                values[:, window],
+                mask[:, window],
+                self.n_heads,
+            )
+            chunk = self._row(chunk)
+            total = chunk if total is None else total + chunk
+        groups = _group_matrix(
+            self.n_prompts % self.n_groups, z.shape[0], self.n_groups, str(z.device)
+        )
+        self._flat.addmm_(groups, total)
+        self.n_prompts += z.shape[0]
+
+    def _shift(self, name: str, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The shift ``name`` in ``mask``'s dtype, set on first use to the per-head mean of the
+        real tokens' outputs (rounded to that dtype, so the stored float64 shift is exactly the
+        one subtracted)."""
+        if getattr(self, name) is None:
+            total = sum(
+                torch.einsum(
+                    "bt,bthd->hd", mask[:, start:stop], outputs[:, start:stop].to(mask.dtype)
+                )
+                for start, stop in token_chunks(outputs.shape)
+            )
+            mean = (total / mask.sum().clamp_min(1.0)).to(mask.dtype).double()
+            setattr(self, name, mean.repeat_interleave(self.n_heads // mean.shape[0], dim=0))
+        key = (name, mask.dtype)
+        if key not in self._cast:
+            self._cast[key] = getattr(self, name).to(mask.dtype)
+        return self._cast[key]
+
+    def _row(self, chunk: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-prompt sums in accumulator order as one float64 [batch, -1], zeros for the
+        uniform-attention and control sums not given."""
+        parts = {"n": chunk["n"]}
+        for index, prefix in enumerate(("", "u_")):
+            for name in ("s1", "s2"):
+                if index < len(chunk[name]):
+                    parts[f"{prefix}{name}"] = chunk[name][index]
+        for index, prefix in enumerate(("sink", "ctl")):
+            if index < len(chunk["outer"]):
+                parts[f"{prefix}_outer"] = chunk["outer"][index]
+                parts[f"n_{prefix}"] = chunk["count"][index]
+        batch = chunk["n"].shape[0]
+        columns = [
+            parts[name].reshape(batch, -1)
+            if name in parts
+            else chunk["n"].new_zeros(batch, math.prod(shape))
+            for name, shape in self._shapes.items()
+        ]
+        return torch.cat(columns, dim=1).double()
 
     def totals(self, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Sums over the groups in ``keep`` ([group] bool; default all)."""
