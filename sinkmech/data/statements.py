@@ -39,6 +39,8 @@ COLUMNS = (
     "split",
     "source_id",
 )
+# What every statement set has (truth sets add the country columns, sentiment sets the word's).
+CORE_COLUMNS = ("statement_id", "statement", "label", "entity", "split")
 TEMPLATE = "The city of {city} is in {country}."
 # Names made of letters and single spaces only: a hyphen, comma or period inside a name would add
 # punctuation tokens (candidate sinks) before the statement-final period.
@@ -175,11 +177,12 @@ def _derange_countries(countries: Sequence[str], rng: np.random.Generator) -> li
 
 
 def validate_statements(frame: pd.DataFrame) -> None:
-    """Raise ``StatementDataError`` if a statement table is malformed or its split leaks entities."""
-    missing = [column for column in COLUMNS if column not in frame.columns]
+    """Raise ``StatementDataError`` if a statement table is malformed or its split leaks entities
+    (the columns every set has; ``load_statements`` checks each kind's own)."""
+    missing = [column for column in CORE_COLUMNS if column not in frame.columns]
     if missing:
         raise StatementDataError(
-            f"statement table lacks columns {missing}; expected {list(COLUMNS)}"
+            f"statement table lacks columns {missing}; expected at least {list(CORE_COLUMNS)}"
         )
     bad = frame.index[~frame.label.isin([0, 1]) | ~frame.split.isin(["train", "test"])]
     if len(bad):
@@ -213,13 +216,22 @@ def check_country_balance(frame: pd.DataFrame) -> None:
 
 def load_statements(name: str = "cities") -> pd.DataFrame:
     """A statement set, validated: a committed one by name (``sinkmech/data/statements/{name}.csv``,
-    package data) or a path to a ``.csv`` with the same columns (e.g. the facts a model knows)."""
+    package data: ``cities``, ``sentiment``) or a path to a ``.csv`` with the same columns (e.g.
+    the facts a model knows). Sentiment sets (word and template columns) are checked as such."""
+    from sinkmech.data.sentiment import is_sentiment_set, validate_sentiment
+
     path = Path(name) if name.endswith(".csv") else STATEMENTS_DIR / f"{name}.csv"
     if not path.is_file():
         available = sorted(p.stem for p in STATEMENTS_DIR.glob("*.csv"))
         raise StatementDataError(f"no statement set {name!r} at {path}; available: {available}")
     frame = pd.read_csv(path)
+    if is_sentiment_set(frame):
+        validate_sentiment(frame)
+        return frame
     validate_statements(frame)
+    missing = [column for column in COLUMNS if column not in frame.columns]
+    if missing:
+        raise StatementDataError(f"truth statement set {path} lacks columns {missing}")
     check_country_balance(frame)
     return frame
 
