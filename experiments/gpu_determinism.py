@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--variant", default="noqknorm")
     parser.add_argument("--work", default="/tmp/determinism")
+    parser.add_argument("--device", default="cuda", help="cpu only to try the script itself")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if not (Path(args.corpus) / "meta.json").is_file():
@@ -67,7 +68,7 @@ def main() -> None:
                 seed=0,
                 corpus_dir=args.corpus,
                 out_dir=str(run),
-                device="cuda",
+                device=args.device,
                 wandb_mode="disabled",
                 progress=False,
                 deterministic=deterministic,
