@@ -26,7 +26,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from sinkmech.data.statements import StatementDataError, validate_statements
+from sinkmech.data.statements import (
+    SENTIMENT_COLUMNS,
+    StatementDataError,
+    validate_sentiment,
+)
 
 # Each template ends "... <word>." and reads naturally with an adjective or a noun (VADER has no
 # part of speech); no punctuation before the word, so the final period is the only candidate
@@ -36,17 +40,6 @@ TEMPLATES = (
     "Her one word for the evening was {word}.",
     "The only word for the service was {word}.",
     "Most guests summed up the hotel as {word}.",
-)
-SENTIMENT_COLUMNS = (
-    "statement_id",
-    "statement",
-    "label",
-    "entity",
-    "word",
-    "template",
-    "valence",
-    "valence_sd",
-    "split",
 )
 MIN_ABS_VALENCE = 2.0  # VADER's scale is -4..4; 2 = clearly positive/negative
 MAX_SD = 1.0  # raters agree
@@ -154,35 +147,6 @@ def build_sentiment_statements(
     frame = pd.DataFrame(rows, columns=list(SENTIMENT_COLUMNS))
     validate_sentiment(frame)
     return frame
-
-
-def is_sentiment_set(frame: pd.DataFrame) -> bool:
-    """A sentiment statement table (word and template columns) rather than a truth one."""
-    return {"word", "template"} <= set(frame.columns)
-
-
-def validate_sentiment(frame: pd.DataFrame) -> None:
-    """Raise ``StatementDataError`` unless the table is a valid, balanced sentiment set: every
-    word in every template, labels agreeing with valence, both labels equally common per split."""
-    validate_statements(frame)
-    missing = [column for column in SENTIMENT_COLUMNS if column not in frame.columns]
-    if missing:
-        raise StatementDataError(f"sentiment table lacks columns {missing}")
-    wrong = frame.index[frame.label != (frame.valence > 0).astype(int)]
-    if len(wrong):
-        raise StatementDataError(f"row {wrong[0]}: label disagrees with valence")
-    per_word = frame.groupby("word").template.nunique()
-    if (per_word != frame.template.nunique()).any():
-        raise StatementDataError(
-            f"word {per_word.index[per_word != frame.template.nunique()][0]!r} is not in every "
-            "template (then the template would predict the word)"
-        )
-    balance = frame.groupby("split").label.mean()
-    if (balance != 0.5).any():
-        raise StatementDataError(
-            f"split {balance.index[balance != 0.5][0]!r} is not half positive (majority baseline "
-            "would not be 50%)"
-        )
 
 
 def lexicon_from_wheel(wheel: Path) -> tuple[str, str]:

@@ -19,8 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sinkmech.data.sentiment import is_sentiment_set  # noqa: E402
-from sinkmech.data.statements import load_statements, validate_statements  # noqa: E402
+from sinkmech.data.statements import (  # noqa: E402
+    is_sentiment_set,
+    load_statements,
+    validate_statements,
+)
 from sinkmech.mechanism.sinks import SINK_THRESHOLD  # noqa: E402
 from sinkmech.models import LoadedModel  # noqa: E402
 from sinkmech.probing.features import (  # noqa: E402

@@ -12,12 +12,16 @@ from sinkmech.data.sentiment import (
     TEMPLATES,
     LexiconEntry,
     build_sentiment_statements,
-    is_sentiment_set,
     read_vader_lexicon,
     select_words,
+)
+from sinkmech.data.statements import (
+    STATEMENTS_DIR,
+    StatementDataError,
+    is_sentiment_set,
+    load_statements,
     validate_sentiment,
 )
-from sinkmech.data.statements import STATEMENTS_DIR, StatementDataError, load_statements
 
 LEXICON = "\n".join(
     f"{word}\t{valence}\t{sd}\t[0]"
