@@ -8,8 +8,13 @@ TransformerLens hook backend (eager attention, patterns materialised), run until
 memory. Random weights of a real shape (``run_benchmark.SHAPES``), built on the GPU; all variants
 in one process on one device.
 
+With ``--kernels`` it also times one layer's attention alone (SDPA; the fused forward with its
+log-sum-exp; the received-attention pass) at each length, and with ``--profile-max N`` it runs the
+long-context profile (``sinkmech.mechanism.long_context``) on the random weights at every length
+up to N (random token ids: the scale check of issue 17 item 4).
+
     python -m benchmarks.long_context --shape llama-3-8b --points 4x1024,1x4096,1x32768,1x131072 \
-        --out $OUT
+        --kernels --profile-max 32768 --out $OUT
 """
 
 from __future__ import annotations
@@ -34,8 +39,15 @@ from benchmarks.run_benchmark import (
     time_variant,
     versions,
 )
+from sinkmech.attention import ops
 from sinkmech.attention.backend import attention_implementation, plain_model
+from sinkmech.attention.span import AttentionSpan
 from sinkmech.mechanism.ctr import CTRSettings, _stream_pass
+from sinkmech.mechanism.long_context import (
+    LongContextSettings,
+    profile_batches,
+    summarise_long_context,
+)
 from sinkmech.models.loading import ModelSpec, describe, wrap_hf
 
 GIB = 2**30
@@ -53,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--hooks-max", type=int, default=16384, help="longest hooks_suite run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/long_context"))
+    parser.add_argument("--kernels", action="store_true", help="time one layer's attention ops")
+    parser.add_argument("--profile-max", type=int, default=0, help="long-context profile up to")
     args = parser.parse_args(argv)
     device = torch.device("cuda")
     points = parse_points(args.points)
@@ -69,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     for batch_size, length in points:
         batch = make_batch(hf_model.config.vocab_size, batch_size, length, seed=0)
         tokens = batch.tokens.to(device)
-        repeats = args.repeats if length <= 32768 else 2
+        # Beyond 32k one timed call each (a call takes seconds; kernels are compiled by then).
+        short = length <= 32768
+        warmup, repeats = (1, args.repeats) if short else (0, 1)
 
         def sdpa() -> None:
             with (
@@ -82,15 +98,16 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         variants = {
             "hf_sdpa": sdpa,
             "fused_suite": lambda: _stream_pass(fused, [batch], CTRSettings(collect_catch=False)),
-            "fused_suite_catch": lambda: _stream_pass(fused, [batch], CTRSettings()),
         }
+        if short:
+            variants["fused_suite_catch"] = lambda: _stream_pass(fused, [batch], CTRSettings())
         if length <= args.hooks_max and not hooks_failed:
             variants["hooks_suite"] = lambda: _stream_pass(
                 hooks, [batch], CTRSettings(collect_catch=False)
             )
         timings = {}
         for name, fn in variants.items():
-            timings[name] = time_variant(fn, device, warmup=1, repeats=repeats)
+            timings[name] = time_variant(fn, device, warmup=warmup, repeats=repeats)
             timing = timings[name]
             print(
                 f"{batch_size}x{length} {name}: {timing.status} {timing.median_s:.3f}s "
@@ -120,7 +137,49 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
             )
         table = pd.DataFrame(rows)
         table.to_csv(args.out / f"long_context_{args.shape}.csv", index=False)
+    if args.kernels:
+        kernel_times(hf_model.config, [n for _, n in points], args.out / "attention_ops.csv")
+    if args.profile_max:
+        lengths = [n for _, n in points if n <= args.profile_max and _ == 1]
+        batches = [make_batch(hf_model.config.vocab_size, 1, n, seed=1) for n in lengths]
+        settings = LongContextSettings(lengths=tuple(lengths), n_sequences=1)
+        profile = profile_batches(fused, batches, settings)
+        summary = summarise_long_context(profile).assign(model=f"{args.shape} (random weights)")
+        summary.to_csv(args.out / f"long_context_profile_{args.shape}.csv", index=False)
+        print(summary.to_string(index=False), flush=True)
     return table
+
+
+def kernel_times(config: object, lengths: list[int], path: Path) -> None:
+    """Milliseconds of one causal layer's attention (batch 1, the shape's heads, bf16): SDPA, the
+    fused forward with log-sum-exp, and the received-attention pass."""
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = config.hidden_size // heads
+    rows = []
+    for length in sorted(set(lengths)):
+        q = torch.randn(1, heads, length, dim, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(1, kv_heads, length, dim, device="cuda", dtype=q.dtype) for _ in "kv")
+        span, scale = AttentionSpan(causal=True), dim**-0.5
+        _, lse = ops.attention_with_lse(q, k, v, scale, span)
+        ops_to_time = {
+            "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=True
+            ),
+            "fused_forward_with_lse": lambda: ops.attention_with_lse(q, k, v, scale, span),
+            "received_attention": lambda: ops.received_attention(q, k, lse, scale, span),
+        }
+        for name, fn in ops_to_time.items():
+            for _ in range(2):
+                fn()
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(5):
+                fn()
+            stop.record()
+            torch.cuda.synchronize()
+            rows.append({"seq_len": length, "op": name, "ms": start.elapsed_time(stop) / 5})
+            print(f"attention op T={length} {name}: {rows[-1]['ms']:.3f} ms", flush=True)
+    pd.DataFrame(rows).assign(device=device_name(torch.device("cuda"))).to_csv(path, index=False)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from sinkmech.paths import config_dir
-from sinkmech.training.lm import VARIANTS, LMConf, TrainConf
+from sinkmech.training.lm import CUBLAS_WORKSPACE, VARIANTS, LMConf, TrainConf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,7 @@ def _env(threads: int) -> dict[str, str]:
     env = dict(
         os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", WANDB_MODE="disabled"
     )
+    env.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # deterministic cuBLAS
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     return env
 

@@ -39,6 +39,20 @@ COLUMNS = (
     "split",
     "source_id",
 )
+# What every statement set has (truth sets add the country columns, sentiment sets the word's).
+CORE_COLUMNS = ("statement_id", "statement", "label", "entity", "split")
+# Sentiment sets (Table 7, built by sinkmech.data.sentiment): the word's columns instead.
+SENTIMENT_COLUMNS = (
+    "statement_id",
+    "statement",
+    "label",
+    "entity",
+    "word",
+    "template",
+    "valence",
+    "valence_sd",
+    "split",
+)
 TEMPLATE = "The city of {city} is in {country}."
 # Names made of letters and single spaces only: a hyphen, comma or period inside a name would add
 # punctuation tokens (candidate sinks) before the statement-final period.
@@ -175,11 +189,12 @@ def _derange_countries(countries: Sequence[str], rng: np.random.Generator) -> li
 
 
 def validate_statements(frame: pd.DataFrame) -> None:
-    """Raise ``StatementDataError`` if a statement table is malformed or its split leaks entities."""
-    missing = [column for column in COLUMNS if column not in frame.columns]
+    """Raise ``StatementDataError`` if a statement table is malformed or its split leaks entities
+    (the columns every set has; ``load_statements`` checks each kind's own)."""
+    missing = [column for column in CORE_COLUMNS if column not in frame.columns]
     if missing:
         raise StatementDataError(
-            f"statement table lacks columns {missing}; expected {list(COLUMNS)}"
+            f"statement table lacks columns {missing}; expected at least {list(CORE_COLUMNS)}"
         )
     bad = frame.index[~frame.label.isin([0, 1]) | ~frame.split.isin(["train", "test"])]
     if len(bad):
@@ -213,15 +228,52 @@ def check_country_balance(frame: pd.DataFrame) -> None:
 
 def load_statements(name: str = "cities") -> pd.DataFrame:
     """A statement set, validated: a committed one by name (``sinkmech/data/statements/{name}.csv``,
-    package data) or a path to a ``.csv`` with the same columns (e.g. the facts a model knows)."""
+    package data: ``cities``, ``sentiment``) or a path to a ``.csv`` with the same columns (e.g.
+    the facts a model knows). Sentiment sets (word and template columns) are checked as such."""
+
     path = Path(name) if name.endswith(".csv") else STATEMENTS_DIR / f"{name}.csv"
     if not path.is_file():
         available = sorted(p.stem for p in STATEMENTS_DIR.glob("*.csv"))
         raise StatementDataError(f"no statement set {name!r} at {path}; available: {available}")
     frame = pd.read_csv(path)
+    if is_sentiment_set(frame):
+        validate_sentiment(frame)
+        return frame
     validate_statements(frame)
+    missing = [column for column in COLUMNS if column not in frame.columns]
+    if missing:
+        raise StatementDataError(f"truth statement set {path} lacks columns {missing}")
     check_country_balance(frame)
     return frame
+
+
+def is_sentiment_set(frame: pd.DataFrame) -> bool:
+    """A sentiment statement table (word and template columns) rather than a truth one."""
+    return {"word", "template"} <= set(frame.columns)
+
+
+def validate_sentiment(frame: pd.DataFrame) -> None:
+    """Raise ``StatementDataError`` unless the table is a valid, balanced sentiment set: every
+    word in every template, labels agreeing with valence, both labels equally common per split."""
+    validate_statements(frame)
+    missing = [column for column in SENTIMENT_COLUMNS if column not in frame.columns]
+    if missing:
+        raise StatementDataError(f"sentiment table lacks columns {missing}")
+    wrong = frame.index[frame.label != (frame.valence > 0).astype(int)]
+    if len(wrong):
+        raise StatementDataError(f"row {wrong[0]}: label disagrees with valence")
+    per_word = frame.groupby("word").template.nunique()
+    if (per_word != frame.template.nunique()).any():
+        raise StatementDataError(
+            f"word {per_word.index[per_word != frame.template.nunique()][0]!r} is not in every "
+            "template (then the template would predict the word)"
+        )
+    balance = frame.groupby("split").label.mean()
+    if (balance != 0.5).any():
+        raise StatementDataError(
+            f"split {balance.index[balance != 0.5][0]!r} is not half positive (majority baseline "
+            "would not be 50%)"
+        )
 
 
 def geonames_city_facts(

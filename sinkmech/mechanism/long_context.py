@@ -182,9 +182,18 @@ def long_context_profile(
         )
     # Twice the tokens needed: another tokenizer may split the same text into more tokens.
     text = long_text(settings.text, 2 * max(settings.lengths) * settings.n_sequences)
+    batches = [cut_sequences(loaded, text, n, settings.n_sequences) for n in settings.lengths]
+    return profile_batches(loaded, batches, settings)
+
+
+def profile_batches(
+    loaded: LoadedModel, batches: list[TokenBatch], settings: LongContextSettings
+) -> dict[str, pd.DataFrame]:
+    """``long_context_profile`` on prepared batches, one per length (e.g. random token ids for a
+    random-weight model)."""
     sinks, shares, variances = [], [], []
-    for length in settings.lengths:
-        batch = cut_sequences(loaded, text, length, settings.n_sequences)
+    for batch in batches:
+        length = batch.tokens.shape[1]
         census, moments, _ = _stream_pass(loaded, [batch], settings.ctr())
         table = census.table()
         first = table[table.sink_kind == FIRST]

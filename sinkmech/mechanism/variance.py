@@ -103,7 +103,9 @@ class HeadMoments:
     Output moments are shifted by ``shift`` (per head, the first batch's mean), the same for
     uniform-attention outputs; key moments are uncentred sums of v v^T over sink keys and over
     the equal-count non-sink control keys. All sums are views into one float64 [group, -1]
-    tensor, so a batch adds its per-prompt sums with one matmul by the group assignment.
+    tensor, so a batch adds its per-prompt sums with one matmul by the group assignment. Groups
+    are allocated as prompts first reach them, so a pass over one long prompt holds one group's
+    sums, not ``n_groups`` (5 GiB for an 8B model at the default 10).
     """
 
     n_heads: int
@@ -116,17 +118,28 @@ class HeadMoments:
     sums: dict[str, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
-        g, h, d = self.n_groups, self.n_heads, self.d_head
+        h, d = self.n_heads, self.d_head
         shapes = {"n": (), "s1": (h, d), "u_s1": (h, d), "n_sink": (h,), "n_ctl": (h,)}
         self._shapes = {name: shapes.get(name, (h, d, d)) for name in _ACCUMULATORS}
-        sizes = [math.prod(shape) for shape in self._shapes.values()]
-        self._flat = torch.zeros(g, sum(sizes), device=self.device, dtype=torch.float64)
-        columns = self._flat.split(sizes, dim=1)
+        self._sizes = [math.prod(shape) for shape in self._shapes.values()]
+        self._flat = torch.zeros(0, sum(self._sizes), device=self.device, dtype=torch.float64)
+        self._views()
+        self._cast: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def _views(self) -> None:
+        columns = self._flat.split(self._sizes, dim=1)
+        rows = self._flat.shape[0]
         self.sums = {
-            name: column.view(g, *shape)
+            name: column.view(rows, *shape)
             for (name, shape), column in zip(self._shapes.items(), columns)
         }
-        self._cast: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def _grow(self, rows: int) -> None:
+        """Room for the first ``rows`` groups (new ones zero)."""
+        if rows > self._flat.shape[0]:
+            extra = self._flat.new_zeros(rows - self._flat.shape[0], self._flat.shape[1])
+            self._flat = torch.cat([self._flat, extra])
+            self._views()
 
     def update(
         self,
@@ -163,10 +176,11 @@ class HeadMoments:
             )
             chunk = self._row(chunk)
             total = chunk if total is None else total + chunk
+        self._grow(min(self.n_groups, self.n_prompts + z.shape[0]))
         groups = _group_matrix(
             self.n_prompts % self.n_groups, z.shape[0], self.n_groups, str(z.device)
         )
-        self._flat.addmm_(groups, total)
+        self._flat.addmm_(groups[: self._flat.shape[0]], total)
         self.n_prompts += z.shape[0]
 
     def _shift(self, name: str, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -210,7 +224,7 @@ class HeadMoments:
 
     def totals(self, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Sums over the groups in ``keep`` ([group] bool; default all)."""
-        keep = torch.ones(self.n_groups, dtype=torch.bool) if keep is None else keep
+        keep = torch.ones(self._flat.shape[0], dtype=torch.bool) if keep is None else keep
         index = keep.nonzero().flatten().to(self.sums["n"].device)
         return {name: tensor.index_select(0, index).sum(0) for name, tensor in self.sums.items()}
 

@@ -5,6 +5,9 @@ component separates true from false "cities" statements; theta_no_tag: with the 
 does not) with baselines the paper does not report: the raw residual stream at the same tokens, a
 random subspace of the residual of the tag's rank, non-sink heads, and shuffled labels. Adds a
 segment-identity probe (which period sink caught a token) for the release step of Sec. 3-4.
+On a sentiment set (Table 7, ``sinkmech.data.sentiment``) the same probes read positive vs
+negative; their table is ``sentiment_probes`` and ``sentiment_baselines`` adds the word's own
+embedding and position probes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sinkmech.data.statements import load_statements, validate_statements  # noqa: E402
+from sinkmech.data.statements import (  # noqa: E402
+    is_sentiment_set,
+    load_statements,
+    validate_statements,
+)
 from sinkmech.mechanism.sinks import SINK_THRESHOLD  # noqa: E402
 from sinkmech.models import LoadedModel  # noqa: E402
 from sinkmech.probing.features import (  # noqa: E402
@@ -34,6 +41,7 @@ from sinkmech.probing.probes import (  # noqa: E402
     top_direction,
 )
 from sinkmech.probing.segments import extract_segment_features, segment_prompts  # noqa: E402
+from sinkmech.probing.sentiment import sentiment_baselines  # noqa: E402
 
 __all__ = ["run_probing", "load_statements", "plot_probe_summary"]
 
@@ -248,7 +256,8 @@ def run_probing(
     max_heads: int | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Truth probes per (layer, head, feature, probe), tag directions, segment probes, and the
-    final-punctuation sink frequency of every head; each table has a ``model`` column."""
+    final-punctuation sink frequency of every head; each table has a ``model`` column. A
+    sentiment set's probes are named ``sentiment_probes``, with ``sentiment_baselines`` beside."""
     validate_statements(statements)
     statements = statements.sort_values("statement_id", ignore_index=True)
     prompts = [text + PROBE_SUFFIX for text in statements.statement]
@@ -259,8 +268,9 @@ def run_probing(
     sinks, others = choose_heads(frequency, max_heads)
     features = extract_truth_features(loaded, prompts, sinks + others, batch_size, sink_threshold)
     layer, head = np.indices(frequency.shape)
+    sentiment = is_sentiment_set(statements)
     tables = {
-        "truth_probes": pd.DataFrame(
+        "sentiment_probes" if sentiment else "truth_probes": pd.DataFrame(
             _truth_rows(features, frequency, set(sinks), y, groups, is_test, n_folds, seed)
         ),
         "tag_direction": pd.DataFrame(
@@ -275,6 +285,10 @@ def run_probing(
             {"layer": layer.ravel(), "head": head.ravel(), "frequency": frequency.ravel()}
         ),
     }
+    if sentiment:
+        tables["sentiment_baselines"] = sentiment_baselines(
+            loaded, statements, batch_size=batch_size, n_folds=n_folds, seed=seed
+        )
     return {name: table.assign(model=loaded.name) for name, table in tables.items()}
 
 
@@ -285,7 +299,7 @@ def _head_labels(frame: pd.DataFrame) -> pd.Series:
 def plot_probe_summary(tables: dict[str, pd.DataFrame]) -> plt.Figure:
     """Test accuracy (95% Wilson CI) of logistic truth probes per head and feature, and of the
     segment-identity probes against the majority class."""
-    truth = tables["truth_probes"]
+    truth = tables["sentiment_probes" if "sentiment_probes" in tables else "truth_probes"]
     truth = truth[truth.probe == "logistic"].sort_values(
         ["head_role", "layer", "head"], ascending=[False, True, True]
     )
@@ -321,11 +335,13 @@ def plot_probe_summary(tables: dict[str, pd.DataFrame]) -> plt.Figure:
     axes[0].set_xticks(range(len(heads)), heads, rotation=90, fontsize=7)
     axes[0].set(
         xlabel="layer.head (* = non-sink head)",
-        ylabel="test accuracy, true vs false",
+        ylabel="test accuracy, label vs other",
         ylim=(0.3, 1.02),
     )
     axes[0].legend(fontsize=7, ncol=2)
-    axes[0].set_title("truth probes (logistic, 95% Wilson CI)")
+    axes[0].set_title(
+        f"{'sentiment' if 'sentiment_probes' in tables else 'truth'} probes (logistic, 95% CI)"
+    )
     if segment.empty:
         axes[1].text(
             0.5,

@@ -205,7 +205,7 @@ def load_tables(
     """Every table the ledger and figures read, concatenated over complete units; the minimal
     problem's tables from ``minimal_dir`` (paper size if present, else CPU size)."""
     names = ("sinks", "sinks_summary", "variance", "interventions", "release")
-    names += ("truth_probes", "segment_probes", "sentiment_probes")
+    names += ("truth_probes", "segment_probes", "sentiment_probes", "sentiment_baselines")
     names += ("massive_summary", "massive_interventions", "secondary", "eviction", "gu_sink")
     tables = {name: collect(results_dir, name) for name in names}
     first = results_dir if isinstance(results_dir, (str, Path)) else results_dir[0]

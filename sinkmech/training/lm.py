@@ -10,6 +10,14 @@ Runs without Hydra or wandb (the GPU machine has neither): ``python -m sinkmech.
 --config run.json``; ``experiments/train_lm.py`` is the Hydra front end. Training state is saved
 every ``ckpt_every`` steps and a killed run resumes from it; batches depend only on (seed, step),
 so a resumed run sees exactly the batches an uninterrupted one would.
+
+Bit-reproducible on one GPU (issue 13, B): with ``deterministic`` (the default) training runs
+under ``torch.use_deterministic_algorithms`` with cuBLAS's fixed workspace
+(``CUBLAS_WORKSPACE_CONFIG=:4096:8``). Without it two GPU runs of one ladder config ended
+~1e-3 apart in validation loss (knowledge up to 6 points): the likely cause is the fused SDPA
+attention backward (flash / memory-efficient kernels accumulate dQ with atomics, in an order
+that varies between runs unless deterministic algorithms are requested); a last-bit difference
+after one step then grows over 1,500 steps. ``experiments.gpu_determinism`` checks it on a GPU.
 """
 
 from __future__ import annotations
@@ -17,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -73,6 +83,7 @@ class TrainConf:
     out_dir: str = "checkpoints/textlm/small_qknorm_s0"
     device: str = "auto"  # auto = cuda if available
     bf16: bool = True  # bf16 autocast on CUDA (fp32 master weights); ignored on CPU
+    deterministic: bool = True  # deterministic kernels: rerunning gives bit-identical weights
     wandb_mode: str = "offline"  # offline | online | disabled
     wandb_project: str = "sinkmech"
     progress: bool = True
@@ -300,11 +311,37 @@ def _tracker(conf: TrainConf) -> Any:
     )
 
 
+# cuBLAS needs a fixed workspace for deterministic results (read when its handle is created).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels inside the block (``torch.use_deterministic_algorithms``; ops with
+    no deterministic version raise), the previous setting restored after it."""
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
 def train(conf: TrainConf) -> dict[str, Any]:
     """Train (or resume) one run; returns the summary also written to ``training_summary.json``."""
+    validate(conf)
+    with deterministic_mode(conf.deterministic):
+        return _train(conf)
+
+
+def _train(conf: TrainConf) -> dict[str, Any]:
     from sinkmech.data.corpus import load_shard, read_meta
 
-    validate(conf)
     lm, out, device = conf.lm, Path(conf.out_dir), _device(conf)
     out.mkdir(parents=True, exist_ok=True)
     meta = read_meta(conf.corpus_dir)
@@ -415,6 +452,7 @@ def main() -> None:
     parser.add_argument("--out-dir", help="override out_dir")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # before any CUDA call
     conf = conf_from_dict(json.loads(Path(args.config).read_text()))
     if args.out_dir:
         conf.out_dir = args.out_dir

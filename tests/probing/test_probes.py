@@ -4,6 +4,7 @@ the paper's tag decomposition (Sec. 4.4 of arXiv 2502.00919)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -221,3 +222,24 @@ def test_bootstrap_auroc_of_a_single_class_is_undefined_not_an_error():
     y = np.ones(6, dtype=int)
     _, area = cluster_bootstrap(y, y, np.arange(6.0), np.arange(6))
     assert all(np.isnan(v) for v in area)
+
+
+def test_sentiment_set_gets_its_own_tables_and_word_baselines(minilm):
+    from sinkmech.data.sentiment import TEMPLATES
+
+    statements = load_statements("sentiment")
+    words = pd.concat(
+        [part.drop_duplicates("word").head(4) for _, part in statements.groupby(["split", "label"])]
+    ).word
+    statements = statements[statements.word.isin(words)]
+    tables = run_probing(minilm, statements, batch_size=32, n_folds=2, max_heads=1)
+    assert "truth_probes" not in tables and {"sentiment_probes", "sentiment_baselines"} <= set(
+        tables
+    )
+    baselines = tables["sentiment_baselines"].set_index("feature")
+    assert set(baselines.index) == {"word_embedding", "position", "position_template"}
+    assert (baselines.n_test_clusters == 8).all() and (baselines.chance == 0.5).all()
+    assert baselines.loc["word_embedding", "dim"] == minilm.model.cfg.d_model
+    # every word sits in every template: template and period position carry no label
+    assert baselines.loc["position_template", "dim"] >= len(TEMPLATES)
+    assert (tables["sentiment_probes"].n_test_clusters == 8).all()

@@ -276,3 +276,23 @@ def test_empty_tree_gives_only_untestable_rows():
     assert len(table) == len(ledger.RULES)
     assert (table.verdict == ledger.NOT_TESTABLE).all() and (table.reason != "").all()
     assert "not testable offline" in ledger.findings(table)
+
+
+def test_sentiment_rule_needs_the_tag_to_beat_the_word_embedding_and_position():
+    good = {"tag": 0.92, "no_tag": 0.52, "tag/shuffled": 0.5, "resid_random": 0.6}
+    probes = pd.concat([_probes("good", good), _probes("wordy", good), _probes("bare", good)])
+    baselines = pd.concat(
+        [
+            _probes("good", {"word_embedding": 0.8, "position_template": 0.5}),
+            _probes("wordy", {"word_embedding": 0.99, "position_template": 0.5}),
+        ]
+    ).drop(columns=["layer", "head", "head_role"])
+    rows = ledger.RULES[4]({"sentiment_probes": probes, "sentiment_baselines": baselines})
+    verdicts = _verdicts(rows, "Tags carry sentiment")
+    assert verdicts == {
+        "good": ledger.REPRODUCED,
+        "wordy": ledger.NOT_REPRODUCED,
+        "bare": ledger.NOT_TESTABLE_HERE,
+    }
+    (bare,) = [row for row in rows if row.model == "bare"]
+    assert "word_embedding" in bare.reason

@@ -120,3 +120,28 @@ def test_bad_config_fails_early(corpus, tmp_path):
         validate(tiny_conf(corpus, tmp_path, variant="qk"))
     with pytest.raises(ConfigError, match="n_heads"):
         validate(tiny_conf(corpus, tmp_path, n_heads=3))
+
+
+def test_two_trainings_give_identical_weights_under_deterministic_kernels(
+    corpus, tmp_path, monkeypatch
+):
+    """Issue 13 (B): a config trains to the same weights twice; each step runs with
+    deterministic algorithms on and the caller's setting comes back afterwards."""
+    import sinkmech.training.lm as lm
+
+    modes = []
+    plain_loss = lm.lm_loss
+
+    def recording_loss(*args, **kwargs):
+        modes.append(torch.are_deterministic_algorithms_enabled())
+        return plain_loss(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "lm_loss", recording_loss)
+    before = torch.are_deterministic_algorithms_enabled()
+    for name in ("a", "b"):
+        train(tiny_conf(corpus, tmp_path / name, "noqknorm", max_steps=6, eval_every=3))
+    a = load_file(tmp_path / "a" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert modes and all(modes)
+    assert torch.are_deterministic_algorithms_enabled() == before
