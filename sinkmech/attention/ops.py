@@ -13,14 +13,24 @@ SINK_ROW_CHUNK = 16384
 
 
 def _flash_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool):
-    """PyTorch's flash-attention kernel, which also returns the log-sum-exp (half precision, no
-    padding, no window). Grouped-query heads are expanded if the kernel does not take them."""
+    """PyTorch's fused attention kernels that also return the log-sum-exp (half precision, no
+    padding, no window): cuDNN's (what SDPA itself runs on Hopper, about twice FlashAttention-2's
+    speed there, benchmarks/NOTES.md), else FlashAttention-2's. Grouped-query heads are expanded
+    where a kernel does not take them."""
+    batch, heads, length, _ = q.shape
+    for expand in (False, True):
+        if expand and k.shape[1] != heads:
+            group = heads // k.shape[1]
+            k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        try:
+            cudnn = torch.ops.aten._scaled_dot_product_cudnn_attention
+            out, lse = cudnn(q, k, v, None, True, 0.0, causal, False, scale=scale)[:2]
+            return out, lse.reshape(batch, heads, -1)[..., :length].float()
+        except RuntimeError:
+            continue
     flash = torch.ops.aten._scaled_dot_product_flash_attention
-    if k.shape[1] != q.shape[1]:
-        group = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
     out, lse = flash(q, k, v, 0.0, causal, False, scale=scale)[:2]
-    return out, lse[..., : q.shape[2]].float()
+    return out, lse[..., :length].float()
 
 
 def attention_with_lse(
