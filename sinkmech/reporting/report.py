@@ -159,6 +159,26 @@ def measures_section(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out.sort_values("model")
 
 
+def long_context_section(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, length): first-token sink heads, mean first-token score and its ratio
+    to the uniform-attention null, and the first token's attention share from the last position
+    bin as a multiple of uniform attention's share."""
+    if summary.empty:
+        return summary
+    table = pd.DataFrame(
+        {
+            "model": summary.model.str.split("@").str[0],
+            "tokens": summary.seq_len,
+            "first-token sink heads": summary.frac_first_token_sink_heads,
+            "first-token score": summary.mean_first_token_score,
+            "score / null": summary.mean_first_token_score / summary.mean_first_token_null,
+            "last queries' share / uniform": summary.first_token_share_last_bin
+            / summary.uniform_share_last_bin,
+        }
+    )
+    return table.sort_values(["model", "tokens"]).drop_duplicates(["model", "tokens"])
+
+
 def intervention_section(interventions: pd.DataFrame) -> pd.DataFrame:
     if interventions.empty:
         return interventions
@@ -207,6 +227,7 @@ def load_tables(
     names = ("sinks", "sinks_summary", "variance", "interventions", "release")
     names += ("truth_probes", "segment_probes", "sentiment_probes", "sentiment_baselines")
     names += ("massive_summary", "massive_interventions", "secondary", "eviction", "gu_sink")
+    names += ("long_context_summary",)
     tables = {name: collect(results_dir, name) for name in names}
     first = results_dir if isinstance(results_dir, (str, Path)) else results_dir[0]
     minimal_dir = Path(minimal_dir) if minimal_dir else Path(first) / "minimal"
@@ -371,6 +392,12 @@ def write_report(
         "full attention, with the first tokens or the prompt-dependent sinks kept (control: as "
         "many random positions); Gu et al.'s Sink_eps (null: the second token).",
         measures_section(tables),
+        "### Sinks as context grows (`experiment=long_context`)",
+        "Per length: heads whose first-token score exceeds the threshold, the mean first-token "
+        "score and its ratio to the uniform-attention null, and the first token's mean attention "
+        "share from the last position bin of queries as a multiple of uniform attention's share "
+        "(1 = no preference). Rotary models run past their trained context with RoPE unchanged.",
+        long_context_section(tables["long_context_summary"]),
         "### Sinks (Sec. 2)",
         sink_section(tables["sinks_summary"]),
         "### Variance explained, rank 1 (Sec. 3.2)",

@@ -3,6 +3,7 @@ self-contained HTML page; tiny random models are pipeline checks, never ledger e
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from sinkmech import io
 from sinkmech.reporting import figures
@@ -120,3 +121,23 @@ def test_measures_section_puts_each_measure_beside_the_census():
     assert row["sink_eps_pct"] == 40.0 and row["ppl_ratio_window"] == 1.8
     assert "ppl_ratio_full" not in row and row["first_token_sink_heads"] == 3
     assert measures_section({}).empty
+
+
+def test_long_context_section_gives_ratios_to_the_nulls():
+    from sinkmech.reporting.report import long_context_section
+
+    summary = pd.DataFrame(
+        {
+            "model": ["m@long_context.lengths=256-512", "m@long_context.lengths=256-512"],
+            "seq_len": [512, 256],
+            "frac_first_token_sink_heads": [0.0, 0.1],
+            "mean_first_token_score": [0.03, 0.06],
+            "mean_first_token_null": [0.01, 0.03],
+            "first_token_share_last_bin": [0.004, 0.005],
+            "uniform_share_last_bin": [0.002, 0.005],
+        }
+    )
+    table = long_context_section(summary)
+    assert list(table.tokens) == [256, 512] and set(table.model) == {"m"}
+    assert list(table["score / null"]) == pytest.approx([2.0, 3.0])
+    assert list(table["last queries' share / uniform"]) == pytest.approx([1.0, 2.0])
