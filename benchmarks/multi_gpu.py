@@ -47,6 +47,7 @@ import transformers
 from benchmarks.run_benchmark import SHAPES, device_name, make_batch, versions
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
+from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models.loading import describe, wrap_hf
 from sinkmech.models.spec import LoadedModel, ModelSpec
 from sinkmech.reporting.compare import compare_tables
@@ -57,16 +58,18 @@ GIB = 2**30
 # give control keys, tags, catch rows and interventions work. Timing rows: census and variance
 # only. Content tokens of random ids are pooled (no label per token id).
 CHECK = CTRSettings(
-    sink_threshold=0.01,
-    null_margin=1.0,
+    sinks=SinkThresholds(sink=0.01, null_margin=1.0, content_per_token=False),
     catch_threshold=0.05,
     top_heads=2,
     intervention_batches=1,
     n_random=8,
-    content_per_token=False,
 )
 TIMING = CTRSettings(
-    collect_catch=False, top_heads=0, intervention_batches=0, n_random=8, content_per_token=False
+    sinks=SinkThresholds(content_per_token=False),
+    collect_catch=False,
+    top_heads=0,
+    intervention_batches=0,
+    n_random=8,
 )
 
 

@@ -29,23 +29,6 @@ from sinkmech.probing.analysis import run_probing
 # The config groups (the checkout's conf/ or the installed package's copy), as an absolute path so
 # entry points run from any working directory.
 CONF_DIR = str(config_dir())
-# CTRSettings fields that are sink thresholds: they come from the one `sinks` node (CTRSettings
-# field -> SinkThresholds field), never from experiment.ctr, so the census, CTR and probes agree.
-CTR_SINK_FIELDS = {
-    "sink_threshold": "sink",
-    **{
-        name: name
-        for name in (
-            "gu_eps",
-            "min_queries",
-            "null_margin",
-            "min_occurrences",
-            "min_prompt_tokens",
-            "short_prompts",
-            "content_per_token",
-        )
-    },
-}
 # run_probing keywords set by other nodes: data.batch_size and sinks.sink.
 PROBE_OTHER_FIELDS = {"batch_size": None, "sink_threshold": "sink"}
 
@@ -96,7 +79,9 @@ ModelConf = conf_from(
         ("role", Optional[str], None),
     ],
 )
-CTRConf = conf_from(CTRSettings, "CTRConf", exclude=[*CTR_SINK_FIELDS, "sinks"])
+# CTRSettings.sinks comes from the one `sinks` node, never from experiment.ctr, so the census,
+# CTR and probes agree.
+CTRConf = conf_from(CTRSettings, "CTRConf", exclude=["sinks"])
 ProbeConf = conf_from(run_probing, "ProbeConf", exclude=PROBE_OTHER_FIELDS)
 # The neighbouring papers' sink measures (issue 19), one settings node each; gu_sink's prompt_set
 # label comes from data.prompt_set.

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from experiments.config import CTR_SINK_FIELDS, PROBE_OTHER_FIELDS, RunConf
+from experiments.config import PROBE_OTHER_FIELDS, RunConf
 from experiments.tracking import Tracker
 from sinkmech import io
 from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts
@@ -129,17 +129,14 @@ def model_spec(cfg: RunConf) -> ModelSpec:
 
 
 def ctr_settings(cfg: RunConf) -> CTRSettings:
-    """CTRSettings by field name: thresholds from ``sinks``, the rest from ``experiment.ctr``."""
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(CTRSettings):
-        if f.name == "sinks":
-            values[f.name] = cfg.sinks
-        elif f.name in CTR_SINK_FIELDS:
-            values[f.name] = getattr(cfg.sinks, CTR_SINK_FIELDS[f.name])
-        else:
-            values[f.name] = getattr(cfg.experiment.ctr, f.name)
+    """CTRSettings by field name: the run's ``sinks`` thresholds, the rest from ``experiment.ctr``."""
+    values = {
+        f.name: getattr(cfg.experiment.ctr, f.name)
+        for f in dataclasses.fields(CTRSettings)
+        if f.name != "sinks"
+    }
     values["ranks"] = tuple(values["ranks"])
-    return CTRSettings(**values)
+    return CTRSettings(sinks=cfg.sinks, **values)
 
 
 def probe_kwargs(cfg: RunConf) -> dict[str, Any]:

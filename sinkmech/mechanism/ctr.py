@@ -7,7 +7,7 @@ extends its Sec. 4 (release/retrieval) with causal ablation and patching (App. K
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
@@ -34,10 +34,6 @@ from sinkmech.mechanism.interventions import (
 )
 from sinkmech.mechanism.release import release_alignment
 from sinkmech.mechanism.sinks import (
-    GU_EPS,
-    MIN_QUERIES,
-    NULL_MARGIN,
-    SINK_THRESHOLD,
     NullCache,
     SinkCensus,
     SinkThresholds,
@@ -59,28 +55,25 @@ SinkAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
 
 @dataclass
 class CTRSettings:
-    """Thresholds and sizes of the catch-tag-release analyses (sink fields as ``SinkThresholds``)."""
+    """Thresholds and sizes of the catch-tag-release analyses; the sink criterion is ``sinks``,
+    the one ``SinkThresholds`` the census, tag masks and interventions share."""
 
-    sink_threshold: float = SINK_THRESHOLD  # as SinkThresholds.sink
-    gu_eps: float = GU_EPS
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)
     catch_threshold: float = 0.2  # attention a query must give a sink to count as caught
-    min_queries: int = MIN_QUERIES
     ranks: tuple[int, ...] = (1, 2)  # tag ranks for variance explained
     n_random: int = 32  # random subspaces averaged for the random baseline
     top_heads: int = 4  # heads (by rank-1 tag excess) for release and interventions
     intervention_batches: int = 1  # batches the interventions run on
     seed: int = 0  # seeds the random baseline, the non-sink control keys and random edits
     collect_catch: bool = True  # per-sink catch rows; off for pure sink/tag statistics
-    null_margin: float = NULL_MARGIN
-    min_occurrences: int = 5  # prompts a non-first token must occur in before it can be a sink
-    min_prompt_tokens: int = 64  # prompts shorter than this are flagged or refused
-    short_prompts: str = "flag"  # "flag" (count in sinks_summary) or "refuse" (error up front)
-    content_per_token: bool = True  # content-token sinks per token text, not pooled
     n_prompt_groups: int = 10  # prompt groups (prompt i -> group i mod n) for jackknife intervals
 
     def __post_init__(self) -> None:
         self.ranks = tuple(int(rank) for rank in self.ranks)
-        self.thresholds()  # validates the shared sink fields
+        if not isinstance(self.sinks, SinkThresholds):
+            raise ConfigError(
+                f"ctr.sinks must be a SinkThresholds, got {type(self.sinks).__name__}"
+            )
         if not 0.0 < self.catch_threshold < 1.0:
             raise ConfigError(f"ctr.catch_threshold must be in (0, 1), got {self.catch_threshold}")
         if not self.ranks or min(self.ranks) < 1:
@@ -91,19 +84,6 @@ class CTRSettings:
         for name in ("top_heads", "intervention_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ctr.{name} must be >= 0, got {getattr(self, name)}")
-
-    def thresholds(self) -> SinkThresholds:
-        """The sink-census settings these settings imply."""
-        return SinkThresholds(
-            sink=self.sink_threshold,
-            gu_eps=self.gu_eps,
-            min_queries=self.min_queries,
-            null_margin=self.null_margin,
-            min_occurrences=self.min_occurrences,
-            min_prompt_tokens=self.min_prompt_tokens,
-            short_prompts=self.short_prompts,
-            content_per_token=self.content_per_token,
-        )
 
 
 def _stream_pass(
@@ -123,13 +103,12 @@ def _stream_pass(
         HeadMoments(loaded.n_heads, d_head, layer_device(loaded, layer), settings.n_prompt_groups)
         for layer in range(loaded.n_layers)
     ]
-    thresholds = settings.thresholds()
     census = SinkCensus(
         loaded.name,
         loaded.n_layers,
         loaded.n_heads,
         special_token_strings(loaded.tokenizer),
-        thresholds,
+        settings.sinks,
     )
     windows = layer_windows(loaded)
     generator = torch.Generator(device=loaded.device).manual_seed(settings.seed)
@@ -158,13 +137,15 @@ def _stream_pass(
                 is_sink_score(
                     layer_scores,
                     null,
-                    settings.sink_threshold,
-                    settings.null_margin,
-                    settings.min_queries,
+                    settings.sinks.sink,
+                    settings.sinks.null_margin,
+                    settings.sinks.min_queries,
                 )
                 & here.bool()[:, None, :]
             )
-            control = control_keys(sinks, here, null.n_visible, settings.min_queries, generator)
+            control = control_keys(
+                sinks, here, null.n_visible, settings.sinks.min_queries, generator
+            )
             uniform = uniform_z(values, here, loaded.causal, window, null)
             moments[layer].update(z, values, sinks, here, control, uniform)
             if not settings.collect_catch:
@@ -237,7 +218,7 @@ def analyse_ctr(
     ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
     """
     settings = settings or CTRSettings()
-    check_prompt_lengths(batches, settings.thresholds())
+    check_prompt_lengths(batches, settings.sinks)
     census, moments, catch = _stream_pass(loaded, batches, settings)
     sinks = census.table()
     variance = pd.concat(
@@ -326,10 +307,10 @@ def _interventions(
             spec = TagEditSpec(
                 layer,
                 [head],
-                threshold=settings.sink_threshold,
-                min_queries=settings.min_queries,
+                threshold=settings.sinks.sink,
+                min_queries=settings.sinks.min_queries,
                 seed=settings.seed,
-                null_margin=settings.null_margin,
+                null_margin=settings.sinks.null_margin,
             )
             own_tags = capture_tags(loaded, batch, spec)
             edits = [

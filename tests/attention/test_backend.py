@@ -15,6 +15,7 @@ from sinkmech.data.prompts import iter_batches, load_prompts
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, _stream_pass
 from sinkmech.mechanism.hooks import run_hooked
+from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models import ModelSpec
 from sinkmech.models.families import family_of
 from sinkmech.models.loading import describe, offline_tokenizer, validate_spec, wrap_hf
@@ -27,7 +28,7 @@ def _batches(loaded, n_prompts=3, batch_size=2):
 
 
 def _assert_same_pass(loaded, batches):
-    settings = CTRSettings(min_prompt_tokens=1)
+    settings = CTRSettings(sinks=SinkThresholds(min_prompt_tokens=1))
     census, moments, catch = _stream_pass(loaded, batches, settings)
     f_census, f_moments, f_catch = _stream_pass(
         replace(loaded, attn_backend="fused"), batches, settings

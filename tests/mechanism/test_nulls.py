@@ -166,8 +166,8 @@ def test_sink_thresholds_validate_themselves(settings, field):
 def test_ctr_settings_validate_themselves():
     with pytest.raises(ConfigError, match="ctr.ranks"):
         CTRSettings(ranks=(0,))
-    with pytest.raises(ConfigError, match="sinks.null_margin"):
-        CTRSettings(null_margin=0.1)
+    with pytest.raises(ConfigError, match="ctr.sinks must be a SinkThresholds"):
+        CTRSettings(sinks={"null_margin": 0.1})
 
 
 def test_sink_mask_applies_the_margin_over_the_null():

@@ -20,7 +20,7 @@ from sinkmech.data.prompts import iter_batches, load_prompts
 from sinkmech.data.statements import load_statements
 from sinkmech.mechanism import ctr, hooks, interventions
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
-from sinkmech.mechanism.sinks import detect_sinks, key_scores
+from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks, key_scores
 from sinkmech.probing import features as probe_features
 from sinkmech.probing.features import (
     PROBE_SUFFIX,
@@ -160,18 +160,15 @@ def test_ctr_tables_of_a_split_model_equal_one_device(tiny, split):
         intervention_batches=1,
         n_random=4,
         n_prompt_groups=2,
-        min_prompt_tokens=8,
-        sink_threshold=0.05,
-        null_margin=1.0,
-        min_occurrences=1,
+        sinks=SinkThresholds(sink=0.05, null_margin=1.0, min_occurrences=1, min_prompt_tokens=8),
     )
     batches = _batches(loaded)
     one = analyse_ctr(loaded, batches, settings)
-    census = detect_sinks(loaded, batches, settings.thresholds())
+    census = detect_sinks(loaded, batches, settings.sinks)
     assert one["variance"].tag_variance_explained.notna().any() and len(one["interventions"])
     with split(loaded):
         two = analyse_ctr(loaded, batches, settings)
-        census_two = detect_sinks(loaded, batches, settings.thresholds())
+        census_two = detect_sinks(loaded, batches, settings.sinks)
     for name in one:
         pd.testing.assert_frame_equal(two[name], one[name], check_exact=True, obj=name)
     for table_two, table_one in zip(census_two, census):
