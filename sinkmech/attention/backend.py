@@ -23,7 +23,6 @@ from sinkmech.data.prompts import TokenBatch
 from sinkmech.models import LoadedModel
 
 NAME = "sinkmech_fused"
-BACKENDS = ("hooks", "fused")
 
 
 @dataclass

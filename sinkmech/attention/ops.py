@@ -12,7 +12,9 @@ from sinkmech.attention.span import AttentionSpan
 SINK_ROW_CHUNK = 16384
 
 
-def _flash_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool):
+def _library_attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
+):
     """PyTorch's fused attention kernels that also return the log-sum-exp (half precision, no
     padding, no window): cuDNN's (what SDPA itself runs on Hopper, about twice FlashAttention-2's
     speed there, benchmarks/NOTES.md), else FlashAttention-2's. Grouped-query heads are expanded
@@ -45,7 +47,7 @@ def attention_with_lse(
         and q.dtype in (torch.float16, torch.bfloat16)
         and q.shape[-1] <= 256
     ):
-        return _flash_with_lse(q, k, v, scale, span.causal)
+        return _library_attention_with_lse(q, k, v, scale, span.causal)
     from sinkmech.attention import kernels
 
     return kernels.forward_with_lse(q, k, v, scale, span.causal, span.window, span.token_mask)
@@ -84,12 +86,7 @@ def sink_attention(
         scores = torch.einsum("ncd,nd->nc", q_rows, keys) * scale
         rows[:, start:stop] = torch.exp(scores - lse[prompt, head, start:stop])
     queries = torch.arange(length, device=q.device)
-    offset = queries[None, :] - position[:, None]
-    visible = torch.ones_like(offset, dtype=torch.bool)
-    if span.causal:
-        visible &= offset >= 0
-    if span.window is not None:
-        visible &= offset.abs() < span.window
+    visible = span.allowed(queries[None, :] - position[:, None])
     if span.token_mask is not None:
         visible &= span.token_mask[prompt].bool()
         visible &= span.token_mask[prompt, position].bool()[:, None]

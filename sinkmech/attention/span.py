@@ -23,14 +23,18 @@ class AttentionSpan:
     window: int | None = None
     token_mask: torch.Tensor | None = None
 
-    def block(self, batch: int, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Boolean [len(queries), len(keys)] visibility for prompt ``batch`` of a tile."""
-        offset = queries[:, None] - keys[None, :]
+    def allowed(self, offset: torch.Tensor) -> torch.Tensor:
+        """Boolean: the causal mask and the window allow query - key = ``offset`` (padding aside)."""
         visible = torch.ones_like(offset, dtype=torch.bool)
         if self.causal:
             visible &= offset >= 0
         if self.window is not None:
             visible &= offset.abs() < self.window
+        return visible
+
+    def block(self, batch: int, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Boolean [len(queries), len(keys)] visibility for prompt ``batch`` of a tile."""
+        visible = self.allowed(queries[:, None] - keys[None, :])
         if self.token_mask is not None:
             real = self.token_mask[batch]
             visible &= real[queries][:, None] & real[keys][None, :]

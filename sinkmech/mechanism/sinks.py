@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
-from sinkmech.attention.backend import LayerAttention, fused_pass
+from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch, require_right_padding, short_prompts
 from sinkmech.data.tokens import CONTENT, FIRST, PUNCTUATION, SPECIAL, classify, surface
 from sinkmech.errors import ConfigError, PromptError
@@ -268,31 +268,29 @@ def capture_key_scores(
     nulls = NullCache(mask, loaded.causal)
     windows = layer_windows(loaded)
     per_layer: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int, received: torch.Tensor) -> None:
+        # A model split over GPUs (model.n_devices) runs later layers on other devices: scores
+        # are computed where the layer ran and gathered on the first device.
+        device = received.device
+        null = nulls.on(windows[layer], device)
+        scores = scores_from_received(received, nulls.mask_on(device), null)
+        per_layer[layer] = scores.to(mask.device)
+
     if loaded.attn_backend == "fused" and not extra_hooks:
+        fused_pass(loaded, batch, lambda attention: keep(attention.layer, attention.received))
+        logits = None
+    else:
 
-        def reduce_fused(layer: LayerAttention) -> None:
-            device = layer.received.device
-            null = nulls.on(windows[layer.layer], device)
-            scores = scores_from_received(layer.received, nulls.mask_on(device), null)
-            per_layer[layer.layer] = scores.to(mask.device)
+        def reduce(layer: int) -> HookFn:
+            def hook(pattern: torch.Tensor, hook: object) -> None:
+                here = nulls.mask_on(pattern.device)
+                keep(layer, received_attention(pattern.float(), here))
 
-        fused_pass(loaded, batch, reduce_fused)
-        return torch.stack([per_layer[i] for i in range(loaded.n_layers)], dim=1), None
+            return hook
 
-    def reduce(layer: int) -> HookFn:
-        def hook(pattern: torch.Tensor, hook: object) -> None:
-            window = windows[layer]
-            # A model split over GPUs (model.n_devices) runs later layers on other devices:
-            # scores are computed where the pattern is and gathered on the first device.
-            device = pattern.device
-            null = nulls.on(window, device)
-            scores = key_scores(pattern.float(), nulls.mask_on(device), loaded.causal, window, null)
-            per_layer[layer] = scores.to(mask.device)
-
-        return hook
-
-    hooks = [(pattern_name(layer), reduce(layer)) for layer in range(loaded.n_layers)]
-    logits = run_hooked(loaded, batch, [*extra_hooks, *hooks])
+        hooks = [(pattern_name(layer), reduce(layer)) for layer in range(loaded.n_layers)]
+        logits = run_hooked(loaded, batch, [*extra_hooks, *hooks])
     return torch.stack([per_layer[layer] for layer in range(loaded.n_layers)], dim=1), logits
 
 

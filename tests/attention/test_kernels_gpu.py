@@ -11,26 +11,11 @@ import torch
 
 from sinkmech.attention import ops
 from sinkmech.attention.span import AttentionSpan
+from tests.attention.reference import eager_attention
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="GPU only: the Triton kernels need CUDA"
 )
-
-
-def _eager(q, k, v, scale, span):
-    batch, heads, length, _ = q.shape
-    group = heads // k.shape[1]
-    keys = k.float().repeat_interleave(group, 1)
-    scores = (q.float() @ keys.transpose(-1, -2)) * scale
-    positions = torch.arange(length, device=q.device)
-    visible = torch.stack([span.block(b, positions, positions) for b in range(batch)])[:, None]
-    scores = scores.masked_fill(~visible, -torch.inf)
-    lse = torch.logsumexp(scores, -1)
-    pattern = torch.exp(scores - lse[..., None]).nan_to_num(0.0)
-    real = span.token_mask if span.token_mask is not None else torch.ones(batch, length)
-    received = (pattern * real.float().to(q.device)[:, None, :, None]).sum(-2)
-    out = pattern @ v.float().repeat_interleave(group, 1)
-    return out, lse, received
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -51,7 +36,7 @@ def test_kernels_equal_eager(dtype, causal, window, padding, length):
         mask = torch.ones(batch, length, dtype=torch.bool, device="cuda")
         mask[1, length // 2 :] = False
     span = AttentionSpan(causal, window, mask)
-    out, lse, received = _eager(q, k, v, dim**-0.5, span)
+    _, out, lse, received = eager_attention(q, k, v, dim**-0.5, span)
     got_out, got_lse = ops.attention_with_lse(q, k, v, dim**-0.5, span)
     got_received = ops.received_attention(q, k, got_lse, dim**-0.5, span)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-2

@@ -8,22 +8,7 @@ import torch
 
 from sinkmech.attention import ops, tiled
 from sinkmech.attention.span import AttentionSpan
-
-
-def _eager(q, k, v, scale, span):
-    """Materialised reference: pattern [b, h, T, T], output, lse, received from real queries."""
-    batch, heads, length, _ = q.shape
-    group = heads // k.shape[1]
-    keys, values = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
-    scores = (q @ keys.transpose(-1, -2)) * scale
-    positions = torch.arange(length)
-    visible = torch.stack([span.block(b, positions, positions) for b in range(batch)])[:, None]
-    scores = scores.masked_fill(~visible, -torch.inf)
-    lse = torch.logsumexp(scores, -1)
-    pattern = torch.exp(scores - lse[..., None]).nan_to_num(0.0)
-    real = span.token_mask if span.token_mask is not None else torch.ones(batch, length)
-    received = (pattern * real.float()[:, None, :, None]).sum(-2)
-    return pattern, pattern @ values, lse, received
+from tests.attention.reference import eager_attention
 
 
 def _span(causal: bool, window: int | None, padding: str | None, batch: int, length: int):
@@ -46,7 +31,7 @@ def test_tiled_attention_equals_eager(causal, window, padding):
     q, k, v = (torch.randn(batch, h, length, dim) for h in (heads, kv_heads, kv_heads))
     k[:, :, 0] *= 4  # a first-token sink
     span = _span(causal, window, padding, batch, length)
-    pattern, out, lse, received = _eager(q, k, v, 0.3, span)
+    pattern, out, lse, received = eager_attention(q, k, v, 0.3, span)
     got_out, got_lse = tiled.forward_with_lse(q, k, v, 0.3, span, block=8)
     got_received = tiled.received_attention(q, k, got_lse, 0.3, span, block=8)
     real = (span.token_mask if span.token_mask is not None else torch.ones(batch, length)).bool()
