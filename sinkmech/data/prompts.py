@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sinkmech.errors import PromptError
+from sinkmech.transfer import to_device
 
 # A prompt is text, or an exact token-id sequence (from a generator) that is used as it is.
 Prompt = Union[str, list[int]]
@@ -153,8 +154,9 @@ class TokenBatch:
         return self.attention_mask.sum(dim=1)
 
     def to(self, device: torch.device | str) -> "TokenBatch":
+        """The batch on ``device`` (copied without waiting for the GPU: ``transfer.to_device``)."""
         return TokenBatch(
-            self.tokens.to(device), self.attention_mask.to(device), self.token_strings
+            to_device(self.tokens, device), to_device(self.attention_mask, device), self.token_strings
         )
 
 

@@ -48,6 +48,7 @@ from sinkmech.mechanism.sinks import (
 from sinkmech.mechanism.tags import catch_rows, control_keys, uniform_z
 from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
 from sinkmech.models import LoadedModel
+from sinkmech.transfer import to_device
 
 # A sink key's column of attention, A[:, s], for (prompt, head, key) index tensors: [n, query].
 SinkAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -116,7 +117,8 @@ def _stream_pass(
     for batch_index, batch in enumerate(
         tqdm(batches, desc=f"{loaded.name}: catch/tag", unit="batch")
     ):
-        mask = batch.attention_mask.to(loaded.device)
+        mask = to_device(batch.attention_mask, loaded.device)
+        padded = not bool(batch.attention_mask.cpu().all())  # the host's copy: no device sync
         nulls = NullCache(mask, loaded.causal)
         scores: dict[int, torch.Tensor] = {}
 
@@ -147,7 +149,7 @@ def _stream_pass(
                 sinks, here, null.n_visible, settings.sinks.min_queries, generator
             )
             uniform = uniform_z(values, here, loaded.causal, window, null)
-            moments[layer].update(z, values, sinks, here, control, uniform)
+            moments[layer].update(z, values, sinks, here if padded else None, control, uniform)
             if not settings.collect_catch:
                 return
             prompt, head, position = sinks.nonzero(as_tuple=True)
@@ -174,13 +176,13 @@ def _stream_pass(
         else:
 
             def from_hooks(layer: int, acts: dict[str, torch.Tensor]) -> None:
-                pattern = acts["pattern"].float()
+                pattern = acts["pattern"]
                 consume(
                     layer,
                     acts["z"],
                     acts["values"],
                     received_attention(pattern, nulls.mask_on(pattern.device)),
-                    lambda prompt, head, position: pattern[prompt, head, :, position],
+                    lambda prompt, head, position: pattern[prompt, head, :, position].float(),
                 )
 
             names = {"pattern": pattern_name, "values": value_name, "z": z_name}

@@ -16,6 +16,7 @@ pass keeps [batch, head, key] per layer, never the patterns.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -30,6 +31,7 @@ from sinkmech.data.tokens import CONTENT, FIRST, PUNCTUATION, SPECIAL, classify,
 from sinkmech.errors import ConfigError, PromptError
 from sinkmech.mechanism.hooks import HookFn, pattern_name, run_hooked
 from sinkmech.models import LoadedModel
+from sinkmech.transfer import to_device
 
 SHORT_PROMPT_POLICIES = ("flag", "refuse")
 
@@ -94,6 +96,9 @@ class KeyNull:
     n_visible: Float[torch.Tensor, "batch key"]
     null: Float[torch.Tensor, "batch key"]
     n_keys: Float[torch.Tensor, "batch query"] | None = None
+
+
+NULL_FIELDS = ("n_visible", "null")  # the per-key fields of KeyNull
 
 
 def _prefix_sums(values: torch.Tensor) -> torch.Tensor:
@@ -176,8 +181,13 @@ def received_attention(
     pattern: Float[torch.Tensor, "batch head query key"],
     attention_mask: Int[torch.Tensor, "batch pos"],
 ) -> Float[torch.Tensor, "batch head key"]:
-    """sum over real queries of A[q, k]: [batch, head, key] (the fused backend computes the same
-    without the pattern, ``sinkmech.attention``)."""
+    """sum over real queries of A[q, k]: [batch, head, key], float32 or wider (the fused backend
+    computes the same without the pattern, ``sinkmech.attention``)."""
+    if pattern.dtype in (torch.float16, torch.bfloat16):
+        # summed in float32 straight from the half-precision pattern: a float32 copy of the
+        # layer's largest tensor would cost more than the sum (issue 12's GPU profile)
+        real = attention_mask.to(pattern.dtype)[:, None, :, None]
+        return (pattern * real).sum(2, dtype=torch.float32)
     mask = attention_mask.to(pattern.dtype)
     # mask @ pattern reads the pattern in place; an einsum over q would first copy the largest
     # tensor of the layer into a [b, h, k, q] layout (benchmarks/NOTES.md, optimisation D).
@@ -285,7 +295,7 @@ def capture_key_scores(
         def reduce(layer: int) -> HookFn:
             def hook(pattern: torch.Tensor, hook: object) -> None:
                 here = nulls.mask_on(pattern.device)
-                keep(layer, received_attention(pattern.float(), here))
+                keep(layer, received_attention(pattern, here))
 
             return hook
 
@@ -310,15 +320,29 @@ def check_prompt_lengths(batches: Sequence[TokenBatch], thresholds: SinkThreshol
     return n_short
 
 
-_STATS = ("total", "null_total", "visible_total", "above_sink", "above_gu", "maximum")
+@functools.lru_cache(maxsize=2**17)
+def _sink_label(
+    token: str, is_first: bool, special_tokens: frozenset[str], content_per_token: bool
+) -> tuple[str, str]:
+    """(kind, label) of a key token, memoised for the process: a fresh census (one per run, or
+    per timed call in the benchmark) would otherwise classify every distinct token again."""
+    kind, label = classify(token, 0 if is_first else 1, special_tokens)
+    if kind == CONTENT and content_per_token:
+        label = surface(token) or token
+    return kind, label
+
+
+# Per (label, layer, head) sums of the census, in the order of ``SinkCensus._sums``' second axis;
+# ``maximum`` and ``count`` are kept apart (a max and a per-label count).
+_SUMMED = ("total", "null_total", "visible_total", "above_sink", "above_gu")
 
 
 @dataclass
 class SinkCensus:
     """Streams key scores of many batches into per (layer, head, sink token) statistics.
 
-    Statistics live in [label, layer, head] tensors on the scores' device and grow as new sink
-    labels (first token, each special token, each punctuation mark, each content token) appear.
+    Statistics live in [label, ...] tensors on the scores' device and grow as new sink labels
+    (first token, each special token, each punctuation mark, each content token) appear.
     """
 
     model_name: str
@@ -328,9 +352,12 @@ class SinkCensus:
     thresholds: SinkThresholds = field(default_factory=SinkThresholds)
     n_prompts: int = 0
     n_short_prompts: int = 0
-    _stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    _sums: torch.Tensor | None = None  # [label, summed statistic, layer, head]
+    _maximum: torch.Tensor | None = None  # [label, layer, head]
+    _count: torch.Tensor | None = None  # [label]
     _label_ids: dict[tuple[str, str], int] = field(default_factory=dict)
-    _token_ids: dict[tuple[str, bool], int] = field(default_factory=dict)
+    _first_ids: dict[str, int] = field(default_factory=dict)  # label id of a first token
+    _later_ids: dict[str, int] = field(default_factory=dict)  # ... and of any later one
 
     def update(
         self,
@@ -342,71 +369,70 @@ class SinkCensus:
         """Add one batch of key scores [batch, layer, head, key] with each layer's ``KeyNull``
         (default: full attention for every layer).
 
-        The key mask is read as a Python list and label ids are memoised per (token, is-first),
-        so the loop over keys does no tensor indexing (benchmarks/NOTES.md, optimisation A).
+        Which keys count and their labels are worked out on the host from the batch's own
+        (host) mask and strings; the device gets them as index tensors, so nothing here waits
+        for the device (benchmarks/NOTES.md, issue 12's GPU profile).
         """
         thresholds = self.thresholds
-        mask = batch.attention_mask.to(scores.device)
-        require_right_padding(batch.attention_mask)
-        if nulls is None:
-            nulls = [key_null(mask, causal)] * self.n_layers
-        full = key_null(batch.attention_mask, causal)
-        keep = batch.attention_mask.bool() & (full.n_visible >= thresholds.min_queries)
-        label_ids = [
-            self._label_id(token, position == 0)
-            for strings, row_keep in zip(batch.token_strings, keep.tolist())
-            for position, (token, kept) in enumerate(zip(strings, row_keep))
-            if kept
-        ]
+        host_mask = batch.attention_mask.cpu()
+        require_right_padding(host_mask)
         self.n_prompts += len(batch.token_strings)
         self.n_short_prompts += len(short_prompts(batch, thresholds.min_prompt_tokens))
-        if not label_ids:
+        full = key_null(host_mask, causal)
+        keep = host_mask.bool() & (full.n_visible >= thresholds.min_queries)
+        kept = keep.flatten().nonzero().squeeze(1)
+        if not len(kept):
             return
+        length = host_mask.shape[1]
+        labels = self._token_labels(batch.token_strings, length).flatten()[kept]
+        if bool((labels < 0).any()):
+            raise PromptError("token_strings has fewer strings than the mask has real tokens")
+        index = to_device(torch.stack([kept // length, kept % length, labels]), scores.device)
+        if nulls is None:
+            nulls = [key_null(to_device(host_mask, scores.device), causal)] * self.n_layers
         scores = scores.float()
-        null = torch.stack([n.null for n in nulls], dim=1)[..., None, :].expand_as(scores)
-        visible = torch.stack([n.n_visible for n in nulls], dim=1)[..., None, :].expand_as(scores)
-        sink = torch.stack(
-            [
-                is_sink_score(
-                    scores[:, layer],
-                    nulls[layer],
-                    thresholds.sink,
-                    thresholds.null_margin,
-                    thresholds.min_queries,
-                )
-                for layer in range(self.n_layers)
-            ],
-            dim=1,
-        )
-        keep = keep.to(scores.device)
-
-        def flat(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.permute(0, 3, 1, 2)[keep].float()  # [keys, layer, head]
-
-        values = {
-            "total": flat(scores),
-            "null_total": flat(null),
-            "visible_total": flat(visible),
-            "above_sink": flat(sink),
-            "above_gu": flat(scores > thresholds.gu_eps),
-        }
-        index = torch.tensor(label_ids, device=scores.device)
+        # every layer's nulls at once, [batch, layer, key]: scores are read as [batch, head,
+        # layer, key] so that is_sink_score broadcasts them over heads
+        layers = KeyNull(*(torch.stack([getattr(n, f) for n in nulls], 1) for f in NULL_FIELDS))
+        sink = is_sink_score(
+            scores.transpose(1, 2),
+            layers,
+            thresholds.sink,
+            thresholds.null_margin,
+            thresholds.min_queries,
+        ).transpose(1, 2)
+        null, visible = (t[:, :, None].expand_as(scores) for t in (layers.null, layers.n_visible))
+        above_gu = scores > thresholds.gu_eps
+        stats = torch.stack([scores, null, visible, sink.float(), above_gu.float()], dim=1)
+        rows = stats.permute(0, 4, 1, 2, 3)[index[0], index[1]]  # [key, statistic, layer, head]
         self._grow(scores.device)
-        for name, value in values.items():
-            self._stats[name].index_add_(0, index, value)
-        self._stats["maximum"].scatter_reduce_(
-            0, index[:, None, None].expand_as(values["total"]), values["total"], "amax"
+        self._sums.index_add_(0, index[2], rows)
+        self._maximum.scatter_reduce_(
+            0, index[2, :, None, None].expand_as(rows[:, 0]), rows[:, 0], "amax"
         )
-        self._stats["count"].index_add_(0, index, torch.ones_like(index, dtype=torch.float))
+        self._count.index_add_(0, index[2], torch.ones_like(index[2], dtype=torch.float))
+
+    def _token_labels(self, strings: list[list[str]], length: int) -> torch.Tensor:
+        """Label id of every position, [batch, T] long (-1 past a row's strings): memoised per
+        (token, is-first), looked up a row at a time."""
+        rows = []
+        for row in strings:
+            ids = [self._label_id(row[0], True)] if row else []
+            ids += [
+                found if found is not None else self._label_id(token, False)
+                for token, found in zip(row[1:], map(self._later_ids.get, row[1:]))
+            ]
+            rows.append(ids + [-1] * (length - len(ids)))
+        return torch.tensor(rows, dtype=torch.long)
 
     def _label_id(self, token: str, is_first: bool) -> int:
-        key = (token, is_first)
-        if key not in self._token_ids:
-            kind, label = classify(token, 0 if is_first else 1, self.special_tokens)
-            if kind == CONTENT and self.thresholds.content_per_token:
-                label = surface(token) or token
-            self._token_ids[key] = self._label_ids.setdefault((kind, label), len(self._label_ids))
-        return self._token_ids[key]
+        ids = self._first_ids if is_first else self._later_ids
+        if token not in ids:
+            kind_label = _sink_label(
+                token, is_first, self.special_tokens, self.thresholds.content_per_token
+            )
+            ids[token] = self._label_ids.setdefault(kind_label, len(self._label_ids))
+        return ids[token]
 
     @property
     def labels(self) -> list[tuple[str, str]]:
@@ -414,21 +440,25 @@ class SinkCensus:
         return list(self._label_ids)
 
     def _grow(self, device: torch.device) -> None:
-        have = self._stats["count"].shape[0] if self._stats else 0
+        have = 0 if self._count is None else self._count.shape[0]
         extra = len(self.labels) - have
         if extra == 0:
             return
-        for name in _STATS:
-            block = torch.zeros(extra, self.n_layers, self.n_heads, device=device)
-            self._stats[name] = torch.cat([self._stats[name], block]) if have else block
-        counts = torch.zeros(extra, device=device)
-        self._stats["count"] = torch.cat([self._stats["count"], counts]) if have else counts
+        cells = (self.n_layers, self.n_heads)
+        blocks = {
+            "_sums": torch.zeros(extra, len(_SUMMED), *cells, device=device),
+            "_maximum": torch.zeros(extra, *cells, device=device),
+            "_count": torch.zeros(extra, device=device),
+        }
+        for name, block in blocks.items():
+            setattr(self, name, torch.cat([getattr(self, name), block]) if have else block)
 
     def table(self) -> pd.DataFrame:
         """One tidy row per (model, layer, head, sink_kind, token), the null beside each score."""
         if not self.labels:
             raise ValueError("no key tokens were scored: prompts too short for min_queries?")
-        stats = {name: tensor.cpu() for name, tensor in self._stats.items()}
+        stats = dict(zip(_SUMMED, self._sums.cpu().unbind(1)))
+        stats.update(maximum=self._maximum.cpu(), count=self._count.cpu())
         count = stats["count"][:, None, None]
         n_labels = len(self.labels)
         layer, head = torch.meshgrid(
@@ -436,7 +466,7 @@ class SinkCensus:
         )
         per_row = {
             name: (stats[name] if name == "maximum" else stats[name] / count).reshape(n_labels, -1)
-            for name in _STATS
+            for name in (*_SUMMED, "maximum")
         }
         n_cells = self.n_layers * self.n_heads
         kinds, tokens = zip(*self.labels)

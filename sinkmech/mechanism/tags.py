@@ -161,7 +161,7 @@ def control_keys(
     """
     eligible = ~sinks & (attention_mask.bool() & (n_visible >= min_queries))[:, None, :]
     draw = torch.rand(sinks.shape, device=generator.device, generator=generator).to(sinks.device)
-    draw = torch.where(eligible, draw, torch.full_like(draw, -1.0))
+    draw = torch.where(eligible, draw, -1.0)
     order = draw.argsort(dim=-1, descending=True)  # keys by draw, largest first
     rank = torch.arange(sinks.shape[-1], device=sinks.device)
     chosen = torch.zeros_like(eligible).scatter_(-1, order, rank < sinks.sum(-1, keepdim=True))
@@ -183,11 +183,15 @@ def uniform_z(
     is a difference of float64 prefix sums over its key range (causal, sliding window, any
     padding), in chunks of tokens: no [batch, T, T] matrix, no full float64 copy. Sums run over
     the last axis of a [batch, head, d, T] buffer (fast on CPU too); the result is a view of it.
+    Full causal attention on the GPU sums in float32: each mean is one prefix sum, not a
+    difference of two, and the GPU's blocked scan keeps it near float32 rounding (checked
+    against float64 at 32768 tokens, ``tests/mechanism/test_moments_gpu.py``).
     ``null`` (``key_null`` of the same mask and window) supplies the visible-key counts.
     """
     dtype = torch.promote_types(values.dtype, torch.float32)
     batch, length, heads, d = values.shape
-    real = attention_mask.to(values.device, torch.float64)
+    prefix = dtype if values.is_cuda and causal and window is None else torch.float64
+    real = attention_mask.to(values.device, prefix)
     chunks = token_chunks((batch, length, 2 * heads, d))  # float64 buffers: half the tokens
     if not causal and window is None:
         total = sum(
@@ -207,7 +211,7 @@ def uniform_z(
         # keys the chunk's queries see, [first, last), in Python (no host sync)
         first = start if window is None else max(start - window + 1, 0)
         last = stop if causal else min(stop - 1 + window, length)
-        part = torch.empty(batch, heads, d, last - first, dtype=torch.float64, device=out.device)
+        part = torch.empty(batch, heads, d, last - first, dtype=prefix, device=out.device)
         torch.mul(
             values[:, first:last].permute(0, 2, 3, 1), real[:, None, None, first:last], out=part
         )

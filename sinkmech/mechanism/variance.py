@@ -18,7 +18,7 @@ baseline, with a delete-one-group jackknife interval over groups of prompts.
 
 Streaming: head outputs x = z W_O live in the row space of W_O (dimension d_head), so the
 accumulators keep d_head x d_head moments per head (and per prompt group) and map them through
-W_O once at the end. Outputs are shifted by a per-head reference (the first batch's mean) before
+W_O once at the end. Outputs are shifted by a per-head reference (a first-batch mean) before
 any product, so near-constant outputs do not cancel catastrophically; each batch's per-prompt
 moments are float32 matmuls over chunks of tokens, summed in float64. A fraction outside [0, 1]
 is impossible, so it is reported as NaN with a flag.
@@ -26,7 +26,6 @@ is impossible, so it is reported as NaN with a flag.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -39,6 +38,8 @@ from sinkmech.mechanism.tags import token_chunks
 RANGE_TOLERANCE = 1e-6
 # Centred variance below this fraction of the second moment is no variance (constant outputs).
 VARIANCE_TOLERANCE = 1e-12
+# Positions per prompt of the first batch whose mean output is the moments' shift.
+SHIFT_TOKENS = 256
 # Eigenvalues of a key-value moment below this fraction of the largest count as zero (float32
 # activations: anything smaller is rounding).
 SPAN_TOLERANCE = 1e-6
@@ -55,55 +56,77 @@ def _into_heads(buffer: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tenso
     return target, tokens.transpose(-3, -2).unsqueeze(-3)
 
 
+def _gram(rows: torch.Tensor) -> torch.Tensor:
+    """x^T x over the token axis of [..., T, d] in float32 or wider: half-precision input goes
+    through the GPU's tensor cores with float32 output (products of half-precision numbers are
+    exact in float32, so only the summation order differs from a float32 matmul)."""
+    if rows.dtype in (torch.float16, torch.bfloat16) and rows.is_cuda:
+        flat = rows.reshape(-1, *rows.shape[-2:])
+        gram = torch.bmm(flat.mT, flat, out_dtype=torch.float32)
+        return gram.view(*rows.shape[:-2], *gram.shape[-2:])
+    return rows.mT @ rows
+
+
 def _per_prompt_sums(
     outputs: list[tuple[torch.Tensor, torch.Tensor]],
     keys: list[torch.Tensor],
     values: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     n_heads: int,
+    dtype: torch.dtype,
 ) -> dict[str, torch.Tensor]:
-    """One token chunk's per-prompt sums in ``mask``'s dtype, [batch, ...] each: token count
-    ``n``; ``s1``/``s2`` [set, batch, head, d(, d)] per (outputs, shift) set; ``outer``/``count``
+    """One token chunk's per-prompt sums in ``dtype``, [batch, ...] each: token count ``n``;
+    ``s1``/``s2`` [set, batch, head, d(, d)] per (outputs, shift) set; ``outer``/``count``
     per key set.
 
-    Outputs are [batch, T, heads, d] (shifted, padded tokens zeroed), keys [batch, head, T] bool,
-    values [batch, T, kv, d]. All sets share one buffer and one batched matmul; a 0/1 key weight
-    w gives sum_k w v v^T = (w v)^T (w v).
+    Outputs are [batch, T, heads, d], keys [batch, head, T] bool, values [batch, T, kv, d];
+    ``mask`` [batch, T] (1 = real; None: no padding) zeroes padded tokens. All sets share one
+    buffer and one batched matmul; a 0/1 key weight w gives sum_k w v v^T = (w v)^T (w v), formed
+    on the GPU in the values' own half precision (exact: w is 0 or 1; ``_gram``).
     """
-    batch, length = mask.shape
+    batch, length = values.shape[:2]
     shape = (batch, n_heads, length, values.shape[-1])
-    shifted = torch.empty(len(outputs), *shape, dtype=mask.dtype, device=mask.device)
+    shifted = torch.empty(len(outputs), *shape, dtype=dtype, device=values.device)
     for slot, (tokens, shift) in zip(shifted, outputs):
         target, source = _into_heads(slot, tokens)
         torch.sub(source, shift.view(*target.shape[1:3], 1, -1), out=target)
-    shifted.mul_(mask[:, None, :, None])
-    sums = {"n": mask.sum(1), "s1": shifted.sum(-2), "s2": shifted.mT @ shifted}
+    if mask is None:
+        n = torch.full((batch,), float(length), dtype=dtype, device=values.device)
+    else:
+        shifted.mul_(mask[:, None, :, None])
+        n = mask.sum(1)
+    sums = {"n": n, "s1": shifted.sum(-2), "s2": _gram(shifted)}
     del shifted
-    weights = torch.stack(keys)  # [set, batch, head, T]
-    weighted = torch.empty(len(keys), *shape, dtype=mask.dtype, device=mask.device)
+    half = values.dtype in (torch.float16, torch.bfloat16) and values.is_cuda
+    weights = torch.stack(keys).to(values.dtype if half else dtype)  # [set, batch, head, T]
+    weighted = torch.empty(len(keys), *shape, dtype=weights.dtype, device=values.device)
     target, source = _into_heads(weighted, values)
     torch.mul(source, weights.view(*target.shape[:-1], 1), out=target)
-    sums["outer"] = weighted.mT @ weighted
-    sums["count"] = weights.sum(-1, dtype=mask.dtype)
+    sums["outer"] = _gram(weighted).to(dtype)
+    sums["count"] = weights.sum(-1, dtype=dtype)
     return sums
 
 
-@functools.lru_cache(maxsize=64)
-def _group_matrix(first: int, batch: int, n_groups: int, device: str) -> torch.Tensor:
-    """[group, batch] float64 one-hot: prompt ``first + i`` goes to group (first + i) mod n.
-    Built on the device (no host copy) and cached: every layer and batch shape reuses it."""
-    rows = (torch.arange(batch, device=device) + first) % n_groups
-    return torch.nn.functional.one_hot(rows, n_groups).T.double()
+def _group_blocks(first: int, batch: int, n_groups: int) -> list[tuple[slice, slice]]:
+    """(prompts, groups) slice pairs: prompt ``first + i`` of a batch goes to group
+    (first + i) mod n_groups; each pair maps a run of prompts to distinct, consecutive groups."""
+    blocks, start = [], 0
+    while start < batch:
+        group = (first + start) % n_groups
+        take = min(batch - start, n_groups - group)
+        blocks.append((slice(start, start + take), slice(group, group + take)))
+        start += take
+    return blocks
 
 
 @dataclass
 class HeadMoments:
     """Running sums for one layer, per group of prompts (prompt i goes to group i mod n_groups).
 
-    Output moments are shifted by ``shift`` (per head, the first batch's mean), the same for
+    Output moments are shifted by ``shift`` (per head, a first-batch mean), the same for
     uniform-attention outputs; key moments are uncentred sums of v v^T over sink keys and over
     the equal-count non-sink control keys. All sums are views into one float64 [group, -1]
-    tensor, so a batch adds its per-prompt sums with one matmul by the group assignment. Groups
+    tensor; a batch adds each per-prompt sum into its prompts' group rows in place. Groups
     are allocated as prompts first reach them, so a pass over one long prompt holds one group's
     sums, not ``n_groups`` (5 GiB for an 8B model at the default 10).
     """
@@ -136,9 +159,10 @@ class HeadMoments:
 
     def _grow(self, rows: int) -> None:
         """Room for the first ``rows`` groups (new ones zero)."""
-        if rows > self._flat.shape[0]:
-            extra = self._flat.new_zeros(rows - self._flat.shape[0], self._flat.shape[1])
-            self._flat = torch.cat([self._flat, extra])
+        have = self._flat.shape[0]
+        if rows > have:
+            extra = self._flat.new_zeros(rows - have, self._flat.shape[1])
+            self._flat = torch.cat([self._flat, extra]) if have else extra
             self._views()
 
     def update(
@@ -146,64 +170,68 @@ class HeadMoments:
         z: torch.Tensor,
         values: torch.Tensor,
         sinks: torch.Tensor,
-        token_mask: torch.Tensor,
+        token_mask: torch.Tensor | None,
         control: torch.Tensor | None = None,
         z_uniform: torch.Tensor | None = None,
     ) -> None:
         """Add a batch: z [batch, query, head, d_head], values and z_uniform [batch, token,
         head or kv_head, d_head] (kv heads expanded here, per chunk), sinks and control
-        [batch, head, key] bool, token_mask [batch, seq] (1 = real); any float dtypes.
+        [batch, head, key] bool, token_mask [batch, seq] (1 = real; None: no padding); any float
+        dtypes.
 
         Per-prompt moments are float32 matmuls (float64 for float64 input) over chunks of tokens
         (``tags.token_chunks``: no full-size float64 copy, bounded memory at long context),
-        shifted first so near-constant outputs do not cancel, then summed in float64.
+        shifted first so near-constant outputs do not cancel, and each chunk's sums are added
+        straight into the float64 accumulators of the prompts' groups.
         """
         dtype = torch.promote_types(z.dtype, torch.float32)
-        mask = token_mask.to(z.device, dtype)
-        outputs = [(z, self._shift("shift", z, mask))]
+        mask = None if token_mask is None else token_mask.to(z.device, dtype)
+        outputs = [(z, self._shift("shift", z, mask, dtype))]
         if z_uniform is not None:
-            outputs.append((z_uniform, self._shift("u_shift", z_uniform, mask)))
+            outputs.append((z_uniform, self._shift("u_shift", z_uniform, mask, dtype)))
         keys = [sinks] if control is None else [sinks, control]
-        total = None
+        self._grow(min(self.n_groups, self.n_prompts + z.shape[0]))
+        blocks = _group_blocks(self.n_prompts % self.n_groups, z.shape[0], self.n_groups)
         for start, stop in token_chunks((*z.shape[:2], self.n_heads, self.d_head)):
             window = slice(start, stop)
             chunk = _per_prompt_sums(
                 [(tokens[:, window], shift) for tokens, shift in outputs],
                 [weights[..., window] for weights in keys],
                 values[:, window],
-                mask[:, window],
+                None if mask is None else mask[:, window],
                 self.n_heads,
+                dtype,
             )
-            chunk = self._row(chunk)
-            total = chunk if total is None else total + chunk
-        self._grow(min(self.n_groups, self.n_prompts + z.shape[0]))
-        groups = _group_matrix(
-            self.n_prompts % self.n_groups, z.shape[0], self.n_groups, str(z.device)
-        )
-        self._flat.addmm_(groups[: self._flat.shape[0]], total)
+            for name, part in self._parts(chunk).items():
+                for prompts, groups in blocks:
+                    self.sums[name][groups].add_(part[prompts])
         self.n_prompts += z.shape[0]
 
-    def _shift(self, name: str, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The shift ``name`` in ``mask``'s dtype, set on first use to the per-head mean of the
-        real tokens' outputs (rounded to that dtype, so the stored float64 shift is exactly the
-        one subtracted)."""
+    def _shift(
+        self, name: str, outputs: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """The shift ``name`` in the moments' ``dtype``, set on first use to the per-head mean of
+        the real tokens among the first batch's first ``SHIFT_TOKENS`` positions (rounded to
+        that dtype, so the stored float64 shift is exactly the one subtracted). Any reference
+        within the outputs' spread of their mean keeps the products from cancelling; a sample
+        is as good as the full mean for that and costs a fraction of a pass."""
         if getattr(self, name) is None:
-            total = sum(
-                torch.einsum(
-                    "bt,bthd->hd", mask[:, start:stop], outputs[:, start:stop].to(mask.dtype)
-                )
-                for start, stop in token_chunks(outputs.shape)
-            )
-            mean = (total / mask.sum().clamp_min(1.0)).to(mask.dtype).double()
+            sample = outputs[:, :SHIFT_TOKENS].to(dtype)
+            if mask is None:
+                mean = sample.mean((0, 1))
+            else:
+                real = mask[:, :SHIFT_TOKENS]
+                mean = torch.einsum("bt,bthd->hd", real, sample) / real.sum().clamp_min(1.0)
+            mean = mean.to(dtype).double()
             setattr(self, name, mean.repeat_interleave(self.n_heads // mean.shape[0], dim=0))
-        key = (name, mask.dtype)
+        key = (name, dtype)
         if key not in self._cast:
-            self._cast[key] = getattr(self, name).to(mask.dtype)
+            self._cast[key] = getattr(self, name).to(dtype)
         return self._cast[key]
 
-    def _row(self, chunk: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-prompt sums in accumulator order as one float64 [batch, -1], zeros for the
-        uniform-attention and control sums not given."""
+    def _parts(self, chunk: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A chunk's per-prompt sums by accumulator name, [batch, *shape] each (sums not given,
+        such as the uniform-attention ones without ``z_uniform``, are left out)."""
         parts = {"n": chunk["n"]}
         for index, prefix in enumerate(("", "u_")):
             for name in ("s1", "s2"):
@@ -213,14 +241,7 @@ class HeadMoments:
             if index < len(chunk["outer"]):
                 parts[f"{prefix}_outer"] = chunk["outer"][index]
                 parts[f"n_{prefix}"] = chunk["count"][index]
-        batch = chunk["n"].shape[0]
-        columns = [
-            parts[name].reshape(batch, -1)
-            if name in parts
-            else chunk["n"].new_zeros(batch, math.prod(shape))
-            for name, shape in self._shapes.items()
-        ]
-        return torch.cat(columns, dim=1).double()
+        return parts
 
     def totals(self, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Sums over the groups in ``keep`` ([group] bool; default all)."""

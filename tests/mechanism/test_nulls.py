@@ -20,6 +20,7 @@ from sinkmech.mechanism.sinks import (
     is_sink_score,
     key_null,
     key_scores,
+    received_attention,
     summarise,
     visibility,
 )
@@ -215,3 +216,19 @@ def test_the_long_prose_set_clears_the_prompt_length_guard():
     batch = tokenize(offline_tokenizer(), prompts, 512)
     assert len(prompts) == 20 and short_prompts(batch, 64) == []
     assert check_prompt_lengths([batch], SinkThresholds(short_prompts="refuse")) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_patterns_are_summed_in_float32(dtype):
+    """received_attention sums a half-precision pattern in float32 (no float32 copy of it): the
+    same sums as the float32 pattern of the same numbers, padded queries left out."""
+    torch.manual_seed(4)
+    mask = torch.ones(3, 50)
+    mask[2, 30:] = 0
+    pattern = torch.softmax(torch.randn(3, 2, 50, 50), -1).to(dtype)
+    got = received_attention(pattern, mask)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, received_attention(pattern.float(), mask), rtol=1e-6, atol=1e-6)
+    assert got[2].sum() == pytest.approx(
+        30 * 2, rel=1e-2
+    )  # 30 real queries, 2 heads, rows sum to 1

@@ -130,3 +130,39 @@ def test_a_real_sink_beats_the_non_sink_key_baseline_with_an_interval():
     row = table.iloc[0]
     assert row.tag_excess_low > 0 and row.tag_excess_over_nonsink > 0.3
     assert row.ve_flag == "" and not pd.isna(row.nonsink_key_variance_explained)
+
+
+def _random_moments_inputs(batch=6, t=40, heads=4, kv=2, d=8, dtype=torch.float32):
+    torch.manual_seed(5)
+    z = torch.randn(batch, t, heads, d).to(dtype)
+    values = torch.randn(batch, t, kv, d).to(dtype)
+    sinks = torch.rand(batch, heads, t) < 0.05
+    control = torch.rand(batch, heads, t) < 0.05
+    uniform = torch.randn(batch, t, kv, d)
+    return z, values, sinks, control, uniform
+
+
+def test_no_token_mask_means_no_padding():
+    """update(token_mask=None) (the pass's unpadded batches) gives the sums of an all-ones mask."""
+    z, values, sinks, control, uniform = _random_moments_inputs()
+    with_mask, without = (HeadMoments(4, 8, n_groups=3) for _ in range(2))
+    with_mask.update(z, values, sinks, torch.ones(z.shape[:2]), control, uniform)
+    without.shift, without.u_shift = with_mask.shift, with_mask.u_shift  # sums depend on it
+    without.update(z, values, sinks, None, control, uniform)
+    for name, total in with_mask.totals().items():
+        torch.testing.assert_close(without.totals()[name], total, rtol=1e-6, atol=1e-6)
+
+
+def test_batches_wrap_around_the_prompt_groups():
+    """Prompt i goes to group i mod n_groups however batches cut the prompts (7 prompts in
+    batches of 3 and 4 over 3 groups), and group sums add up to one big batch's."""
+    z, values, sinks, control, uniform = _random_moments_inputs(batch=7)
+    whole, cut = HeadMoments(4, 8, n_groups=3), HeadMoments(4, 8, n_groups=3)
+    mask = torch.ones(z.shape[:2])
+    whole.update(z, values, sinks, mask, control, uniform)
+    cut.shift, cut.u_shift = whole.shift, whole.u_shift  # (set by the first batch otherwise)
+    for part in (slice(0, 3), slice(3, 7)):
+        cut.update(z[part], values[part], sinks[part], mask[part], control[part], uniform[part])
+    for name, sums in whole.sums.items():
+        torch.testing.assert_close(cut.sums[name], sums)
+    assert whole.sums["n"].tolist() == [3 * 40, 2 * 40, 2 * 40]
