@@ -223,20 +223,7 @@ def analyse_ctr(
     check_prompt_lengths(batches, settings.sinks)
     census, moments, catch = _stream_pass(loaded, batches, settings)
     sinks = census.table()
-    variance = pd.concat(
-        [
-            variance_explained(
-                moments[layer],
-                output_weights(loaded, layer),
-                settings.ranks,
-                settings.n_random,
-                settings.seed,
-            ).assign(layer=layer)
-            for layer in range(loaded.n_layers)
-        ],
-        ignore_index=True,
-    )
-    variance["model"] = loaded.name
+    variance = variance_table(loaded, moments, settings)
     top = _top_tag_heads(variance, settings.top_heads)
     directions = {
         (layer, head): tag_directions(moments[layer], output_weights(loaded, layer))[head, 0]
@@ -253,6 +240,26 @@ def analyse_ctr(
         "release": release,
         "interventions": interventions.assign(model=loaded.name),
     }
+
+
+def variance_table(
+    loaded: LoadedModel, moments: Sequence[HeadMoments], settings: CTRSettings
+) -> pd.DataFrame:
+    """Variance explained of every layer's heads from the streamed moments, each layer mapped
+    through its own W_O on its moments' device (``variance.variance_explained``)."""
+    return pd.concat(
+        [
+            variance_explained(
+                moments[layer],
+                output_weights(loaded, layer).to(moments[layer].sums["n"].device),
+                settings.ranks,
+                settings.n_random,
+                settings.seed,
+            ).assign(layer=layer)
+            for layer in range(loaded.n_layers)
+        ],
+        ignore_index=True,
+    ).assign(model=loaded.name)
 
 
 def summarise_variance(variance: pd.DataFrame) -> pd.DataFrame:

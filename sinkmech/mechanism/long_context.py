@@ -20,9 +20,8 @@ from sinkmech.attention.backend import LayerAttention, fused_pass
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import FIRST
 from sinkmech.errors import ConfigError, PromptError
-from sinkmech.mechanism.ctr import CTRSettings, _stream_pass, summarise_variance
-from sinkmech.mechanism.hooks import gather_per_layer, output_weights, pattern_name, run_hooked
-from sinkmech.mechanism.variance import variance_explained
+from sinkmech.mechanism.ctr import CTRSettings, _stream_pass, summarise_variance, variance_table
+from sinkmech.mechanism.hooks import gather_per_layer, pattern_name, run_hooked
 from sinkmech.models import LoadedModel
 from sinkmech.paths import resolve_path
 
@@ -198,20 +197,7 @@ def profile_batches(
         table = census.table()
         first = table[table.sink_kind == FIRST]
         sinks.append(first.assign(seq_len=length))
-        variance = pd.concat(
-            [
-                variance_explained(
-                    moments[layer],
-                    output_weights(loaded, layer).to(moments[layer].sums["n"].device),
-                    settings.ranks,
-                    settings.n_random,
-                    settings.seed,
-                ).assign(layer=layer)
-                for layer in range(loaded.n_layers)
-            ],
-            ignore_index=True,
-        ).assign(model=loaded.name)
-        summary = summarise_variance(variance)
+        summary = summarise_variance(variance_table(loaded, moments, settings.ctr()))
         variances.append(summary.assign(seq_len=length))
         shares.append(first_token_share(loaded, batch, settings.n_first))
     return {
