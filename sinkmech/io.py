@@ -46,13 +46,23 @@ def _umask() -> int:
     return mask
 
 
+# Tables up to this many cells also get a CSV twin; larger ones (per-token sink tables, 2.5 MB of
+# CSV each) stay parquet only, so committed results do not crowd what a GPU call can carry.
+CSV_MAX_CELLS = 100_000
+
+
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame atomically as parquet, plus a CSV twin for eyes and spreadsheets."""
+    """Write a DataFrame atomically as parquet, plus a CSV twin for eyes and spreadsheets when it
+    has at most ``CSV_MAX_CELLS`` cells (a larger table's stale twin is removed)."""
     target = Path(path).with_suffix(".parquet")
+    twin = target.with_suffix(".csv")
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False)
-    with atomic_path(target.with_suffix(".csv")) as tmp:
-        frame.to_csv(tmp, index=False)
+    if frame.size <= CSV_MAX_CELLS:
+        with atomic_path(twin) as tmp:
+            frame.to_csv(tmp, index=False)
+    else:
+        twin.unlink(missing_ok=True)
     return target
 
 
