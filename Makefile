@@ -45,6 +45,8 @@ PINNED_THREADS := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) OPENBLAS
 reproduce: setup
 	HF_HUB_OFFLINE=1 $(PINNED_THREADS) $(BIN)/python -m experiments.run -m experiment=$(EXPERIMENT) \
 		model=$(OFFLINE_MODELS) results_dir=$(RESULTS) force=true
+	@# the ladder's known-fact statement sets are committed under results/statements
+	@[ "$(RESULTS)" = results ] || { mkdir -p $(RESULTS)/statements && cp results/statements/*.csv $(RESULTS)/statements/; }
 	HF_HUB_OFFLINE=1 $(PINNED_THREADS) $(BIN)/python -m experiments.run -m experiment=$(EXPERIMENT) \
 		model=$(LADDER_MODELS) data.statements=known results_dir=$(RESULTS) force=true
 	$(BIN)/python -m experiments.report --results $(RESULTS) --extra results/ladder --html

@@ -384,8 +384,8 @@ class SinkCensus:
         if not len(kept):
             return
         length = host_mask.shape[1]
-        labels = self._token_labels(batch.token_strings, length).flatten()[kept]
-        if bool((labels < 0).any()):
+        labels = self._kept_labels(batch.token_strings, keep)
+        if len(labels) != len(kept):
             raise PromptError("token_strings has fewer strings than the mask has real tokens")
         index = to_device(torch.stack([kept // length, kept % length, labels]), scores.device)
         if nulls is None:
@@ -412,18 +412,16 @@ class SinkCensus:
         )
         self._count.index_add_(0, index[2], torch.ones_like(index[2], dtype=torch.float))
 
-    def _token_labels(self, strings: list[list[str]], length: int) -> torch.Tensor:
-        """Label id of every position, [batch, T] long (-1 past a row's strings): memoised per
-        (token, is-first), looked up a row at a time."""
-        rows = []
-        for row in strings:
-            ids = [self._label_id(row[0], True)] if row else []
-            ids += [
-                found if found is not None else self._label_id(token, False)
-                for token, found in zip(row[1:], map(self._later_ids.get, row[1:]))
-            ]
-            rows.append(ids + [-1] * (length - len(ids)))
-        return torch.tensor(rows, dtype=torch.long)
+    def _kept_labels(self, strings: list[list[str]], keep: torch.Tensor) -> torch.Tensor:
+        """Label ids of the kept keys, row by row (the order of ``keep.flatten().nonzero()``);
+        only kept tokens register labels, so a token never scored gets no table rows."""
+        labels = [
+            self._label_id(token, position == 0)
+            for row, flags in zip(strings, keep.tolist())
+            for position, (token, kept) in enumerate(zip(row, flags))
+            if kept
+        ]
+        return torch.tensor(labels, dtype=torch.long)
 
     def _label_id(self, token: str, is_first: bool) -> int:
         ids = self._first_ids if is_first else self._later_ids

@@ -142,6 +142,25 @@ def test_minimum_evidence_per_token_content_and_special_tokens_apart():
     assert summary.sink_occurrences_per_prompt_head == pytest.approx((6 + 5 + 6) / 6 / 4)
 
 
+def test_tokens_never_scored_get_no_census_rows():
+    """Keys too late to be seen by min_queries queries, and padding, register no label: a '!' in
+    the last position of every prompt has no row, a '!' that is scored has one."""
+    rows = [["<s>", "a", "b", "c", "d", "!"], ["<s>", "a", "!", "c", "d"]]
+    batch = _census_batch(rows)
+    census = SinkCensus("hand", 1, 1, frozenset(), SinkThresholds(min_queries=3))
+    census.update(torch.zeros(2, 1, 1, 6), batch, causal=True)
+    assert census.table().groupby("token").occurrences.first().to_dict() == {
+        "<s>": 2,
+        "a": 2,
+        "b": 1,
+        "c": 1,
+        "!": 1,
+    }
+    first_only = SinkCensus("hand", 1, 1, frozenset(), SinkThresholds(min_queries=3))
+    first_only.update(torch.zeros(1, 1, 1, 6), _census_batch(rows[:1]), causal=True)
+    assert "!" not in set(first_only.table().token)
+
+
 def test_short_prompts_are_flagged_or_refused_before_compute():
     batch = _census_batch([["<s>"] + ["a"] * 10, ["<s>"] + ["a"] * 70])
     assert short_prompts(batch, 64) == [0]
