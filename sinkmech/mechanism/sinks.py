@@ -98,9 +98,6 @@ class KeyNull:
     n_keys: Float[torch.Tensor, "batch query"] | None = None
 
 
-NULL_FIELDS = ("n_visible", "null")  # the per-key fields of KeyNull
-
-
 def _prefix_sums(values: torch.Tensor) -> torch.Tensor:
     """Prefix sums along the last axis with a leading zero: out[..., j] = sum of values[..., :j]."""
     return torch.nn.functional.pad(values.cumsum(-1), (1, 0))
@@ -393,7 +390,9 @@ class SinkCensus:
         scores = scores.float()
         # every layer's nulls at once, [batch, layer, key]: scores are read as [batch, head,
         # layer, key] so that is_sink_score broadcasts them over heads
-        layers = KeyNull(*(torch.stack([getattr(n, f) for n in nulls], 1) for f in NULL_FIELDS))
+        layers = KeyNull(
+            torch.stack([n.n_visible for n in nulls], 1), torch.stack([n.null for n in nulls], 1)
+        )
         sink = is_sink_score(
             scores.transpose(1, 2),
             layers,

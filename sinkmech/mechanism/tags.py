@@ -192,7 +192,7 @@ def uniform_z(
     batch, length, heads, d = values.shape
     prefix = dtype if values.is_cuda and causal and window is None else torch.float64
     real = attention_mask.to(values.device, prefix)
-    chunks = token_chunks((batch, length, 2 * heads, d))  # float64 buffers: half the tokens
+    chunks = token_chunks((batch, length, 2 * heads, d))  # sized for float64 prefix buffers
     if not causal and window is None:
         total = sum(
             torch.einsum("bk,bkhd->bhd", real[:, start:stop], values[:, start:stop].double())

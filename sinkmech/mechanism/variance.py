@@ -56,11 +56,16 @@ def _into_heads(buffer: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tenso
     return target, tokens.transpose(-3, -2).unsqueeze(-3)
 
 
+def _tensor_cores(tensor: torch.Tensor) -> bool:
+    """Half precision on a GPU: its Gram matrices can go through tensor cores (``_gram``)."""
+    return tensor.dtype in (torch.float16, torch.bfloat16) and tensor.is_cuda
+
+
 def _gram(rows: torch.Tensor) -> torch.Tensor:
     """x^T x over the token axis of [..., T, d] in float32 or wider: half-precision input goes
     through the GPU's tensor cores with float32 output (products of half-precision numbers are
     exact in float32, so only the summation order differs from a float32 matmul)."""
-    if rows.dtype in (torch.float16, torch.bfloat16) and rows.is_cuda:
+    if _tensor_cores(rows):
         flat = rows.reshape(-1, *rows.shape[-2:])
         gram = torch.bmm(flat.mT, flat, out_dtype=torch.float32)
         return gram.view(*rows.shape[:-2], *gram.shape[-2:])
@@ -97,8 +102,8 @@ def _per_prompt_sums(
         n = mask.sum(1)
     sums = {"n": n, "s1": shifted.sum(-2), "s2": _gram(shifted)}
     del shifted
-    half = values.dtype in (torch.float16, torch.bfloat16) and values.is_cuda
-    weights = torch.stack(keys).to(values.dtype if half else dtype)  # [set, batch, head, T]
+    key_dtype = values.dtype if _tensor_cores(values) else dtype
+    weights = torch.stack(keys).to(key_dtype)  # [set, batch, head, T]
     weighted = torch.empty(len(keys), *shape, dtype=weights.dtype, device=values.device)
     target, source = _into_heads(weighted, values)
     torch.mul(source, weights.view(*target.shape[:-1], 1), out=target)
