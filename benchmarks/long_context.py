@@ -8,13 +8,15 @@ TransformerLens hook backend (eager attention, patterns materialised), run until
 memory. Random weights of a real shape (``run_benchmark.SHAPES``), built on the GPU; all variants
 in one process on one device.
 
-With ``--kernels`` it also times one layer's attention alone (SDPA; the fused forward with its
-log-sum-exp; the received-attention pass) at each length, and with ``--profile-max N`` it runs the
-long-context profile (``sinkmech.mechanism.long_context``) on the random weights at every length
+First it times one layer's attention alone (SDPA; the fused forward with its log-sum-exp; the
+received-attention pass) at each length, ``attention_ops.csv``: that also picks the received
+pass's tiles for every length, a one-time cost (seconds at 131072 tokens) that the single timed
+call of a long point would otherwise include. With ``--profile-max N`` it runs the long-context
+profile (``sinkmech.mechanism.long_context``) on the random weights at every length
 up to N (random token ids: the scale check of issue 17 item 4).
 
     python -m benchmarks.long_context --shape llama-3-8b --points 4x1024,1x4096,1x32768,1x131072 \
-        --kernels --profile-max 32768 --out $OUT
+        --profile-max 32768 --out $OUT
 """
 
 from __future__ import annotations
@@ -65,7 +67,6 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--hooks-max", type=int, default=16384, help="longest hooks_suite run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/long_context"))
-    parser.add_argument("--kernels", action="store_true", help="time one layer's attention ops")
     parser.add_argument("--profile-max", type=int, default=0, help="long-context profile up to")
     args = parser.parse_args(argv)
     device = torch.device("cuda")
@@ -80,12 +81,13 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     weights = torch.cuda.memory_allocated(device)
     rows, hooks_failed = [], False
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.kernels:  # first: it also picks the received pass's tiles for every length
-        kernel_times(hf_model.config, [n for _, n in points], args.out / "attention_ops.csv")
+    # first: it also picks the received pass's tiles for every length
+    kernel_times(hf_model.config, [n for _, n in points], args.out / "attention_ops.csv")
     for batch_size, length in points:
         batch = make_batch(hf_model.config.vocab_size, batch_size, length, seed=0)
         tokens = batch.tokens.to(device)
-        # Beyond 32k one timed call each (a call takes seconds; kernels are compiled by then).
+        # Beyond 32k one timed call each (a call takes seconds; kernels are compiled and tiles
+        # picked by then, kernel_times above).
         short = length <= 32768
         warmup, repeats = (1, args.repeats) if short else (0, 1)
 

@@ -20,8 +20,9 @@ Streaming: head outputs x = z W_O live in the row space of W_O (dimension d_head
 accumulators keep d_head x d_head moments per head (and per prompt group) and map them through
 W_O once at the end. Outputs are shifted by a per-head reference (a first-batch mean) before
 any product, so near-constant outputs do not cancel catastrophically; each batch's per-prompt
-moments are float32 matmuls over chunks of tokens, summed in float64. A fraction outside [0, 1]
-is impossible, so it is reported as NaN with a flag.
+moments are float32 matmuls over chunks of tokens (half-precision activations on a GPU: a Triton
+kernel forms the rows and tensor cores multiply them, ``moment_rows``), summed in float64. A
+fraction outside [0, 1] is impossible, so it is reported as NaN with a flag.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _ACCUMULATORS = ("n", "s1", "s2", "u_s1", "u_s2", "sink_outer", "n_sink", "ctl_o
 
 
 def _into_heads(buffer: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target, source): views that let an elementwise op write [..., T, heads, d] activations
+    """(target, source): views that let an elementwise op write [..., T, kv_heads, d] activations
     into a [..., head, T, d] buffer, expanding kv heads (query head h reads kv head h // group)."""
     *_, length, kv, d = tokens.shape
     target = buffer.view(*buffer.shape[:-3], kv, -1, length, d)
@@ -57,19 +58,69 @@ def _into_heads(buffer: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tenso
 
 
 def _tensor_cores(tensor: torch.Tensor) -> bool:
-    """Half precision on a GPU: its Gram matrices can go through tensor cores (``_gram``)."""
+    """Half precision on a GPU: the moments' rows are formed by a Triton kernel and their Gram
+    matrices go through tensor cores (``moment_rows``)."""
     return tensor.dtype in (torch.float16, torch.bfloat16) and tensor.is_cuda
 
 
-def _gram(rows: torch.Tensor) -> torch.Tensor:
-    """x^T x over the token axis of [..., T, d] in float32 or wider: half-precision input goes
-    through the GPU's tensor cores with float32 output (products of half-precision numbers are
-    exact in float32, so only the summation order differs from a float32 matmul)."""
-    if _tensor_cores(rows):
-        flat = rows.reshape(-1, *rows.shape[-2:])
-        gram = torch.bmm(flat.mT, flat, out_dtype=torch.float32)
-        return gram.view(*rows.shape[:-2], *gram.shape[-2:])
-    return rows.mT @ rows
+def _float_sums(
+    outputs: list[tuple[torch.Tensor, torch.Tensor]],
+    keys: list[torch.Tensor],
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    n_heads: int,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor]:
+    """``_per_prompt_sums`` as float32 (or float64) matmuls: every set in one head-major buffer
+    (kv heads expanded), one batched matmul for the outputs and one for the keys; a 0/1 key
+    weight w gives sum_k w v v^T = (w v)^T (w v)."""
+    batch, length = values.shape[:2]
+    shape = (batch, n_heads, length, values.shape[-1])
+    shifted = torch.empty(len(outputs), *shape, dtype=dtype, device=values.device)
+    for slot, (tokens, shift) in zip(shifted, outputs):
+        target, source = _into_heads(slot, tokens)
+        torch.sub(source, shift.view(*target.shape[1:3], 1, -1), out=target)
+    if mask is not None:
+        shifted.mul_(mask[:, None, :, None])
+    sums = {"s1": shifted.sum(-2), "s2": shifted.mT @ shifted}
+    del shifted
+    weights = torch.stack(keys).to(dtype)  # [set, batch, head, T]
+    weighted = torch.empty(len(keys), *shape, dtype=dtype, device=values.device)
+    target, source = _into_heads(weighted, values)
+    torch.mul(source, weights.view(*target.shape[:-1], 1), out=target)
+    sums["outer"] = weighted.mT @ weighted
+    sums["count"] = weights.sum(-1)
+    return sums
+
+
+def _half_sums(
+    outputs: list[tuple[torch.Tensor, torch.Tensor]],
+    keys: list[torch.Tensor],
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    n_heads: int,
+    dtype: torch.dtype,
+) -> dict[str, list[torch.Tensor] | torch.Tensor]:
+    """``_per_prompt_sums`` for half-precision activations on a GPU: Triton rows, tensor-core
+    Gram matrices (``moment_rows``). Each output set keeps its own heads (uniform-attention
+    outputs their kv heads: the same for every query head of a group, so formed once)."""
+    from sinkmech.mechanism import moment_rows
+
+    s1, s2 = [], []
+    for tokens, shift in outputs:
+        own = shift[:: n_heads // tokens.shape[2]]  # [heads of tokens, d]
+        rows, total = moment_rows.shifted_rows(tokens, own, mask)
+        s1.append(total.to(dtype))
+        s2.append(moment_rows.split_gram(rows).to(dtype))
+    weights = torch.stack(keys)  # [set, batch, head, T]
+    rows = moment_rows.weighted_rows(values, weights).flatten(0, 2)
+    outer = torch.bmm(rows.mT, rows, out_dtype=torch.float32)
+    return {
+        "s1": s1,
+        "s2": s2,
+        "outer": outer.view(*weights.shape[:-1], *outer.shape[-2:]).to(dtype),
+        "count": weights.sum(-1, dtype=dtype),
+    }
 
 
 def _per_prompt_sums(
@@ -79,36 +130,22 @@ def _per_prompt_sums(
     mask: torch.Tensor | None,
     n_heads: int,
     dtype: torch.dtype,
-) -> dict[str, torch.Tensor]:
-    """One token chunk's per-prompt sums in ``dtype``, [batch, ...] each: token count ``n``;
-    ``s1``/``s2`` [set, batch, head, d(, d)] per (outputs, shift) set; ``outer``/``count``
-    per key set.
+) -> dict[str, object]:
+    """One token chunk's per-prompt sums in ``dtype``: token count ``n`` [batch]; ``s1``/``s2``
+    per (outputs, shift) set, [batch, heads, d(, d)] each; ``outer``/``count`` per key set.
 
-    Outputs are [batch, T, heads, d], keys [batch, head, T] bool, values [batch, T, kv, d];
-    ``mask`` [batch, T] (1 = real; None: no padding) zeroes padded tokens. All sets share one
-    buffer and one batched matmul; a 0/1 key weight w gives sum_k w v v^T = (w v)^T (w v), formed
-    on the GPU in the values' own half precision (exact: w is 0 or 1; ``_gram``).
+    Outputs are [batch, T, head or kv_head, d] with their shift [head, d], keys [batch, head, T]
+    bool, values [batch, T, kv_head, d]; ``mask`` [batch, T] (1 = real; None: no padding) zeroes
+    padded tokens.
     """
     batch, length = values.shape[:2]
-    shape = (batch, n_heads, length, values.shape[-1])
-    shifted = torch.empty(len(outputs), *shape, dtype=dtype, device=values.device)
-    for slot, (tokens, shift) in zip(shifted, outputs):
-        target, source = _into_heads(slot, tokens)
-        torch.sub(source, shift.view(*target.shape[1:3], 1, -1), out=target)
+    sums = (_half_sums if _tensor_cores(values) else _float_sums)(
+        outputs, keys, values, mask, n_heads, dtype
+    )
     if mask is None:
-        n = torch.full((batch,), float(length), dtype=dtype, device=values.device)
+        sums["n"] = torch.full((batch,), float(length), dtype=dtype, device=values.device)
     else:
-        shifted.mul_(mask[:, None, :, None])
-        n = mask.sum(1)
-    sums = {"n": n, "s1": shifted.sum(-2), "s2": _gram(shifted)}
-    del shifted
-    key_dtype = values.dtype if _tensor_cores(values) else dtype
-    weights = torch.stack(keys).to(key_dtype)  # [set, batch, head, T]
-    weighted = torch.empty(len(keys), *shape, dtype=weights.dtype, device=values.device)
-    target, source = _into_heads(weighted, values)
-    torch.mul(source, weights.view(*target.shape[:-1], 1), out=target)
-    sums["outer"] = _gram(weighted).to(dtype)
-    sums["count"] = weights.sum(-1, dtype=dtype)
+        sums["n"] = mask.sum(1)
     return sums
 
 
@@ -180,14 +217,16 @@ class HeadMoments:
         z_uniform: torch.Tensor | None = None,
     ) -> None:
         """Add a batch: z [batch, query, head, d_head], values and z_uniform [batch, token,
-        head or kv_head, d_head] (kv heads expanded here, per chunk), sinks and control
-        [batch, head, key] bool, token_mask [batch, seq] (1 = real; None: no padding); any float
-        dtypes.
+        head or kv_head, d_head], sinks and control [batch, head, key] bool, token_mask
+        [batch, seq] (1 = real; None: no padding); any float dtypes.
 
-        Per-prompt moments are float32 matmuls (float64 for float64 input) over chunks of tokens
-        (``tags.token_chunks``: no full-size float64 copy, bounded memory at long context),
+        Per-prompt moments are float32 matmuls (float64 for float64 input; split bfloat16 on
+        tensor cores for half-precision activations on a GPU, ``moment_rows``) over chunks of
+        tokens (``tags.token_chunks``: no full-size float64 copy, bounded memory at long context),
         shifted first so near-constant outputs do not cancel, and each chunk's sums are added
-        straight into the float64 accumulators of the prompts' groups.
+        straight into the float64 accumulators of the prompts' groups (on the half-precision
+        path, the moments of kv-head uniform-attention outputs are formed once per kv head and
+        added to each head of its group).
         """
         dtype = torch.promote_types(z.dtype, torch.float32)
         mask = None if token_mask is None else token_mask.to(z.device, dtype)
@@ -209,7 +248,13 @@ class HeadMoments:
             )
             for name, part in self._parts(chunk).items():
                 for prompts, groups in blocks:
-                    self.sums[name][groups].add_(part[prompts])
+                    target, source = self.sums[name][groups], part[prompts]
+                    if source.shape[1:] != target.shape[1:]:  # kv heads: one per group
+                        target, source = (
+                            target.unflatten(1, (source.shape[1], -1)),
+                            source[:, :, None],
+                        )
+                    target.add_(source)
         self.n_prompts += z.shape[0]
 
     def _shift(

@@ -166,3 +166,19 @@ def test_batches_wrap_around_the_prompt_groups():
     for name, sums in whole.sums.items():
         torch.testing.assert_close(cut.sums[name], sums)
     assert whole.sums["n"].tolist() == [3 * 40, 2 * 40, 2 * 40]
+
+
+def test_uniform_outputs_with_kv_heads_count_once_for_every_head_of_their_group():
+    """Uniform-attention outputs of a GQA head are its kv head's: their moments (formed once per
+    kv head on the GPU's half-precision path, expanded here) equal those of the outputs expanded
+    to every query head beforehand, shift included."""
+    z, values, sinks, control, uniform = _random_moments_inputs()
+    mask = torch.ones(z.shape[:2])
+    mask[2, 30:] = 0
+    per_kv, expanded = (HeadMoments(4, 8, n_groups=3) for _ in range(2))
+    per_kv.update(z, values, sinks, mask, control, uniform)
+    expanded.update(z, values, sinks, mask, control, uniform.repeat_interleave(2, dim=2))
+    torch.testing.assert_close(per_kv.u_shift, expanded.u_shift)
+    for name, total in expanded.totals().items():
+        torch.testing.assert_close(per_kv.totals()[name], total, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(per_kv.sums["u_s2"][:, 0], per_kv.sums["u_s2"][:, 2])  # kv heads differ
