@@ -103,10 +103,10 @@ def _launch(
     multiple of batch; heads a multiple of src_heads); ``scale`` [n, heads, T] any strides."""
     n, heads, length, width = out.shape
     batch, _, src_heads, d = source.shape
-    placeholder = out.new_empty(1, 1, 1, dtype=torch.float32)  # for the operands not given
     flags = {"HAS_SHIFT": shift is not None, "HAS_SCALE": scale is not None}
     flags["HAS_SUMS"], flags["SPLIT"] = sums is not None, width == 2 * d
-    shift, scale, sums = (placeholder if t is None else t for t in (shift, scale, sums))
+    # an operand not given is never read or written (its flag is off): ``out`` stands in for it
+    shift, scale, sums = (out if t is None else t for t in (shift, scale, sums))
     block = _block_tokens(d)
     grid = (triton.cdiv(length, block), n * heads)
     _rows_kernel[grid](
@@ -147,10 +147,16 @@ def weighted_rows(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return rows.view(sets, batch, heads, length, -1)
 
 
-def split_gram(rows: torch.Tensor) -> torch.Tensor:
-    """x^T x over the token axis of [..., T, 2 d] [hi | lo] rows, float32 [..., d, d]: one
-    tensor-core matmul of the 2 d wide rows, its four d x d blocks summed."""
+def gram(rows: torch.Tensor) -> torch.Tensor:
+    """x^T x over the token axis of [..., T, w] 16-bit rows, float32 [..., w, w]: one batched
+    tensor-core matmul (products of 16-bit numbers are exact in float32)."""
     flat = rows.reshape(-1, *rows.shape[-2:])
-    gram = torch.bmm(flat.mT, flat, out_dtype=torch.float32)
+    product = torch.bmm(flat.mT, flat, out_dtype=torch.float32)
+    return product.view(*rows.shape[:-2], *product.shape[-2:])
+
+
+def split_gram(rows: torch.Tensor) -> torch.Tensor:
+    """x^T x over the token axis of [..., T, 2 d] [hi | lo] rows, float32 [..., d, d]: the Gram
+    of the 2 d wide rows with its four d x d blocks summed."""
     d = rows.shape[-1] // 2
-    return gram.view(*rows.shape[:-2], 2, d, 2, d).sum((-4, -2))
+    return gram(rows).unflatten(-1, (2, d)).unflatten(-3, (2, d)).sum((-4, -2))

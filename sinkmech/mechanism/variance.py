@@ -113,12 +113,10 @@ def _half_sums(
         s1.append(total.to(dtype))
         s2.append(moment_rows.split_gram(rows).to(dtype))
     weights = torch.stack(keys)  # [set, batch, head, T]
-    rows = moment_rows.weighted_rows(values, weights).flatten(0, 2)
-    outer = torch.bmm(rows.mT, rows, out_dtype=torch.float32)
     return {
         "s1": s1,
         "s2": s2,
-        "outer": outer.view(*weights.shape[:-1], *outer.shape[-2:]).to(dtype),
+        "outer": moment_rows.gram(moment_rows.weighted_rows(values, weights)).to(dtype),
         "count": weights.sum(-1, dtype=dtype),
     }
 
