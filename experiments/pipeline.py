@@ -38,13 +38,14 @@ from sinkmech.models.spec import validate_spec
 from sinkmech.paths import not_found, resolve_path
 from sinkmech.provenance import provenance
 from sinkmech.reporting import plots
+from sinkmech.tolerance import accumulation_depth
 
 log = logging.getLogger("sinkmech")
 ANALYSES = ("sinks", "ctr", "probing", *MEASURE_RUNNERS)
 WANDB_MODES = ("offline", "online", "disabled")
 # Bump when a code change alters the tables of an unchanged config: units made by older code
 # then hash differently and are recomputed instead of skipped.
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3  # 3: probes fitted in float64 to convergence by Newton steps (issue 26)
 # Config sections each analysis reads; a unit's hash covers the model and only these.
 ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
     "sinks": ("data.prompt_set", "data.limit", "sinks"),
@@ -307,9 +308,27 @@ def _compute(
             "model": cfg.model.name,
             "variant": cfg.variant,
             "experiment": cfg.experiment.name,
+            "numerics": numerics(cfg, loaded, batches),
             **provenance(device),
         },
     )
+
+
+def numerics(cfg: RunConf, loaded: LoadedModel, batches: list[TokenBatch]) -> dict[str, Any]:
+    """The dtype and accumulation depth behind the unit's numbers, which set how far another
+    machine's run may differ (``sinkmech.tolerance``): the longest input is the longest prompt
+    batch, an eviction sequence or a long-context length, whichever the unit ran."""
+    e = cfg.experiment
+    tokens = [batch.tokens.shape[1] for batch in batches]
+    if "eviction" in e.analyses:
+        tokens.append(min(e.eviction.seq_len, loaded.max_length))
+    if "long_context" in e.analyses:
+        tokens.extend(e.long_context.lengths)
+    d_model = int(loaded.model.cfg.d_model)
+    return {
+        "dtype": cfg.model.dtype,
+        "depth": accumulation_depth(loaded.n_layers, d_model, max(tokens, default=0)),
+    }
 
 
 Tables = dict[str, pd.DataFrame]

@@ -48,10 +48,33 @@ from sinkmech.mechanism.sinks import (
 from sinkmech.mechanism.tags import catch_rows, control_keys, uniform_z
 from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
 from sinkmech.models import LoadedModel
+from sinkmech.tolerance import Arithmetic, Rule
 from sinkmech.transfer import to_device
 
 # A sink key's column of attention, A[:, s], for (prompt, head, key) index tensors: [n, query].
 SinkAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# How two runs of these tables may differ (sinkmech.tolerance): a difference of larger quantities
+# inherits their rounding, so it is judged against their scale: loss changes and KL against the
+# loss, attention changes against probability 1, excesses of variance fractions against 1.
+_EXCESS = ("tag_excess_over_nonsink", "tag_excess_low", "tag_excess_high")
+COMPARISON: dict[str, dict[str, Rule]] = {
+    "interventions": {
+        "delta_loss": Arithmetic(scale="loss_clean"),
+        "kl": Arithmetic(scale="loss_clean"),
+        "first_token_attention_change": Arithmetic(scale=1.0),
+        "downstream_attention_change": Arithmetic(scale=1.0),
+    },
+    "variance": {
+        f"{name}{suffix}": Arithmetic(scale=1.0)
+        for name in _EXCESS
+        for suffix in ("", "_uncentred")
+    },
+    "variance_summary": {
+        f"mean_tag_excess_over_nonsink{suffix}": Arithmetic(scale=1.0)
+        for suffix in ("", "_uncentred")
+    },
+}
 
 
 @dataclass

@@ -34,6 +34,7 @@ from sinkmech.probing.features import (  # noqa: E402
     final_sink_frequency,
 )
 from sinkmech.probing.probes import (  # noqa: E402
+    PROBE_COMPARISON,
     abs_cosine,
     auroc,
     evaluate_probe,
@@ -42,12 +43,33 @@ from sinkmech.probing.probes import (  # noqa: E402
 )
 from sinkmech.probing.segments import extract_segment_features, segment_prompts  # noqa: E402
 from sinkmech.probing.sentiment import sentiment_baselines  # noqa: E402
+from sinkmech.tolerance import Estimate, Rule  # noqa: E402
 
 __all__ = ["run_probing", "load_statements", "plot_probe_summary"]
 
 SINK_FREQUENCY = 0.5  # a head is a sink head of the final punctuation in at least half the prompts
 TRUTH_FEATURES = ("tag", "tag_sink", "no_tag", "head_out", "resid", "resid_random")
 SHUFFLED_FEATURES = ("tag", "resid")
+
+# How two runs of these tables may differ (sinkmech.tolerance): probe scores, fitted directions
+# and their cosines are statistics of the statements sampled, so each agrees within its sampling
+# error; the tag's margin over position is a difference of two such scores (terms=2).
+COMPARISON: dict[str, dict[str, Rule]] = {
+    "truth_probes": PROBE_COMPARISON,
+    "sentiment_probes": PROBE_COMPARISON,
+    "sentiment_baselines": PROBE_COMPARISON,
+    "segment_probes": {
+        **PROBE_COMPARISON,
+        "position_baseline_accuracy": Estimate("n_test"),
+        "accuracy_over_position": Estimate("n_test", terms=2),
+    },
+    "tag_direction": {
+        "cos_logistic_value": Estimate("n_train"),
+        "cos_diff_means_value": Estimate("n_train"),
+        "cos_logistic_diff_means": Estimate("n_train"),
+        "value_direction_test_auroc": Estimate("n_test"),
+    },
+}
 
 
 def choose_heads(
@@ -146,6 +168,8 @@ def _direction_rows(
             {
                 "layer": key[0],
                 "head": key[1],
+                "n_train": int(train.sum()),
+                "n_test": int(is_test.sum()),
                 "cos_logistic_value": abs_cosine(directions["logistic"], value_direction),
                 "cos_diff_means_value": abs_cosine(directions["diff_means"], value_direction),
                 "cos_logistic_diff_means": abs_cosine(

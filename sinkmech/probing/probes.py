@@ -5,6 +5,13 @@ Two probes: scikit-learn logistic regression and the difference of class means (
 mass-mean probe). Features are centred and divided by one global scale, never per coordinate, so
 both probes are rotation invariant: a head's outputs can be probed in the d_head coordinates of
 W_O's row space and give the same accuracy and (mapped back) the same direction as in d_model.
+
+Probes are as deterministic as the arithmetic allows (issue 26): features are fitted in float64,
+and the L2-penalised logistic loss, strictly convex, is minimised by Newton's method until the
+largest gradient entry is below ``SOLVER_TOL``, so every machine reaches the same unique optimum
+up to rounding (a quasi-Newton solver stopped at its default tolerance left optima that differed by
+enough to move test items across the boundary on another CPU: ``results/reproducibility/NOTES.md``).
+A fit that stops at ``SOLVER_MAX_ITER`` is reported (``converged`` False), never silent.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
+
+from sinkmech.tolerance import Estimate, Rule
 
 
 class IsotropicScaler(TransformerMixin, BaseEstimator):
@@ -51,12 +60,29 @@ class DiffMeansProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.decision_function(x) > 0).astype(int)]
 
 
+SOLVER_TOL = 1e-10  # largest gradient entry at the optimum (Newton converges quadratically)
+SOLVER_MAX_ITER = 100  # Newton steps; well-posed probes converge in 5-15
+
 PROBES: dict[str, Callable[[int], Pipeline]] = {
     "logistic": lambda seed: make_pipeline(
-        IsotropicScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+        IsotropicScaler(),
+        LogisticRegression(
+            C=1.0,
+            solver="newton-cholesky",
+            tol=SOLVER_TOL,
+            max_iter=SOLVER_MAX_ITER,
+            random_state=seed,
+        ),
     ),
     "diff_means": lambda seed: make_pipeline(IsotropicScaler(), DiffMeansProbe()),
 }
+
+
+def converged(probe: Pipeline | BaseEstimator) -> bool:
+    """False when an iterative solver stopped at its step limit before its tolerance."""
+    estimator = probe[-1] if isinstance(probe, Pipeline) else probe
+    steps = getattr(estimator, "n_iter_", None)
+    return steps is None or bool(np.all(np.asarray(steps) < estimator.max_iter))
 
 
 def probe_direction(probe: Pipeline) -> np.ndarray:
@@ -147,9 +173,28 @@ class ProbeResult:
     n_test: int
     n_test_clusters: int  # groups (cities, prompts) the test intervals resample
     dim: int
+    converged: bool  # every fit (CV folds and final) reached the solver's tolerance
 
     def as_row(self) -> dict[str, float]:
         return dict(self.__dict__)
+
+
+# How two runs' probe rows may differ (sinkmech.tolerance): each score is a statistic of its
+# split's items, so it agrees within its own sampling error; the rest are exact or arithmetic.
+PROBE_COMPARISON: dict[str, Rule] = {
+    **{name: Estimate("n_train") for name in ("cv_accuracy", "cv_accuracy_sd")},
+    **{
+        name: Estimate("n_test")
+        for name in (
+            "test_accuracy",
+            "test_accuracy_lo",
+            "test_accuracy_hi",
+            "test_auroc",
+            "test_auroc_lo",
+            "test_auroc_hi",
+        )
+    },
+}
 
 
 def cross_validated_accuracy(
@@ -159,17 +204,19 @@ def cross_validated_accuracy(
     groups: np.ndarray,
     n_folds: int,
     seed: int,
-) -> np.ndarray:
-    """Per-fold accuracies with folds that keep each group (entity, prompt) on one side."""
+) -> tuple[np.ndarray, bool]:
+    """Per-fold accuracies with folds that keep each group (entity, prompt) on one side, and
+    whether every fold's fit converged."""
     n_folds = min(n_folds, len(np.unique(groups)))
     folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    accuracies = []
+    accuracies, all_converged = [], True
     for train, test in folds.split(x, y, groups):
         if len(np.unique(y[train])) < 2:  # a rare label left this fold's training side: no probe
             continue
         probe = make_probe().fit(x[train], y[train])
+        all_converged &= converged(probe)
         accuracies.append(float((probe.predict(x[test]) == y[test]).mean()))
-    return np.array(accuracies)
+    return np.array(accuracies), all_converged
 
 
 def evaluate_probe(
@@ -195,9 +242,12 @@ def evaluate_probe(
     make = lambda: PROBES[kind](seed)  # noqa: E731
     if shuffle_labels:
         y = np.random.default_rng(seed).permutation(y)
+    x = np.asarray(x, dtype=np.float64)
     train = ~is_test
     x_train, y_train, g_train = x[train], y[train], groups[train]
-    folds = cross_validated_accuracy(make, x_train, y_train, g_train, n_folds, seed)
+    folds, folds_converged = cross_validated_accuracy(
+        make, x_train, y_train, g_train, n_folds, seed
+    )
     probe = make().fit(x_train, y_train)
     x_test, y_test, g_test = x[is_test], y[is_test], groups[is_test]
     predictions = probe.predict(x_test)
@@ -228,6 +278,7 @@ def evaluate_probe(
         n_test=int(is_test.sum()),
         n_test_clusters=len(np.unique(g_test)),
         dim=x.shape[1],
+        converged=folds_converged and converged(probe),
     )
     return result, probe
 

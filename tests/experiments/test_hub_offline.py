@@ -10,10 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sinkmech import io
 from tests.experiments.hub_cache import build_hub_cache
 
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.subprocess  # starts Python processes (make test-subprocess)
 
 
 def test_every_hub_config_runs_offline_from_a_cache(tmp_path):

@@ -24,6 +24,8 @@ from sinkmech.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "sinkmech", "experiments", "conf", "hydra_plugins")
 
+pytestmark = pytest.mark.subprocess  # starts Python processes (make test-subprocess)
+
 
 def _offline_build_problem() -> str | None:
     """Why a wheel cannot be built here without network, or None when it can."""
