@@ -754,8 +754,8 @@ RULES: tuple[Rule, ...] = (
     release_edit_rule,
     reasoning_rule,
     qk_norm_rule,
+    minimal_sweep_rule,  # first: the matrix shows the fixed cell's number
     minimal_rule,
-    minimal_sweep_rule,
 )
 
 

@@ -54,7 +54,7 @@ def _unit(root, model, source, n_heads=4, pair=None, qk_norm=False):
     io.mark_complete(unit, {"model": model})
 
 
-def test_report_puts_the_ledger_first_and_links_model_pages(tmp_path):
+def test_report_opens_with_the_matrix_then_figures_then_the_ledger(tmp_path):
     _unit(tmp_path, "real_a", "local", pair="p", qk_norm=False)
     _unit(tmp_path, "real_b", "local", pair="p", qk_norm=True)
     _unit(tmp_path, "tiny_x", "tiny")
@@ -76,9 +76,10 @@ def test_report_puts_the_ledger_first_and_links_model_pages(tmp_path):
 
     report = write_report(tmp_path, html=True)
     text = report.read_text()
-    assert (
-        text.index("## Claims ledger") < text.index("## Figures") < text.index("## Summary tables")
-    )
+    assert text.index("| claim | ") < text.index("## Figures") < text.index("## Claims ledger")
+    assert text.index("## Claims ledger") < text.index("## Summary tables")
+    matrix = text[: text.index("## Figures")]
+    assert "tiny_x" not in matrix and "real_a" in matrix and "Legend:" in matrix
     ledger_part = text[text.index("## Claims ledger") : text.index("## What the suite found")]
     assert "real_a" in ledger_part and "tiny_x" not in ledger_part
     assert "minimal (base)" in ledger_part and "not testable offline" in ledger_part
