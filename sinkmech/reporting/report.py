@@ -226,7 +226,10 @@ class Rich:
 
 
 Block = Union[str, pd.DataFrame, Rich, tuple[str, plt.Figure]]
-LEDGER_COLUMNS = ["claim", "paper", "model", "ours", "control", "verdict", "reason", "unit"]
+LEDGER_COLUMNS = [
+    *("claim", "paper", "model", "ours", "control"),
+    *("verdict", "reason", "unit", "sensitivity"),
+]
 
 
 def load_tables(
@@ -386,9 +389,10 @@ def write_report(
     claims = ledger.ledger(tables)
     pages = _model_pages(tables)
     links = ", ".join(f"[{model}](report/{model}.md)" for model in pages)
-    verdicts = sensitivity.sensitivity(tables) if not claims.empty else pd.DataFrame()
-    if not verdicts.empty:
-        claims = claims.merge(verdicts[["claim", "model", "sensitivity"]], how="left")
+    if not claims.empty:  # each verdict's sensitivity beside its rule and unit
+        moved = sensitivity.sensitivity(tables)[["claim", "model", "sensitivity"]]
+        claims = claims.merge(moved.drop_duplicates(["claim", "model"]), how="left")
+        claims["sensitivity"] = claims.sensitivity.fillna("—")
     blocks: list[Block] = [
         "# sinkmech reproduction report: which claims of arXiv 2502.00919 held where",
         Rich(matrix.to_markdown(claims), matrix.to_html(claims)) if not claims.empty else "",
@@ -405,9 +409,7 @@ def write_report(
         "needs an equivalence test (TOST, margin in the rule). Thresholds are in "
         "`sinkmech/reporting/ledger.py` beside each rule.",
         claims[LEDGER_COLUMNS] if not claims.empty else "_no claims could be evaluated_",
-        "### Sensitivity of each verdict",
-        sensitivity.grid_text(),
-        verdicts if not verdicts.empty else "_no verdicts_",
+        f"Sensitivity column: {sensitivity.grid_text()}",
         "How to reproduce each claim with the hub:",
         claims[["claim", "command"]].drop_duplicates() if not claims.empty else "",
         "## What the suite found",
