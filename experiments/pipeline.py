@@ -44,7 +44,7 @@ ANALYSES = ("sinks", "ctr", "probing", *MEASURE_RUNNERS)
 WANDB_MODES = ("offline", "online", "disabled")
 # Bump when a code change alters the tables of an unchanged config: units made by older code
 # then hash differently and are recomputed instead of skipped.
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3  # 3: variance jackknife over groups of neighbouring prompts, with replicates
 # Config sections each analysis reads; a unit's hash covers the model and only these.
 ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
     "sinks": ("data.prompt_set", "data.limit", "sinks"),

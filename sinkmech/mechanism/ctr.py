@@ -67,7 +67,10 @@ class CTRSettings:
     intervention_batches: int = 1  # batches the interventions run on
     seed: int = 0  # seeds the random baseline, the non-sink control keys and random edits
     collect_catch: bool = True  # per-sink catch rows; off for pure sink/tag statistics
-    n_prompt_groups: int = 10  # prompt groups (prompt i -> group i mod n) for jackknife intervals
+    n_prompt_groups: int = 10  # prompt groups for jackknife intervals (variance.prompt_group)
+    # Consecutive prompts per group: prose_long's prompt i holds passages 2i..2i+3, so neighbours
+    # share two passages and go into one group (a chain admits no overlap-free partition).
+    prompts_per_group: int = 2
 
     def __post_init__(self) -> None:
         self.ranks = tuple(int(rank) for rank in self.ranks)
@@ -79,7 +82,7 @@ class CTRSettings:
             raise ConfigError(f"ctr.catch_threshold must be in (0, 1), got {self.catch_threshold}")
         if not self.ranks or min(self.ranks) < 1:
             raise ConfigError(f"ctr.ranks must be positive integers, got {list(self.ranks)}")
-        for name in ("n_random", "n_prompt_groups"):
+        for name in ("n_random", "n_prompt_groups", "prompts_per_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ctr.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("top_heads", "intervention_batches"):
@@ -101,7 +104,13 @@ def _stream_pass(
     """
     d_head = output_weights(loaded, 0).shape[1]
     moments = [
-        HeadMoments(loaded.n_heads, d_head, layer_device(loaded, layer), settings.n_prompt_groups)
+        HeadMoments(
+            loaded.n_heads,
+            d_head,
+            layer_device(loaded, layer),
+            n_groups=settings.n_prompt_groups,
+            prompts_per_group=settings.prompts_per_group,
+        )
         for layer in range(loaded.n_layers)
     ]
     census = SinkCensus(

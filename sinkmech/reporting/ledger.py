@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from sinkmech.mechanism.variance import REPLICATE_PREFIX, Z_95
 from sinkmech.reporting import statistics as st
 
 REPRODUCED = "reproduced"
@@ -209,21 +210,26 @@ def sink_rule(kind: str, kinds: tuple[str, ...], min_share: float) -> "Rule":
 VARIANCE_COMMAND = "python -m experiments.run -m model=gpt2,llama3_2_1b,qwen2_5_1_5b experiment=ctr"
 VARIANCE_RANGE = (0.20, 0.40)  # the paper's typical range; reproduced when our interval meets it
 # The variance table's excess columns carry a delete-one-group jackknife interval over
-# ``ctr.n_prompt_groups`` = 10 prompt groups (prompt i -> group i mod 10), written with the normal
-# quantile; the ledger recovers each standard error and uses t with 9 d.f.
-VARIANCE_PROMPT_GROUPS = 10
-VARIANCE_JACKKNIFE_Z = 1.959964  # sinkmech.mechanism.variance.Z_95
-VARIANCE_UNIT = (
-    "prompt groups (10, delete-one jackknife, t with 9 d.f.; groups i mod 10 split prose_long's "
-    "overlapping neighbours) for the excess; heads (bootstrap) for the tag's share"
-)
+# ``ctr.n_prompt_groups`` prompt groups (written with the normal quantile ``Z_95``). Tables made
+# since RESULTS_VERSION 3 also keep each group's replicate (``REPLICATE_PREFIX``<g>; groups of
+# neighbouring prompts): the mean over heads then gets its exact jackknife interval. Older tables
+# (groups i mod 10, which split prose_long's overlapping neighbours) keep only each head's
+# interval: the ledger recovers the standard errors and bounds the mean's conservatively.
+LEGACY_PROMPT_GROUPS = 10  # ctr.n_prompt_groups of every table without replicates
 EXCESS = ("tag_excess_over_nonsink", "tag_excess_low", "tag_excess_high")
+SHARE_UNIT = "heads (bootstrap) for the tag's share"
+
+
+def _replicate_columns(frame: pd.DataFrame) -> list[str]:
+    """The delete-one-group replicate columns, in group order."""
+    names = [c for c in frame if str(c).startswith(REPLICATE_PREFIX)]
+    return sorted(names, key=lambda c: int(c[len(REPLICATE_PREFIX) :]))
 
 
 def rank_matched(variance: pd.DataFrame, mode: str) -> pd.DataFrame:
     """One row per head, tag and control at the same rank: rank 2 where both the tag's and the
     control's rank-2 values exist (``mode="matched"``), else rank 1; ``mode="1"``: rank 1 only."""
-    columns = ["tag_variance_explained", VARIANCE_CONTROL, *EXCESS]
+    columns = ["tag_variance_explained", VARIANCE_CONTROL, *EXCESS, *_replicate_columns(variance)]
     ranks = variance.set_index(["layer", "head", "rank"])[columns].unstack("rank")
     rank1 = ranks.xs(1, axis=1, level="rank")
     if mode == "1" or 2 not in ranks.columns.get_level_values("rank"):
@@ -232,6 +238,27 @@ def rank_matched(variance: pd.DataFrame, mode: str) -> pd.DataFrame:
     both = rank2[["tag_variance_explained", VARIANCE_CONTROL]].notna().all(axis=1)
     chosen = rank1.where(~both, rank2)
     return chosen.dropna(subset=["tag_variance_explained"])
+
+
+def excess_interval(heads: pd.DataFrame) -> tuple[st.Interval, dict[str, int], str]:
+    """Mean excess over heads with its interval over prompt groups, the heads beating the control
+    (raw, Holm, Bonferroni) and the unit's description; ``heads`` hold the excess columns."""
+    jack = [heads[c].to_numpy(float) for c in EXCESS]
+    replicates = heads[_replicate_columns(heads)]
+    replicates = replicates.loc[:, replicates.notna().any()]  # groups that held prompts
+    if replicates.shape[1] >= 2 and replicates.notna().all(axis=None):
+        g = replicates.shape[1]
+        interval = st.jackknife_mean_from_replicates(jack[0], replicates.to_numpy(float))
+        unit = f"prompt groups ({g} groups of neighbouring prompts, jackknife, t with {g - 1} d.f.)"
+    else:
+        g = LEGACY_PROMPT_GROUPS
+        interval = st.jackknife_mean_ci(*jack, g, Z_95)
+        unit = (
+            f"prompt groups ({g}, per-head jackknife bounds only: conservative; t with {g - 1} "
+            "d.f.; groups i mod 10 split prose_long's overlapping neighbours)"
+        )
+    counts = st.significant_counts(st.jackknife_pvalues(*jack, g, Z_95))
+    return interval, counts, unit
 
 
 def variance_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
@@ -252,13 +279,7 @@ def variance_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
             )
             continue
         mean, low, high = st.mean_ci(heads.tag_variance_explained.to_numpy())
-        jack = [excess[c].to_numpy(float) for c in EXCESS]
-        gain, gain_low, gain_high = st.jackknife_mean_ci(
-            *jack, VARIANCE_PROMPT_GROUPS, VARIANCE_JACKKNIFE_Z
-        )
-        counts = st.significant_counts(
-            st.jackknife_pvalues(*jack, VARIANCE_PROMPT_GROUPS, VARIANCE_JACKKNIFE_Z)
-        )
+        (gain, gain_low, gain_high), counts, unit = excess_interval(excess)
         in_range = high >= VARIANCE_RANGE[0] and low <= VARIANCE_RANGE[1]
         beats = three_way(gain_low, gain_high, 0.0)
         verdict = beats if in_range else NOT_REPRODUCED
@@ -280,7 +301,7 @@ def variance_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
                 + {REPRODUCED: "above 0", NOT_REPRODUCED: "below 0", INCONCLUSIVE: "holds 0"}[
                     beats
                 ],
-                VARIANCE_UNIT,
+                f"{unit} for the excess over {len(excess)} heads; {SHARE_UNIT}",
                 VARIANCE_COMMAND,
             )
         )

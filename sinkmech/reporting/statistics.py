@@ -134,3 +134,20 @@ def mean_ci(values: np.ndarray, level: float = LEVEL) -> Interval:
     if values.size == 0:
         return (float("nan"),) * 3
     return cluster_bootstrap_ci(values, np.arange(values.size), level)
+
+
+def jackknife_mean_from_replicates(
+    estimate: np.ndarray, replicates: np.ndarray, level: float = LEVEL
+) -> Interval:
+    """Mean over heads of per-head estimates [head] with its delete-one-group jackknife interval
+    over prompt groups, from the heads' replicates [head, group]: the mean's replicate of a group
+    is the heads' mean replicate (heads share each prompt group, so their correlation is kept);
+    t with groups - 1 d.f."""
+    centre = float(np.mean(estimate))
+    means = np.asarray(replicates, float).mean(axis=0)
+    g = means.size
+    if g < 2:
+        return (centre, float("nan"), float("nan"))
+    se = float(np.sqrt((g - 1) / g * ((means - means.mean()) ** 2).sum()))
+    half = t_quantile(g, level) * se
+    return (centre, centre - half, centre + half)

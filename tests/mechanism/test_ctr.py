@@ -225,7 +225,7 @@ def test_analyse_ctr_end_to_end_streams_tables(minilm):
     )
     variance = tables["variance"]
     assert len(variance) == minilm.n_layers * minilm.n_heads * 2
-    rank1 = variance[variance["rank"] == 1].dropna()
+    rank1 = variance[variance["rank"] == 1].dropna(subset=["tag_variance_explained"])
     # Real [CLS] sink heads: tags explain more than equal-rank random directions on average.
     assert rank1.tag_variance_explained.mean() > rank1.random_variance_explained.mean()
     interventions = tables["interventions"]

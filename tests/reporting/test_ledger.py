@@ -135,9 +135,7 @@ def test_variance_counts_heads_raw_and_corrected():
     # raw, not after Holm or Bonferroni over 10 heads), 10 heads at 10 standard errors.
     se = 0.01
     excess = np.r_[np.full(10, 3 * se), np.full(10, 10 * se)]
-    frame = _variance(
-        "m", 0.3 + excess, np.full(20, 0.3), half_width=ledger.VARIANCE_JACKKNIFE_Z * se
-    )
+    frame = _variance("m", 0.3 + excess, np.full(20, 0.3), half_width=ledger.Z_95 * se)
     (row,) = ledger.variance_rule({"variance": frame})
     assert "20 raw, 10 Holm, 10 Bonferroni of 20" in row.ours
 
@@ -381,3 +379,19 @@ def test_sentiment_rule_needs_the_tag_to_beat_the_word_embedding_and_position():
     }
     (bare,) = [row for row in rows if row.model == "bare"]
     assert "word_embedding" in bare.reason
+
+
+def test_variance_uses_the_group_replicates_when_the_table_has_them():
+    # 20 heads, excess 0.05, each head's jackknife interval +-0.2 (inconclusive when bounded
+    # conservatively); their replicates over 5 prompt groups cancel between heads, so the mean's
+    # own jackknife interval is tight and clears 0.
+    frame = _variance("m", np.full(20, 0.35), np.full(20, 0.3), half_width=0.2)
+    wiggle = np.array([0.02, -0.02, 0.01, -0.01, 0.0])
+    for group, shift in enumerate(wiggle):
+        signs = np.where(np.arange(20) % 2 == 0, 1.0, -1.0)
+        frame[f"tag_excess_without_group_{group}"] = 0.05 + signs * shift
+    (row,) = ledger.variance_rule({"variance": frame})
+    assert row.verdict == ledger.REPRODUCED and "5 groups of neighbouring prompts" in row.unit
+    legacy = frame.drop(columns=[f"tag_excess_without_group_{g}" for g in range(5)])
+    (row,) = ledger.variance_rule({"variance": legacy})
+    assert row.verdict == ledger.INCONCLUSIVE and "conservative" in row.unit

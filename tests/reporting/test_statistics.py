@@ -49,3 +49,14 @@ def test_group_mean_averages_within_groups_first():
     groups = np.array([0, 0, 0, 0, 1])
     mean, low, high = st.group_mean_ci(values, groups)
     assert mean == 2.0 and low < 0 and high > 4  # two groups, t with 1 d.f.
+
+
+def test_the_jackknife_of_a_mean_keeps_the_heads_correlation():
+    # Two heads whose replicates move together (perfectly correlated) and two that cancel.
+    together = np.array([[0.1, 0.3, 0.2], [0.1, 0.3, 0.2]])
+    opposed = np.array([[0.1, 0.3, 0.2], [0.3, 0.1, 0.2]])
+    estimate = np.array([0.2, 0.2])
+    _, low, high = st.jackknife_mean_from_replicates(estimate, together)
+    se = np.sqrt(2 / 3 * 0.02)  # group means 0.1, 0.3, 0.2: squared deviations sum to 0.02
+    assert (low, high) == pytest.approx((0.2 - st.t_quantile(3) * se, 0.2 + st.t_quantile(3) * se))
+    assert st.jackknife_mean_from_replicates(estimate, opposed)[1:] == pytest.approx((0.2, 0.2))
