@@ -46,7 +46,12 @@ from sinkmech.mechanism.sinks import (
     summarise,
 )
 from sinkmech.mechanism.tags import catch_rows, control_keys, uniform_z
-from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
+from sinkmech.mechanism.variance import (
+    DIRECTION_KINDS,
+    HeadMoments,
+    variance_explained,
+    written_directions,
+)
 from sinkmech.models import LoadedModel
 from sinkmech.transfer import to_device
 
@@ -225,7 +230,8 @@ def analyse_ctr(
     Returns tidy tables: ``sinks`` and ``sinks_summary`` (as ``sinks.detect_sinks``), ``catch``
     (one row per prompt, layer, head, sink), ``variance`` (per layer, head, rank, with every
     baseline), ``variance_summary`` (per rank: heads whose tag beats the non-sink-key baseline),
-    ``release`` (tag directions of the top heads read by later heads) and
+    ``release`` (how later heads read the top heads' tag directions and, as the null, the other
+    directions those heads write: ``direction`` = ``variance.DIRECTION_KINDS``) and
     ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
     """
     settings = settings or CTRSettings()
@@ -234,11 +240,21 @@ def analyse_ctr(
     sinks = census.table()
     variance = variance_table(loaded, moments, settings)
     top = _top_tag_heads(variance, settings.top_heads)
-    directions = {
-        (layer, head): tag_directions(moments[layer], output_weights(loaded, layer))[head, 0]
-        for layer, head in top
-    }
-    release = release_alignment(loaded, directions).assign(model=loaded.name)
+    release = pd.concat(
+        [
+            release_alignment(
+                loaded,
+                {
+                    (layer, head): written_directions(
+                        moments[layer], output_weights(loaded, layer), kind
+                    )[head, 0]
+                    for layer, head in top
+                },
+            ).assign(direction=kind)
+            for kind in DIRECTION_KINDS
+        ],
+        ignore_index=True,
+    ).assign(model=loaded.name)
     interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
     return {
         "sinks": sinks,

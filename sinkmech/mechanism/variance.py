@@ -504,9 +504,33 @@ def _jackknife(
 def tag_directions(moments: HeadMoments, w_o: torch.Tensor, rank: int = 1) -> torch.Tensor:
     """Unit tag directions in d_model per head, [head, rank, d_model] (top principal directions of
     the sink value vectors v_s W_O); zero for heads that saw no sink."""
+    return written_directions(moments, w_o, "tag", rank)
+
+
+# What a head writes, as the moment (in output coordinates) whose top eigenvectors give the
+# directions: the tag (sink values), the value directions of the non-sink control keys, and the
+# principal directions of the head's outputs. Release compares later heads' reads of the tag with
+# those of the other two (the strongest honest null: directions the same head also writes).
+DIRECTION_KINDS = ("tag", "nonsink_value", "output_pc")
+
+
+def written_directions(
+    moments: HeadMoments, w_o: torch.Tensor, kind: str, rank: int = 1
+) -> torch.Tensor:
+    """Unit directions in d_model per head, [head, rank, d_model], strongest first, of one of
+    ``DIRECTION_KINDS``; zero for heads without the keys (or outputs) that define them."""
     k, vh = output_basis(w_o.to(moments.sums["n"].device))  # vh [head, d, d_model]
-    sink_outer = moments.totals()["sink_outer"]
-    _, vectors = torch.linalg.eigh(k.transpose(-1, -2) @ sink_outer @ k)
+    totals = moments.totals()
+    k_t = k.transpose(-1, -2)
+    if kind == "tag":
+        moment, seen = k_t @ totals["sink_outer"] @ k, totals["n_sink"] > 0
+    elif kind == "nonsink_value":
+        moment, seen = k_t @ totals["ctl_outer"] @ k, totals["n_ctl"] > 0
+    elif kind == "output_pc":
+        moment, seen = _output_moments(totals, moments.shift, "", k)[0], totals["n"].sum() > 0
+    else:
+        raise ValueError(f"unknown direction kind {kind!r}; expected one of {DIRECTION_KINDS}")
+    _, vectors = torch.linalg.eigh(moment)
     top = vectors[..., -rank:].flip(-1)  # [head, d, rank], strongest first
     directions = torch.einsum("hdr,hdm->hrm", top, vh)
-    return directions * (moments.n_sinks > 0).double()[:, None, None]
+    return directions * torch.as_tensor(seen, device=directions.device).double()[..., None, None]

@@ -10,7 +10,12 @@ import torch
 
 from sinkmech.mechanism.sinks import key_null
 from sinkmech.mechanism.tags import control_keys, uniform_z
-from sinkmech.mechanism.variance import HeadMoments, variance_explained
+from sinkmech.mechanism.variance import (
+    HeadMoments,
+    tag_directions,
+    variance_explained,
+    written_directions,
+)
 
 
 def _moments(pattern, values, sinks, n_groups=1, offset=None, seed=0):
@@ -219,3 +224,26 @@ def test_the_replicates_give_back_the_jackknife_interval():
     half = 1.959964 * np.sqrt(replicates.var() * 3)  # (g - 1) / g * sum of squares, g = 4
     assert row.tag_excess_high - row.tag_excess_over_nonsink == pytest.approx(half, rel=1e-6)
     assert np.isnan(row["tag_excess_without_group_4"])
+
+
+def test_written_directions_find_the_sink_value_the_control_value_and_the_output_axis():
+    """Sink values along e5, other values mostly along e2, attention mostly on the sink but
+    varying along e1-e2: the tag is e5, the non-sink keys' value direction e2, and the outputs'
+    principal direction lies in the span the outputs vary in (not e5, which is nearly constant)."""
+    torch.manual_seed(6)
+    batch, t, d = 64, 12, 6
+    values = 0.05 * torch.randn(batch, t, 1, d)
+    values[:, 1:, 0, 2] += 3 * torch.randn(batch, t - 1)
+    values[:, 0, 0] = torch.nn.functional.one_hot(torch.tensor(5), d).float() * 4
+    pattern = _causal_softmax(torch.randn(batch, 1, t, t))
+    sinks = torch.zeros(batch, 1, t, dtype=torch.bool)
+    sinks[:, :, 0] = True
+    moments = _moments(pattern, values, sinks)
+    w_o = torch.eye(d)[None]
+    unit = torch.eye(d, dtype=torch.float64)
+    tag = written_directions(moments, w_o, "tag")[0, 0]
+    control = written_directions(moments, w_o, "nonsink_value")[0, 0]
+    principal = written_directions(moments, w_o, "output_pc")[0, 0]
+    assert abs(tag @ unit[5]) > 0.99 and abs(control @ unit[2]) > 0.99
+    assert abs(principal @ unit[2]) > 0.9
+    assert torch.equal(tag, tag_directions(moments, w_o)[0, 0])

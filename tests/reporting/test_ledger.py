@@ -249,25 +249,46 @@ def test_prompt_groups_keep_neighbouring_prompts_together():
     assert list(ledger.prompt_groups(frame)) == ["0:0", "0:0", "0:1", "0:1", "1:0"]
 
 
-def test_release_reads_are_judged_separately_against_a_random_direction():
+def _release(reads):
+    """Release rows of 6 tag heads x 5 later heads; ``reads`` maps direction -> (query, key)."""
     rows = []
-    for tag_head in range(6):
-        for later in range(5):
-            rows.append(
-                dict(
-                    model="m",
-                    layer=0,
-                    head=tag_head,
-                    later_layer=1,
-                    later_head=later,
-                    query_read=2.0 + 0.1 * later,
-                    key_read=0.5 + 0.1 * later,
+    for direction, (query, key) in reads.items():
+        for tag_head in range(6):
+            for later in range(5):
+                rows.append(
+                    dict(
+                        model="m",
+                        layer=0,
+                        head=tag_head,
+                        later_layer=1,
+                        later_head=later,
+                        direction=direction,
+                        query_read=query + 0.1 * later,
+                        key_read=key + 0.1 * later,
+                    )
                 )
-            )
-    release = {"release": pd.DataFrame(rows)}
-    query, key = (ledger.release_read_rule(r)(release) for r in ledger.RELEASE_READS)
-    assert query[0].verdict == ledger.REPRODUCED and key[0].verdict == ledger.NOT_REPRODUCED
-    assert "random direction only" in query[0].claim and "of 6 tag heads" in query[0].ours
+    return {"release": pd.DataFrame(rows)}
+
+
+def _release_verdicts(tables):
+    return [ledger.release_read_rule(read)(tables)[0] for read in ledger.RELEASE_READS]
+
+
+def test_release_reads_are_judged_separately_against_a_random_direction_without_nulls():
+    tables = _release({"tag": (2.0, 0.5)})
+    tables["release"] = tables["release"].drop(columns="direction")
+    query, key = _release_verdicts(tables)
+    assert query.verdict == ledger.REPRODUCED and key.verdict == ledger.NOT_REPRODUCED
+    assert "random direction only" in query.reason and "of 6 tag heads" in query.ours
+
+
+def test_release_reads_face_the_strongest_other_direction_the_head_writes():
+    # Queries read the tag (2.0) well above a random direction but no better than the head's
+    # output principal direction (2.0); keys read the tag (1.5) above both nulls (1.2, 1.0).
+    tables = _release({"tag": (2.0, 1.5), "nonsink_value": (1.6, 1.2), "output_pc": (2.0, 1.0)})
+    query, key = _release_verdicts(tables)
+    assert query.verdict == ledger.INCONCLUSIVE and "output_pc" in query.control
+    assert key.verdict == ledger.REPRODUCED and "nonsink_value" in key.control
 
 
 def _pair_tables(per_head_a, per_head_b, by, values, kinds_b="first"):
