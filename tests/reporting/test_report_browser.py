@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from sinkmech.reporting.report import write_report
-from tests.reporting.test_report import _unit
+from tests.reporting.units import write_unit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREEN = (1280, 900)
@@ -50,7 +50,7 @@ def rendered_layout(page: str, tmp_path) -> dict[str, int]:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 def test_the_matrix_fills_the_first_screen_without_sideways_scrolling(tmp_path):
     for model, qk_norm in (("real_a", False), ("real_b", True)):
-        _unit(tmp_path, model, "local", pair="p", qk_norm=qk_norm)
+        write_unit(tmp_path, model, "local", pair="p", qk_norm=qk_norm)
     write_report(tmp_path, html=True)
     page = (tmp_path / "REPORT.html").read_text()
     assert page.index('id="matrix"') < page.index("<h2>Figures</h2>")
