@@ -3,6 +3,9 @@ writes, and removing the tag moves the output more than an equal-norm random edi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
 
 from sinkmech.reporting import statistics as st
@@ -35,21 +38,63 @@ RELEASE_READS = ("query_read", "key_read")
 RELEASE_PAIR = ["layer", "head", "later_layer", "later_head"]
 
 
-def _strongest_null(frame: pd.DataFrame, read: str) -> tuple[str, pd.DataFrame]:
-    """The other written direction read most on average, and the tag's reads paired with it."""
+@dataclass(frozen=True)
+class ReadTest:
+    """One read judged against one null: values whose mean is compared with ``bound``, their
+    clusters (tag heads), and the words the row uses."""
+
+    values: np.ndarray
+    clusters: pd.Series
+    bound: float
+    label: str  # what ``values`` are
+    versus: str  # the null in the matrix cell
+    null: str  # the null in words
+    reason: str
+
+
+def _tag_heads(frame: pd.DataFrame) -> pd.Series:
+    return frame.layer.astype(str) + "." + frame["head"].astype(str)
+
+
+def against_written(frame: pd.DataFrame, read: str) -> ReadTest:
+    """Tag minus the other direction of the same head read most on average, paired by later head
+    (bound 0)."""
     others = frame[frame.direction != "tag"]
     kind = others.groupby("direction")[read].mean().idxmax()
     tag = frame[frame.direction == "tag"].set_index(RELEASE_PAIR)[read]
     null = others[others.direction == kind].set_index(RELEASE_PAIR)[read]
-    return kind, pd.DataFrame({"tag": tag, "null": null}).dropna().reset_index()
+    pairs = pd.DataFrame({"tag": tag, "null": null}).dropna().reset_index()
+    return ReadTest(
+        (pairs.tag - pairs.null).to_numpy(float),
+        _tag_heads(pairs),
+        0.0,
+        f"tag {pairs.tag.mean():.3f} vs {kind} {pairs.null.mean():.3f}: difference",
+        f"minus {kind}",
+        f"the head's {kind} direction (read {pairs.null.mean():.3f})",
+        "null: the other direction the same head writes that is read most",
+    )
 
 
-def release_read_rule(read: str) -> "Rule":
-    side, name = {"query_read": ("queries", "query"), "key_read": ("keys", "key")}[read]
+def against_random(frame: pd.DataFrame, read: str) -> ReadTest:
+    """The read ratio itself against a random direction's 1 (tables without other directions)."""
+    return ReadTest(
+        frame[read].to_numpy(float),
+        _tag_heads(frame),
+        RELEASE_RANDOM_RATIO,
+        f"{read.split('_')[0]} read ratio",
+        "x random",
+        "a random direction only (ratio 1)",
+        "against a random direction only: not a tag-specific read (the release table holds no "
+        "other direction of the head)",
+    )
+
+
+def release_read_rule(read: str) -> Rule:
+    side = {"query_read": "queries", "key_read": "keys"}[read]
+    claim = f"Release: later heads' {side} read the tag (Sec. 4)"
     paper = "downstream heads retrieve tokens by their tags"
 
     def rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
-        claim = f"Release: later heads' {side} read the tag (Sec. 4)"
         try:
             release = need(tables, "release", ("layer", "head", read))
         except Missing as why:
@@ -57,44 +102,20 @@ def release_read_rule(read: str) -> "Rule":
         rows = []
         for model in evidence_models(release):
             frame = release[release.model == model]
-            has_nulls = "direction" in frame and frame.direction.nunique() > 1
-            if has_nulls:
-                kind, pairs = _strongest_null(frame, read)
-                clusters = pairs.layer.astype(str) + "." + pairs["head"].astype(str)
-                values = (pairs.tag - pairs.null).to_numpy(float)
-                bound, null_text = (
-                    0.0,
-                    f"the head's {kind} direction (read {pairs.null.mean():.3f})",
-                )
-                ours = f"tag {pairs.tag.mean():.3f} vs {kind} {pairs.null.mean():.3f}"
-            else:
-                pairs = frame
-                clusters = frame.layer.astype(str) + "." + frame["head"].astype(str)
-                values = frame[read].to_numpy(float)
-                bound, null_text = RELEASE_RANDOM_RATIO, "a random direction only (ratio 1)"
-                ours = f"{name} read ratio"
-            mean, low, high = st.cluster_bootstrap_ci(values, clusters)
-            if has_nulls:
-                number = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] over {kind}"
-            else:
-                number = f"{fmt(mean, low, high)} x random"
+            written = "direction" in frame and frame.direction.nunique() > 1
+            test = (against_written if written else against_random)(frame, read)
+            mean, low, high = st.cluster_bootstrap_ci(test.values, test.clusters)
             rows.append(
                 Row(
                     claim,
                     paper,
                     model,
-                    f"{ours}: {'difference ' if has_nulls else ''}{fmt(mean, low, high)} over "
-                    f"{len(pairs)} later heads of {clusters.nunique()} tag heads",
-                    number,
-                    f"null: {null_text}",
-                    three_way(low, high, bound),
-                    f"{'tag minus null' if has_nulls else 'read ratio'} interval vs {bound}; "
-                    + (
-                        "null: another direction the same head writes"
-                        if has_nulls
-                        else "against a random direction only: not a tag-specific read (the release "
-                        "table holds no other direction of the head)"
-                    ),
+                    f"{test.label} {fmt(mean, low, high)} over {len(test.values)} later heads of "
+                    f"{test.clusters.nunique()} tag heads",
+                    f"{fmt(mean, low, high)} {test.versus}",
+                    f"null: {test.null}",
+                    three_way(low, high, test.bound),
+                    f"interval vs {test.bound:g}; {test.reason}",
                     RELEASE_UNIT,
                     RELEASE_COMMAND,
                 )
