@@ -45,7 +45,9 @@ ANALYSES = ("sinks", "ctr", "probing", *MEASURE_RUNNERS)
 WANDB_MODES = ("offline", "online", "disabled")
 # Bump when a code change alters the tables of an unchanged config: units made by older code
 # then hash differently and are recomputed instead of skipped.
-RESULTS_VERSION = 3  # 3: probes fitted in float64 to convergence by Newton steps (issue 26)
+# 3 (issue 26, 28): probes fitted in float64 to convergence by Newton steps; variance jackknife
+# over groups of neighbouring prompts with replicates; release against other written directions.
+RESULTS_VERSION = 3
 # Config sections each analysis reads; a unit's hash covers the model and only these.
 ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
     "sinks": ("data.prompt_set", "data.limit", "sinks"),

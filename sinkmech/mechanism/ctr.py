@@ -46,7 +46,12 @@ from sinkmech.mechanism.sinks import (
     summarise,
 )
 from sinkmech.mechanism.tags import catch_rows, control_keys, uniform_z
-from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
+from sinkmech.mechanism.variance import (
+    DIRECTION_KINDS,
+    HeadMoments,
+    variance_explained,
+    written_directions,
+)
 from sinkmech.models import LoadedModel
 from sinkmech.tolerance import Arithmetic, Rule
 from sinkmech.transfer import to_device
@@ -90,7 +95,10 @@ class CTRSettings:
     intervention_batches: int = 1  # batches the interventions run on
     seed: int = 0  # seeds the random baseline, the non-sink control keys and random edits
     collect_catch: bool = True  # per-sink catch rows; off for pure sink/tag statistics
-    n_prompt_groups: int = 10  # prompt groups (prompt i -> group i mod n) for jackknife intervals
+    n_prompt_groups: int = 10  # prompt groups for jackknife intervals (variance.prompt_group)
+    # Consecutive prompts per group: prose_long's prompt i holds passages 2i..2i+3, so neighbours
+    # share two passages and go into one group (a chain admits no overlap-free partition).
+    prompts_per_group: int = 2
 
     def __post_init__(self) -> None:
         self.ranks = tuple(int(rank) for rank in self.ranks)
@@ -102,7 +110,7 @@ class CTRSettings:
             raise ConfigError(f"ctr.catch_threshold must be in (0, 1), got {self.catch_threshold}")
         if not self.ranks or min(self.ranks) < 1:
             raise ConfigError(f"ctr.ranks must be positive integers, got {list(self.ranks)}")
-        for name in ("n_random", "n_prompt_groups"):
+        for name in ("n_random", "n_prompt_groups", "prompts_per_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ctr.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("top_heads", "intervention_batches"):
@@ -124,7 +132,13 @@ def _stream_pass(
     """
     d_head = output_weights(loaded, 0).shape[1]
     moments = [
-        HeadMoments(loaded.n_heads, d_head, layer_device(loaded, layer), settings.n_prompt_groups)
+        HeadMoments(
+            loaded.n_heads,
+            d_head,
+            layer_device(loaded, layer),
+            n_groups=settings.n_prompt_groups,
+            prompts_per_group=settings.prompts_per_group,
+        )
         for layer in range(loaded.n_layers)
     ]
     census = SinkCensus(
@@ -239,7 +253,8 @@ def analyse_ctr(
     Returns tidy tables: ``sinks`` and ``sinks_summary`` (as ``sinks.detect_sinks``), ``catch``
     (one row per prompt, layer, head, sink), ``variance`` (per layer, head, rank, with every
     baseline), ``variance_summary`` (per rank: heads whose tag beats the non-sink-key baseline),
-    ``release`` (tag directions of the top heads read by later heads) and
+    ``release`` (how later heads read the top heads' tag directions and, as the null, the other
+    directions those heads write: ``direction`` = ``variance.DIRECTION_KINDS``) and
     ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
     """
     settings = settings or CTRSettings()
@@ -248,11 +263,21 @@ def analyse_ctr(
     sinks = census.table()
     variance = variance_table(loaded, moments, settings)
     top = _top_tag_heads(variance, settings.top_heads)
-    directions = {
-        (layer, head): tag_directions(moments[layer], output_weights(loaded, layer))[head, 0]
-        for layer, head in top
-    }
-    release = release_alignment(loaded, directions).assign(model=loaded.name)
+    release = pd.concat(
+        [
+            release_alignment(
+                loaded,
+                {
+                    (layer, head): written_directions(
+                        moments[layer], output_weights(loaded, layer), kind
+                    )[head, 0]
+                    for layer, head in top
+                },
+            ).assign(direction=kind)
+            for kind in DIRECTION_KINDS
+        ],
+        ignore_index=True,
+    ).assign(model=loaded.name)
     interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
     return {
         "sinks": sinks,

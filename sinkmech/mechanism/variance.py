@@ -45,6 +45,7 @@ SHIFT_TOKENS = 256
 # activations: anything smaller is rounding).
 SPAN_TOLERANCE = 1e-6
 Z_95 = 1.959964
+REPLICATE_PREFIX = "tag_excess_without_group_"  # + group index: delete-one-group replicates
 
 _ACCUMULATORS = ("n", "s1", "s2", "u_s1", "u_s2", "sink_outer", "n_sink", "ctl_outer", "n_ctl")
 
@@ -147,21 +148,32 @@ def _per_prompt_sums(
     return sums
 
 
-def _group_blocks(first: int, batch: int, n_groups: int) -> list[tuple[slice, slice]]:
-    """(prompts, groups) slice pairs: prompt ``first + i`` of a batch goes to group
-    (first + i) mod n_groups; each pair maps a run of prompts to distinct, consecutive groups."""
+def prompt_group(prompt: int, n_groups: int, per_group: int = 1) -> int:
+    """Group of a prompt: runs of ``per_group`` consecutive prompts share one, cycling over
+    ``n_groups`` (``prose_long``'s neighbouring prompts share two passages, so they go together)."""
+    return (prompt // per_group) % n_groups
+
+
+def _group_blocks(
+    first: int, batch: int, n_groups: int, per_group: int = 1
+) -> list[tuple[slice, slice]]:
+    """(prompts, groups) slice pairs of equal length: prompt ``first + i`` of a batch goes to
+    ``prompt_group(first + i)``; each pair maps a run of prompts to distinct, consecutive groups."""
+    groups = [prompt_group(first + i, n_groups, per_group) for i in range(batch)]
     blocks, start = [], 0
     while start < batch:
-        group = (first + start) % n_groups
-        take = min(batch - start, n_groups - group)
-        blocks.append((slice(start, start + take), slice(group, group + take)))
-        start += take
+        stop = start + 1
+        while stop < batch and groups[stop] == groups[stop - 1] + 1:
+            stop += 1
+        blocks.append((slice(start, stop), slice(groups[start], groups[start] + stop - start)))
+        start = stop
     return blocks
 
 
 @dataclass
 class HeadMoments:
-    """Running sums for one layer, per group of prompts (prompt i goes to group i mod n_groups).
+    """Running sums for one layer, per group of prompts (runs of ``prompts_per_group``
+    consecutive prompts share a group, cycling over ``n_groups``: ``prompt_group``).
 
     Output moments are shifted by ``shift`` (per head, a first-batch mean), the same for
     uniform-attention outputs; key moments are uncentred sums of v v^T over sink keys and over
@@ -175,6 +187,7 @@ class HeadMoments:
     d_head: int
     device: torch.device | str = "cpu"
     n_groups: int = 1
+    prompts_per_group: int = 1
     n_prompts: int = 0
     shift: torch.Tensor | None = None
     u_shift: torch.Tensor | None = None
@@ -232,8 +245,9 @@ class HeadMoments:
         if z_uniform is not None:
             outputs.append((z_uniform, self._shift("u_shift", z_uniform, mask, dtype)))
         keys = [sinks] if control is None else [sinks, control]
-        self._grow(min(self.n_groups, self.n_prompts + z.shape[0]))
-        blocks = _group_blocks(self.n_prompts % self.n_groups, z.shape[0], self.n_groups)
+        reached = -(-(self.n_prompts + z.shape[0]) // self.prompts_per_group)
+        self._grow(min(self.n_groups, reached))
+        blocks = _group_blocks(self.n_prompts, z.shape[0], self.n_groups, self.prompts_per_group)
         for start, stop in token_chunks((*z.shape[:2], self.n_heads, self.d_head)):
             window = slice(start, stop)
             chunk = _per_prompt_sums(
@@ -404,7 +418,8 @@ def variance_explained(
 ) -> pd.DataFrame:
     """Per (head, rank): centred and uncentred fractions of tag directions and of every baseline,
     the tag's excess over the non-sink-key baseline with a jackknife 95% interval over prompt
-    groups, and ``ve_flag`` naming any fraction set to NaN for leaving [0, 1]."""
+    groups and its delete-one-group replicates (``tag_excess_without_group_<g>``, centred; NaN
+    for an empty group), and ``ve_flag`` naming any fraction set to NaN for leaving [0, 1]."""
     k, _ = output_basis(w_o.to(moments.sums["n"].device))
     n_heads, d = k.shape[0], k.shape[-1]
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -433,10 +448,15 @@ def variance_explained(
                 columns[f"tag_variance_explained{suffix}"]
                 - columns[f"nonsink_key_variance_explained{suffix}"]
             )
-            low, high = _jackknife(moments, k, rank, suffix, excess, occupied)
+            low, high, replicates = _jackknife(moments, k, rank, suffix, excess, occupied)
             columns[f"tag_excess_over_nonsink{suffix}"] = excess
             columns[f"tag_excess_low{suffix}"] = low
             columns[f"tag_excess_high{suffix}"] = high
+            if not suffix:  # the ledger's jackknife of a mean over heads needs the replicates
+                for group in range(moments.n_groups):
+                    columns[f"{REPLICATE_PREFIX}{group}"] = replicates.get(
+                        group, torch.full_like(excess, float("nan"))
+                    )
         frame = pd.DataFrame({name: values.cpu().numpy() for name, values in columns.items()})
         frame.insert(0, "head", range(n_heads))
         frame.insert(1, "rank", rank)
@@ -458,13 +478,13 @@ def _jackknife(
     suffix: str,
     estimate: torch.Tensor,
     occupied: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
     """95% interval of the tag-minus-non-sink excess by delete-one-group jackknife over the prompt
-    groups that hold prompts (NaN with fewer than two)."""
+    groups that hold prompts (NaN with fewer than two), and the replicate of each such group."""
     groups = occupied.nonzero().flatten().tolist()
     if len(groups) < 2:
         nan = torch.full_like(estimate, float("nan"))
-        return nan, nan
+        return nan, nan, {}
     replicates = []
     for group in groups:
         keep = occupied.clone()
@@ -478,15 +498,39 @@ def _jackknife(
     g = len(groups)
     spread = ((stacked - stacked.mean(0)) ** 2).sum(0) * (g - 1) / g
     half = Z_95 * spread.sqrt()
-    return estimate - half, estimate + half
+    return estimate - half, estimate + half, dict(zip(groups, replicates))
 
 
 def tag_directions(moments: HeadMoments, w_o: torch.Tensor, rank: int = 1) -> torch.Tensor:
     """Unit tag directions in d_model per head, [head, rank, d_model] (top principal directions of
     the sink value vectors v_s W_O); zero for heads that saw no sink."""
+    return written_directions(moments, w_o, "tag", rank)
+
+
+# What a head writes, as the moment (in output coordinates) whose top eigenvectors give the
+# directions: the tag (sink values), the value directions of the non-sink control keys, and the
+# principal directions of the head's outputs. Release compares later heads' reads of the tag with
+# those of the other two (the strongest honest null: directions the same head also writes).
+DIRECTION_KINDS = ("tag", "nonsink_value", "output_pc")
+
+
+def written_directions(
+    moments: HeadMoments, w_o: torch.Tensor, kind: str, rank: int = 1
+) -> torch.Tensor:
+    """Unit directions in d_model per head, [head, rank, d_model], strongest first, of one of
+    ``DIRECTION_KINDS``; zero for heads without the keys (or outputs) that define them."""
     k, vh = output_basis(w_o.to(moments.sums["n"].device))  # vh [head, d, d_model]
-    sink_outer = moments.totals()["sink_outer"]
-    _, vectors = torch.linalg.eigh(k.transpose(-1, -2) @ sink_outer @ k)
+    totals = moments.totals()
+    k_t = k.transpose(-1, -2)
+    if kind == "tag":
+        moment, seen = k_t @ totals["sink_outer"] @ k, totals["n_sink"] > 0
+    elif kind == "nonsink_value":
+        moment, seen = k_t @ totals["ctl_outer"] @ k, totals["n_ctl"] > 0
+    elif kind == "output_pc":
+        moment, seen = _output_moments(totals, moments.shift, "", k)[0], totals["n"].sum() > 0
+    else:
+        raise ValueError(f"unknown direction kind {kind!r}; expected one of {DIRECTION_KINDS}")
+    _, vectors = torch.linalg.eigh(moment)
     top = vectors[..., -rank:].flip(-1)  # [head, d, rank], strongest first
     directions = torch.einsum("hdr,hdm->hrm", top, vh)
-    return directions * (moments.n_sinks > 0).double()[:, None, None]
+    return directions * torch.as_tensor(seen, device=directions.device).double()[..., None, None]

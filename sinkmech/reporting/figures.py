@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sinkmech.reporting import ledger  # noqa: E402
+from sinkmech.reporting import ledger, matrix  # noqa: E402
 from sinkmech.reporting.plots import sink_heatmap  # noqa: E402
 
 # Truth-probe features in the order of the paper's Table 1, then our controls.
@@ -81,7 +81,7 @@ def probe_figure(probes: pd.DataFrame) -> plt.Figure | None:
     if tags.empty:
         return None
     models = sorted(tags.model.unique())
-    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(models) * 1.5), 3.8))
+    figure, axis = plt.subplots(figsize=(max(7, 2.0 * len(models)), 4.2))
     width = 0.8 / len(PROBE_FEATURES)
     for m, model in enumerate(models):
         best = tags[tags.model == model].sort_values("cv_accuracy").iloc[-1]
@@ -109,9 +109,12 @@ def probe_figure(probes: pd.DataFrame) -> plt.Figure | None:
             )
         axis.hlines(best.chance, m - 0.4, m + 0.4, colors="k", linestyles="dashed")
     axis.axhspan(0.925, 0.995, color="0.9", zorder=0, label="paper's tag range")
-    axis.set_xticks(range(len(models)), models)
-    axis.set(ylim=(0, 1), ylabel="test accuracy (truth)", title="truth probes (dashed: chance)")
-    axis.legend(fontsize=7, ncol=4, loc="lower right")
+    labels = [matrix.model_label(model).replace(", ", ",\n") for model in models]
+    axis.set_xticks(range(len(models)), labels, fontsize=8)
+    axis.set(ylim=(0, 1), ylabel="test accuracy (truth)")
+    axis.set_title("truth probes of the best sink head (dashed: chance)", pad=34)
+    # Above the axes, never over the bars.
+    axis.legend(fontsize=7, ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     figure.tight_layout()
     return figure
 

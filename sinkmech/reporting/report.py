@@ -1,5 +1,6 @@
-"""The report: a claims ledger and the paper's figures on top, summary tables below, and one page
-per model with its long tables (interventions, probes); optionally one self-contained HTML file.
+"""The report: one screen on top (a claims x models matrix of verdicts), the paper's figures, the
+claims ledger with each verdict's rule, resampling unit and sensitivity, summary tables below, and
+one page per model with its long tables; optionally one self-contained HTML file.
 
 Only units with a ``_COMPLETE`` marker are read, so a killed or running sweep never leaks partial
 tables into the report. Everything is generated from the tables: no number is written by hand.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import io as bytes_io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -21,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sinkmech import io  # noqa: E402
-from sinkmech.reporting import figures, ledger  # noqa: E402
+from sinkmech.reporting import figures, ledger, matrix, sensitivity  # noqa: E402
 
 META = ["experiment", "model", "family", "qk_norm", "role", "pair"]
 
@@ -215,8 +217,19 @@ def _flatten(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-Block = Union[str, pd.DataFrame, tuple[str, plt.Figure]]
-LEDGER_COLUMNS = ["claim", "paper", "model", "ours", "control", "verdict", "reason"]
+@dataclass(frozen=True)
+class Rich:
+    """A block written by hand for each format (the verdict matrix)."""
+
+    markdown: str
+    html: str
+
+
+Block = Union[str, pd.DataFrame, Rich, tuple[str, plt.Figure]]
+LEDGER_COLUMNS = [
+    *("claim", "paper", "model", "ours", "control"),
+    *("verdict", "reason", "unit", "sensitivity"),
+]
 
 
 def load_tables(
@@ -310,6 +323,8 @@ def _to_markdown(blocks: list[Block], figure_dir: Path, relative: str) -> str:
     for block in blocks:
         if isinstance(block, pd.DataFrame):
             out.append(_markdown(block.drop(columns=["source"], errors="ignore")))
+        elif isinstance(block, Rich):
+            out.append(block.markdown)
         elif isinstance(block, tuple):
             name, figure = block
             io.save_figure(figure, figure_dir / f"{name}.png")
@@ -325,11 +340,12 @@ def _to_html(blocks: list[Block], title: str) -> str:
     body = []
     for block in blocks:
         if isinstance(block, pd.DataFrame):
-            body.append(
-                block.drop(columns=["source"], errors="ignore").to_html(
-                    index=False, float_format="%.3f", na_rep=""
-                )
+            table = block.drop(columns=["source"], errors="ignore").to_html(
+                index=False, float_format="%.3f", na_rep=""
             )
+            body.append(f'<div class="wide">{table}</div>')  # wide tables scroll, not the page
+        elif isinstance(block, Rich):
+            body.append(block.html)
         elif isinstance(block, tuple):
             buffer = bytes_io.BytesIO()
             block[1].savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -337,7 +353,15 @@ def _to_html(blocks: list[Block], title: str) -> str:
             body.append(f'<img alt="{block[0]}" src="data:image/png;base64,{data}">')
         else:
             body.append(render(block))
-    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+    style = (
+        "body{font-family:sans-serif;max-width:1240px;margin:auto;padding:0 8px}"
+        "h1{font-size:20px;margin:6px 0}h2{font-size:17px;margin:10px 0 4px}h3{font-size:14px}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+        ".wide{overflow-x:auto;max-width:100%}img{max-width:100%}"
+        "#matrix{table-layout:fixed;width:100%;font-size:11px;line-height:1.2}"
+        "#matrix th,#matrix td{padding:2px 3px;overflow-wrap:anywhere}"
+        "#matrix th.claim{text-align:left;width:15%}"
+    )
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
@@ -365,23 +389,33 @@ def write_report(
     claims = ledger.ledger(tables)
     pages = _model_pages(tables)
     links = ", ".join(f"[{model}](report/{model}.md)" for model in pages)
+    if not claims.empty:  # each verdict's sensitivity beside its rule and unit
+        moved = sensitivity.sensitivity(tables)[["claim", "model", "sensitivity"]]
+        claims = claims.merge(moved.drop_duplicates(["claim", "model"]), how="left")
+        claims["sensitivity"] = claims.sensitivity.fillna("—")
     blocks: list[Block] = [
-        "# sinkmech reproduction report",
-        f"From {', '.join(map(str, roots))}: {len(units)} complete units "
-        f"({', '.join(f'{u.parent.name}/{u.name}' for u in units)}). Generated from the tables; "
-        "no number in this file is written by hand.",
+        "# sinkmech reproduction report: which claims of arXiv 2502.00919 held where",
+        Rich(matrix.to_markdown(claims), matrix.to_html(claims)) if not claims.empty else "",
+        "Each cell: our number and its 95% interval; the rule, the resampling unit and the "
+        "sensitivity of every verdict are in the claims ledger below. Randomly initialised "
+        "`tiny_*` models check the pipeline and are left out.",
+        "## Figures",
+        *_figure_blocks(tables, threshold),
         "## Claims ledger",
-        "One row per claim of arXiv 2502.00919 and model; intervals are 95% (Wilson for shares, "
-        "bootstrap over heads or prompts for means). Verdict thresholds are in "
-        "`sinkmech/reporting/ledger.py` beside each rule. Randomly initialised `tiny_*` models "
-        "check the pipeline and are left out.",
+        "Generated from the tables (sources at the end of the findings); no number in this file "
+        "is written by hand. One row per claim and model run; intervals "
+        "are 95% and the `unit` column names what was resampled. A verdict is reproduced or not "
+        "reproduced only when its interval decides; otherwise it is inconclusive, and 'similar' "
+        "needs an equivalence test (TOST, margin in the rule). Thresholds are in "
+        "`sinkmech/reporting/ledger.py` beside each rule.",
         claims[LEDGER_COLUMNS] if not claims.empty else "_no claims could be evaluated_",
+        f"Sensitivity column: {sensitivity.grid_text()}",
         "How to reproduce each claim with the hub:",
         claims[["claim", "command"]].drop_duplicates() if not claims.empty else "",
         "## What the suite found",
         ledger.findings(claims) if not claims.empty else "_nothing yet_",
-        "## Figures",
-        *_figure_blocks(tables, threshold),
+        f"Sources: {', '.join(map(str, roots))}: {len(units)} complete units "
+        f"({', '.join(f'{u.parent.name}/{u.name}' for u in units)}).",
         "## Summary tables",
         f"Per-model pages with the long tables (interventions, probes, sinks): {links}.",
         "### Neighbouring sink measures beside catch-tag-release (`experiment=measures`)",

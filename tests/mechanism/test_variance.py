@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from sinkmech.mechanism.sinks import key_null
 from sinkmech.mechanism.tags import control_keys, uniform_z
-from sinkmech.mechanism.variance import HeadMoments, variance_explained
+from sinkmech.mechanism.variance import (
+    HeadMoments,
+    tag_directions,
+    variance_explained,
+    written_directions,
+)
 
 
 def _moments(pattern, values, sinks, n_groups=1, offset=None, seed=0):
@@ -182,3 +188,62 @@ def test_uniform_outputs_with_kv_heads_count_once_for_every_head_of_their_group(
     for name, total in expanded.totals().items():
         torch.testing.assert_close(per_kv.totals()[name], total, rtol=1e-6, atol=1e-6)
     assert not torch.equal(per_kv.sums["u_s2"][:, 0], per_kv.sums["u_s2"][:, 2])  # kv heads differ
+
+
+def test_neighbouring_prompts_share_a_group_however_batches_cut_them():
+    """With two prompts per group (prose_long's neighbours share passages), 7 prompts over 3
+    groups go to groups 0, 0, 1, 1, 2, 2, 0 whether fed whole or in batches of 3 and 4."""
+    z, values, sinks, control, uniform = _random_moments_inputs(batch=7)
+    whole, cut = (HeadMoments(4, 8, n_groups=3, prompts_per_group=2) for _ in range(2))
+    mask = torch.ones(z.shape[:2])
+    whole.update(z, values, sinks, mask, control, uniform)
+    cut.shift, cut.u_shift = whole.shift, whole.u_shift
+    for part in (slice(0, 3), slice(3, 7)):
+        cut.update(z[part], values[part], sinks[part], mask[part], control[part], uniform[part])
+    for name, sums in whole.sums.items():
+        torch.testing.assert_close(cut.sums[name], sums)
+    assert whole.sums["n"].tolist() == [3 * 40, 2 * 40, 2 * 40]
+    one = HeadMoments(4, 8, n_groups=3, prompts_per_group=2)
+    one.update(z[:1], values[:1], sinks[:1], mask[:1], control[:1], uniform[:1])
+    assert one.sums["n"].tolist() == [40]  # groups are allocated as prompts reach them
+
+
+def test_the_replicates_give_back_the_jackknife_interval():
+    """The stored delete-one-group replicates reproduce each head's jackknife interval, and an
+    empty group has none."""
+    torch.manual_seed(4)
+    batch, t, d, m = 36, 12, 6, 16
+    values = torch.randn(batch, t, 1, d)
+    pattern = _causal_softmax(torch.randn(batch, 1, t, t))
+    sinks = torch.zeros(batch, 1, t, dtype=torch.bool)
+    sinks[:, :, 0] = True
+    moments = _moments(pattern, values, sinks, n_groups=4)
+    moments.n_groups = 5  # a fifth group that no prompt reached
+    row = variance_explained(moments, torch.randn(1, d, m), (1,)).iloc[0]
+    replicates = np.array([row[f"tag_excess_without_group_{g}"] for g in range(4)])
+    half = 1.959964 * np.sqrt(replicates.var() * 3)  # (g - 1) / g * sum of squares, g = 4
+    assert row.tag_excess_high - row.tag_excess_over_nonsink == pytest.approx(half, rel=1e-6)
+    assert np.isnan(row["tag_excess_without_group_4"])
+
+
+def test_written_directions_find_the_sink_value_the_control_value_and_the_output_axis():
+    """Sink values along e5, other values mostly along e2, attention mostly on the sink but
+    varying along e1-e2: the tag is e5, the non-sink keys' value direction e2, and the outputs'
+    principal direction lies in the span the outputs vary in (not e5, which is nearly constant)."""
+    torch.manual_seed(6)
+    batch, t, d = 64, 12, 6
+    values = 0.05 * torch.randn(batch, t, 1, d)
+    values[:, 1:, 0, 2] += 3 * torch.randn(batch, t - 1)
+    values[:, 0, 0] = torch.nn.functional.one_hot(torch.tensor(5), d).float() * 4
+    pattern = _causal_softmax(torch.randn(batch, 1, t, t))
+    sinks = torch.zeros(batch, 1, t, dtype=torch.bool)
+    sinks[:, :, 0] = True
+    moments = _moments(pattern, values, sinks)
+    w_o = torch.eye(d)[None]
+    unit = torch.eye(d, dtype=torch.float64)
+    tag = written_directions(moments, w_o, "tag")[0, 0]
+    control = written_directions(moments, w_o, "nonsink_value")[0, 0]
+    principal = written_directions(moments, w_o, "output_pc")[0, 0]
+    assert abs(tag @ unit[5]) > 0.99 and abs(control @ unit[2]) > 0.99
+    assert abs(principal @ unit[2]) > 0.9
+    assert torch.equal(tag, tag_directions(moments, w_o)[0, 0])
