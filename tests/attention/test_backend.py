@@ -19,7 +19,7 @@ from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models import ModelSpec
 from sinkmech.models.families import family_of
 from sinkmech.models.loading import describe, offline_tokenizer, validate_spec, wrap_hf
-from tests.helpers import ALL_FAMILIES
+from tests.helpers import FUSED_FAMILIES
 
 
 def _batches(loaded, n_prompts=3, batch_size=2):
@@ -57,7 +57,7 @@ def _assert_same_pass(loaded, batches):
         )
 
 
-@pytest.mark.parametrize("family", ALL_FAMILIES)
+@pytest.mark.parametrize("family", FUSED_FAMILIES)
 def test_fused_stream_pass_equals_hooks(tiny, family):
     loaded = tiny(family)
     _assert_same_pass(loaded, _batches(loaded))
