@@ -18,7 +18,10 @@ from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.hooks import (
+    expand_kv_heads,
+    gate_name,
     gather_per_layer,
+    head_gate,
     layer_device,
     output_weights,
     pattern_name,
@@ -32,6 +35,7 @@ from sinkmech.mechanism.interventions import (
     capture_tags,
     measure_edit,
 )
+from sinkmech.mechanism.learned_sinks import with_learned_sinks
 from sinkmech.mechanism.release import release_alignment
 from sinkmech.mechanism.sinks import (
     NullCache,
@@ -128,9 +132,11 @@ def _stream_pass(
             values: torch.Tensor,
             received: torch.Tensor,
             sink_attention: SinkAttention,
+            gate: torch.Tensor | None = None,
         ) -> None:
             # values keep their kv heads and dtype: uniform_z and the moments cast and expand
-            # them per chunk of tokens
+            # them per chunk of tokens; a gated head's z (hook_z) is gated, so its
+            # uniform-attention control is gated too
             window, device = windows[layer], z.device
             null, here = nulls.on(window, device), nulls.mask_on(device)
             layer_scores = scores_from_received(received.float(), here, null)
@@ -149,6 +155,8 @@ def _stream_pass(
                 sinks, here, null.n_visible, settings.sinks.min_queries, generator
             )
             uniform = uniform_z(values, here, loaded.causal, window, null)
+            if gate is not None:
+                uniform = expand_kv_heads(uniform, loaded.n_heads) * gate.to(uniform.dtype)
             moments[layer].update(z, values, sinks, here if padded else None, control, uniform)
             if not settings.collect_catch:
                 return
@@ -183,9 +191,12 @@ def _stream_pass(
                     acts["values"],
                     received_attention(pattern, nulls.mask_on(pattern.device)),
                     lambda prompt, head, position: pattern[prompt, head, :, position].float(),
+                    head_gate(acts["gate"], loaded.n_heads) if "gate" in acts else None,
                 )
 
             names = {"pattern": pattern_name, "values": value_name, "z": z_name}
+            if loaded.gate != "none":
+                names["gate"] = gate_name
             run_hooked(loaded, batch, gather_per_layer(range(loaded.n_layers), names, from_hooks))
         census.update(
             torch.stack([scores[l] for l in range(loaded.n_layers)], dim=1),
@@ -222,7 +233,7 @@ def analyse_ctr(
     settings = settings or CTRSettings()
     check_prompt_lengths(batches, settings.sinks)
     census, moments, catch = _stream_pass(loaded, batches, settings)
-    sinks = census.table()
+    sinks = with_learned_sinks(loaded, batches, census.table(), settings.sinks)
     variance = variance_table(loaded, moments, settings)
     top = _top_tag_heads(variance, settings.top_heads)
     directions = {

@@ -27,9 +27,18 @@ from tqdm.auto import tqdm
 
 from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch, require_right_padding, short_prompts
-from sinkmech.data.tokens import CONTENT, FIRST, PUNCTUATION, SPECIAL, classify, surface
+from sinkmech.data.tokens import (
+    CONTENT,
+    FIRST,
+    LEARNED,
+    PUNCTUATION,
+    SPECIAL,
+    classify,
+    surface,
+)
 from sinkmech.errors import ConfigError, PromptError
 from sinkmech.mechanism.hooks import HookFn, pattern_name, run_hooked
+from sinkmech.mechanism.learned_sinks import with_learned_sinks
 from sinkmech.models import LoadedModel
 from sinkmech.transfer import to_device
 
@@ -500,15 +509,19 @@ def summarise(
     table: pd.DataFrame, n_prompts: int, qk_norm: bool, n_short_prompts: int = 0
 ) -> pd.DataFrame:
     """Per-model counts: sink heads per kind of token (first, punctuation = prompt-dependent,
-    special, content), sinks per head counted two ways, Sink_eps, and the first-token null."""
+    special, content), sinks per head counted two ways, Sink_eps, and the first-token null.
+    A model with a learned sink (rows of kind ``learned``) also gets ``learned_sink_heads``; the
+    token counts leave those rows out."""
     n_heads_total = table.groupby(["layer", "head"]).ngroups
 
     def heads(kind: str) -> int:
         return int(table[table.sink_kind == kind].groupby(["layer", "head"]).is_sink.any().sum())
 
-    structural = table[table.is_sink & (table.sink_kind != CONTENT)]
+    learned = table[table.sink_kind == LEARNED]
+    structural = table[table.is_sink & ~table.sink_kind.isin([CONTENT, LEARNED])]
     first = table[table.sink_kind == FIRST]
     content = table[table.is_sink & (table.sink_kind == CONTENT)]
+    row = {"learned_sink_heads": heads(LEARNED)} if len(learned) else {}
     return pd.DataFrame(
         [
             {
@@ -532,6 +545,7 @@ def summarise(
                     first.groupby(["layer", "head"]).frac_above_gu_eps.mean().mean()
                 ),
                 "first_token_null": float(first.null_mean_score.mean()),
+                **row,
             }
         ]
     )
@@ -562,5 +576,5 @@ def detect_sinks(
         nulls = NullCache(mask, loaded.causal)
         scores = capture_key_scores(loaded, batch)[0]
         census.update(scores, batch, loaded.causal, [nulls(w) for w in windows])
-    table = census.table()
+    table = with_learned_sinks(loaded, batches, census.table(), thresholds)
     return table, summarise(table, census.n_prompts, loaded.qk_norm, census.n_short_prompts)
