@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
+from sinkmech.mechanism.attention_form import attention_form_table
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
     gate_name,
@@ -50,6 +51,7 @@ from sinkmech.mechanism.sinks import (
     summarise,
 )
 from sinkmech.mechanism.tags import catch_rows, control_keys, uniform_z
+from sinkmech.mechanism.value_norms import value_norm_table
 from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
 from sinkmech.models import LoadedModel
 from sinkmech.transfer import to_device
@@ -228,7 +230,9 @@ def analyse_ctr(
     (one row per prompt, layer, head, sink), ``variance`` (per layer, head, rank, with every
     baseline), ``variance_summary`` (per rank: heads whose tag beats the non-sink-key baseline),
     ``release`` (tag directions of the top heads read by later heads) and
-    ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
+    ``interventions`` (per prompt and edit, with the equal-norm random control in the same table);
+    for a model with a learned sink or an output gate also ``attention_form`` and ``value_norms``
+    (and the census's ``learned`` rows).
     """
     settings = settings or CTRSettings()
     check_prompt_lengths(batches, settings.sinks)
@@ -243,6 +247,7 @@ def analyse_ctr(
     release = release_alignment(loaded, directions).assign(model=loaded.name)
     interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
     return {
+        **_attention_form_tables(loaded, batches, sinks, settings),
         "sinks": sinks,
         "sinks_summary": summarise(sinks, census.n_prompts, loaded.qk_norm, census.n_short_prompts),
         "catch": _label_catches(catch, batches).assign(model=loaded.name),
@@ -250,6 +255,19 @@ def analyse_ctr(
         "variance_summary": summarise_variance(variance),
         "release": release,
         "interventions": interventions.assign(model=loaded.name),
+    }
+
+
+def _attention_form_tables(
+    loaded: LoadedModel, batches: Sequence[TokenBatch], sinks: pd.DataFrame, settings: CTRSettings
+) -> dict[str, pd.DataFrame]:
+    """``attention_form`` and ``value_norms`` for a model with a learned sink or an output gate
+    (issue 27); none for the others, whose tables stay those of the reference."""
+    if loaded.learned_sink == "none" and loaded.gate == "none":
+        return {}
+    return {
+        "attention_form": attention_form_table(loaded, batches, sinks),
+        "value_norms": value_norm_table(loaded, batches, settings.sinks, seed=settings.seed),
     }
 
 

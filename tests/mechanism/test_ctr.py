@@ -252,3 +252,38 @@ def test_analyse_ctr_end_to_end_streams_tables(minilm):
     # The census fed inside the one-pass analysis equals the stand-alone sink detection.
     alone, _ = detect_sinks(minilm, batches)
     pd.testing.assert_frame_equal(tables["sinks"], alone)
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "granite_swa", "qwen3_next"])
+def test_analyse_ctr_runs_on_learned_sink_and_gated_families(tiny, family):
+    """Census, variance, release and interventions run on the issue-27 families and add the
+    attention-form tables; the form columns say which quantities are defined."""
+    loaded = tiny(family)
+    prompts = load_prompts("prose_long", limit=4, tokenizer=loaded.tokenizer)
+    batches = list(iter_batches(loaded.tokenizer, prompts, 2, 96, True))
+    settings = CTRSettings(
+        # random tiny heads: a low threshold gives per-prompt sinks, so tags and edits exist
+        sinks=replace(CTRSettings().sinks, sink=0.01, null_margin=1.0, min_prompt_tokens=1),
+        top_heads=1,
+        n_random=2,
+    )
+    tables = analyse_ctr(loaded, batches, settings)
+    assert len(tables["variance"]) == loaded.n_layers * loaded.n_heads * 2
+    assert not tables["interventions"].empty and not tables["release"].empty
+    form = tables["attention_form"]
+    assert len(form) == loaded.n_layers * loaded.n_heads
+    assert len(tables["value_norms"]) == loaded.n_layers * loaded.n_heads
+    has_sink = loaded.learned_sink != "none"
+    assert form.learned_sink_mass.notna().all() == has_sink
+    assert form.learned_sink_mass.isna().all() == (not has_sink)
+    assert form.mean_gate.notna().all() == (loaded.gate != "none")
+    assert (tables["sinks"].sink_kind == "learned").any() == has_sink
+
+
+def test_models_without_a_new_form_get_no_new_tables(tiny):
+    loaded = tiny("llama")
+    prompts = load_prompts("prose_long", limit=2, tokenizer=loaded.tokenizer)
+    batches = list(iter_batches(loaded.tokenizer, prompts, 2, 96, True))
+    settings = CTRSettings(sinks=replace(CTRSettings().sinks, min_prompt_tokens=1), top_heads=0)
+    tables = analyse_ctr(loaded, batches, settings)
+    assert "attention_form" not in tables and "value_norms" not in tables
