@@ -14,7 +14,7 @@ criterion (``sinks.sink`` and ``null_margin`` x null) reads the same.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -23,10 +23,8 @@ from jaxtyping import Float
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import LEARNED, LEARNED_LABEL
 from sinkmech.mechanism.hooks import learned_sink_logits, run_hooked, scores_name
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
-
-if TYPE_CHECKING:  # the census (sinks.py) calls this module
-    from sinkmech.mechanism.sinks import SinkThresholds
 
 
 def learned_sink_mass(
