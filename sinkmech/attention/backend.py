@@ -66,6 +66,11 @@ class LayerAttention:
     k: torch.Tensor
     lse: torch.Tensor
     scale: float
+    sink_logits: torch.Tensor | None = None
+
+    def learned_sink_mass(self) -> torch.Tensor:
+        """sigmoid(s_h - LSE_i) of the real keys' LSE, [batch, head, T] (needs ``sink_logits``)."""
+        return torch.exp(self.sink_logits.float()[None, :, None] - self.lse)
 
     def sink_attention(
         self, prompt: torch.Tensor, head: torch.Tensor, position: torch.Tensor
@@ -120,6 +125,7 @@ def fused_attention(
             k=key,
             lse=lse,
             scale=scale,
+            sink_logits=s_aux,
         )
     )
     return z.contiguous(), None

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
+from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import LEARNED, LEARNED_LABEL
 from sinkmech.mechanism.hooks import learned_sink_logits, run_hooked, scores_name
@@ -60,8 +61,9 @@ def learned_sink_census(
 ) -> pd.DataFrame:
     """Census rows of the learned sink, one per (layer, head), in the sink census's columns.
 
-    One hooked pass per batch reads each layer's masked scores and reduces them to per-prompt
-    scores inside the hook. Empty for a model without a learned sink.
+    One pass per batch: hooked, each layer's masked scores are reduced to per-prompt scores
+    inside the hook; fused (``model.attn_backend=fused``), the mass comes from the forward's
+    log-sum-exp, which includes the sink. Empty for a model without a learned sink.
     """
     if loaded.learned_sink == "none":
         return pd.DataFrame()
@@ -70,11 +72,25 @@ def learned_sink_census(
     for batch in batches:
         mask = batch.attention_mask.to(loaded.device)
 
+        def keep(layer: int, mass: torch.Tensor, n_keys: torch.Tensor) -> None:
+            stats = prompt_scores(mass, mask.to(mass.device), n_keys)
+            per_layer[layer].append(tuple(t.cpu() for t in stats))
+
+        if loaded.attn_backend == "fused":  # no [T, T] scores: the LSE already holds the sink
+            fused_pass(
+                loaded,
+                batch,
+                lambda a: keep(
+                    a.layer,
+                    a.learned_sink_mass(),
+                    a.span.visible_keys(a.lse.shape[-1], a.lse.device),
+                ),
+            )
+            continue
+
         def reduce(layer: int):
             def hook(scores: torch.Tensor, hook: object) -> None:
-                mass = learned_sink_mass(scores, logits[layer])
-                stats = prompt_scores(mass, mask, visible_keys(scores))
-                per_layer[layer].append(tuple(t.cpu() for t in stats))
+                keep(layer, learned_sink_mass(scores, logits[layer]), visible_keys(scores))
 
             return hook
 

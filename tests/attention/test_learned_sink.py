@@ -14,6 +14,8 @@ import torch
 
 from sinkmech.attention import ops
 from sinkmech.attention.span import AttentionSpan
+from sinkmech.mechanism.learned_sinks import learned_sink_census
+from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models import ModelSpec, load_model
 from tests.attention.test_backend import _assert_same_pass, _batches
 
@@ -74,3 +76,17 @@ def test_fused_equals_hooks_with_learned_sinks_on_gpu(family):
         for block in loaded.model.blocks:
             block.attn.original_component.sinks.fill_(2.0)
     _assert_same_pass(replace(loaded, attn_backend="hooks"), _batches(loaded))
+
+
+@GPU
+@pytest.mark.parametrize("family", ["gpt_oss", "granite_swa"])
+def test_fused_learned_sink_census_equals_hooks_on_gpu(family):
+    loaded = load_model(ModelSpec(family, "tiny", family=family, device="cuda"))
+    with torch.no_grad():
+        for block in loaded.model.blocks:
+            block.attn.original_component.sinks.fill_(2.0)
+    thresholds = SinkThresholds(min_prompt_tokens=1)
+    batches = _batches(loaded)
+    hooked = learned_sink_census(loaded, batches, thresholds)
+    fused = learned_sink_census(replace(loaded, attn_backend="fused"), batches, thresholds)
+    assert (fused.mean_score - hooked.mean_score).abs().max() < 1e-5

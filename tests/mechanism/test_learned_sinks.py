@@ -4,7 +4,9 @@ the bridge's rows on tiny GPT-OSS and Granite-SWA models, and rows that follow t
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,3 +97,15 @@ def test_models_without_a_learned_sink_keep_their_census_schema(tiny):
     table, summary = detect_sinks(loaded, _batches(loaded), THRESHOLDS)
     assert LEARNED not in set(table.sink_kind)
     assert "sink_logit" not in table and "learned_sink_heads" not in summary
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "granite_swa"])
+def test_fused_census_equals_hooked_census(family):
+    """The fused backend reads the learned sink's mass from its log-sum-exp: same rows as the
+    hooked scores, padded batches included."""
+    loaded = _model(family, 1.0)
+    batches = _batches(loaded)
+    hooked = learned_sink_census(loaded, batches, THRESHOLDS)
+    fused = learned_sink_census(replace(loaded, attn_backend="fused"), batches, THRESHOLDS)
+    for column in ("mean_score", "null_mean_score", "max_score", "frac_above_sink"):
+        assert np.allclose(fused[column], hooked[column], rtol=1e-5, atol=1e-7), column
