@@ -162,7 +162,7 @@ def report(cfg: SweepConf, cells: list[CellSetting], results: Path) -> None:
                 "overrides": {
                     k: v for k, v in asdict(s.cell).items() if k not in ("name", "factor")
                 },
-                **{f"arch.{k}": v for k, v in asdict(s.arch).items()},
+                **{f"arch.{k}": v for k, v in s.arch.to_dict().items()},
                 **{f"optim.{k}": v for k, v in asdict(s.optim).items()},
                 **{f"task.{k}": v for k, v in vars(s.task).items()},
             }

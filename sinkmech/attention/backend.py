@@ -5,6 +5,11 @@ suite's statistics (``LayerAttention``) to a callback, with no [T, T] pattern an
 The TransformerLens bridge replaces each attention module with its own eager implementation, so
 a fused pass runs the wrapped Hugging Face model with the bridge's components swapped back to the
 originals (``plain_model``) and restores them afterwards; hooks are not used on this path.
+
+Every argument transformers passes is either honoured or refused in one line, never dropped: a
+learned sink (``s_aux``, GPT-OSS and Granite-SWA) is folded into the log-sum-exp, and a model
+whose head output is gated after the attention function (Qwen3-Next) is refused, since the
+function never sees the gate.
 """
 
 from __future__ import annotations
@@ -20,9 +25,26 @@ from transformers.masking_utils import AttentionMaskInterface, flash_attention_m
 from sinkmech.attention import ops
 from sinkmech.attention.span import AttentionSpan
 from sinkmech.data.prompts import TokenBatch
+from sinkmech.errors import ConfigError
 from sinkmech.models import LoadedModel
 
 NAME = "sinkmech_fused"
+# Arguments that do not change one self-attention call of a fused pass, which runs unpacked
+# sequences without a cache: positions are already rotated into q and k (``position_ids`` would
+# only mark packed sequences); the others are accepted only when off.
+POSITIONS_ONLY = frozenset({"position_ids"})
+ACCEPTED_WHEN_OFF = frozenset({"use_cache", "encoder_hidden_states", "output_attentions"})
+
+
+def refuse_unknown_arguments(arguments: dict[str, object]) -> None:
+    """One-line error naming the first attention argument the fused backend would otherwise drop."""
+    for name, value in arguments.items():
+        if name in POSITIONS_ONLY or (name in ACCEPTED_WHEN_OFF and not value):
+            continue
+        raise ConfigError(
+            f"{NAME}: attention argument {name!r} is not supported by model.attn_backend=fused "
+            "(refused rather than ignored); use model.attn_backend=hooks"
+        )
 
 
 @dataclass
@@ -44,6 +66,11 @@ class LayerAttention:
     k: torch.Tensor
     lse: torch.Tensor
     scale: float
+    sink_logits: torch.Tensor | None = None
+
+    def learned_sink_mass(self) -> torch.Tensor:
+        """sigmoid(s_h - LSE_i) of the real keys' LSE, [batch, head, T] (needs ``sink_logits``)."""
+        return torch.exp(self.sink_logits.float()[None, :, None] - self.lse)
 
     def sink_attention(
         self, prompt: torch.Tensor, head: torch.Tensor, position: torch.Tensor
@@ -68,19 +95,24 @@ def fused_attention(
     sliding_window: int | None = None,
     is_causal: bool | None = None,
     softcap: float | None = None,
+    s_aux: torch.Tensor | None = None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: query [batch, head, T, d], key/value [batch, kv_head, T, d],
-    ``attention_mask`` the 2-D padding mask (or None); returns [batch, T, head, d] as SDPA does."""
+    ``attention_mask`` the 2-D padding mask (or None), ``s_aux`` a learned sink logit per head
+    (or None); returns [batch, T, head, d] as SDPA does. Any other argument is refused."""
     if not _consumer:
         raise RuntimeError(f"attention {NAME!r} runs only inside sinkmech.attention.fused_pass")
     if softcap is not None or dropout:
         raise NotImplementedError(f"{NAME}: logit soft-capping and dropout are not supported")
+    refuse_unknown_arguments(kwargs)
     causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
     token_mask = None if attention_mask is None else attention_mask.bool()
     span = AttentionSpan(causal, sliding_window, token_mask)
     scale = float(scaling if scaling is not None else query.shape[-1] ** -0.5)
     out, lse = ops.attention_with_lse(query, key, value, scale, span)
+    if s_aux is not None:
+        out, lse = ops.with_learned_sink(out, lse, s_aux)
     z = out.transpose(1, 2)
     _consumer[-1](
         LayerAttention(
@@ -93,6 +125,7 @@ def fused_attention(
             k=key,
             lse=lse,
             scale=scale,
+            sink_logits=s_aux,
         )
     )
     return z.contiguous(), None
@@ -148,7 +181,13 @@ def fused_pass(
 ) -> None:
     """One forward pass of ``loaded`` over ``batch`` through the fused backend, calling
     ``on_layer`` once per attention layer. Runs the base model (no LM head: the statistics need
-    no logits, which at long context would dwarf everything else) without a KV cache."""
+    no logits, which at long context would dwarf everything else) without a KV cache. A gated
+    model is refused: its gate acts after the attention function, out of the backend's sight."""
+    if loaded.gate != "none":
+        raise ConfigError(
+            f"model.attn_backend=fused does not see the {loaded.gate} output gate of "
+            f"{loaded.name} ({loaded.model_type}); use model.attn_backend=hooks"
+        )
     batch = batch.to(loaded.device)
     with (
         torch.inference_mode(),

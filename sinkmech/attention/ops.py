@@ -53,6 +53,18 @@ def attention_with_lse(
     return kernels.forward_with_lse(q, k, v, scale, span.causal, span.window, span.token_mask)
 
 
+def with_learned_sink(
+    out: torch.Tensor, lse: torch.Tensor, sink_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold a learned per-head sink logit s_h (``s_aux``: GPT-OSS, Granite-SWA) into a softmax
+    forward's output [batch, head, T, d] and log-sum-exp [batch, head, T]: the sink is a key with
+    zero value, so LSE'_i = log(exp(LSE_i) + exp(s_h)) and the output shrinks by
+    exp(LSE_i - LSE'_i) = sigmoid(LSE_i - s_h). Attention read back through LSE' (received
+    attention, a sink's column) is then the model's own, whose row sums to 1 - sigmoid(s_h - LSE_i)."""
+    total = torch.logaddexp(lse, sink_logits.float()[None, :, None])
+    return (out.float() * torch.exp(lse - total)[..., None]).to(out.dtype), total
+
+
 def received_attention(
     q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, scale: float, span: AttentionSpan
 ) -> torch.Tensor:

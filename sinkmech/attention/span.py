@@ -40,6 +40,23 @@ class AttentionSpan:
             visible &= real[queries][:, None] & real[keys][None, :]
         return visible
 
+    def visible_keys(self, length: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Keys each query sees, [batch or 1, T] float32, by prefix sums over the real tokens (no
+        [T, T] matrix); padded queries count their own visible keys too (callers mask them)."""
+        real = (
+            torch.ones(1, length, device=device)
+            if self.token_mask is None
+            else self.token_mask.to(device, torch.float32)
+        )
+        prefix = torch.nn.functional.pad(real.double().cumsum(-1), (1, 0))  # [..., j]: keys < j
+        query = torch.arange(length, device=device)
+        start = torch.zeros_like(query)
+        stop = query + 1 if self.causal else torch.full_like(query, length)
+        if self.window is not None:  # as key_range, per query
+            start = (query - self.window + 1).clamp_min(0)
+            stop = torch.minimum(stop, query + self.window)
+        return (prefix[:, stop] - prefix[:, start]).float()
+
     def query_range(self, first_key: int, last_key: int, length: int) -> tuple[int, int]:
         """Queries [start, stop) that can see any key in [first_key, last_key]."""
         start = first_key if self.causal else 0

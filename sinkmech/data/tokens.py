@@ -13,6 +13,9 @@ SPECIAL = "special"
 PUNCTUATION = "punctuation"
 CONTENT = "content"
 CONTENT_LABEL = "<content>"
+# Not a token: a learned per-head sink logit (GPT-OSS, Granite-SWA; mechanism.learned_sinks).
+LEARNED = "learned"
+LEARNED_LABEL = "<learned sink>"
 
 # Sub-word markers of BPE / SentencePiece / WordPiece vocabularies.
 _MARKERS = ("Ġ", "▁", "Ċ", "##")

@@ -17,8 +17,12 @@ from tqdm.auto import tqdm
 from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
+from sinkmech.mechanism.attention_form import attention_form_table
 from sinkmech.mechanism.hooks import (
+    expand_kv_heads,
+    gate_name,
     gather_per_layer,
+    head_gate,
     layer_device,
     output_weights,
     pattern_name,
@@ -32,6 +36,7 @@ from sinkmech.mechanism.interventions import (
     capture_tags,
     measure_edit,
 )
+from sinkmech.mechanism.learned_sinks import with_learned_sinks
 from sinkmech.mechanism.release import release_alignment
 from sinkmech.mechanism.sinks import (
     NullCache,
@@ -46,6 +51,7 @@ from sinkmech.mechanism.sinks import (
     summarise,
 )
 from sinkmech.mechanism.tags import catch_rows, control_keys, uniform_z
+from sinkmech.mechanism.value_norms import value_norm_table
 from sinkmech.mechanism.variance import (
     DIRECTION_KINDS,
     HeadMoments,
@@ -165,9 +171,11 @@ def _stream_pass(
             values: torch.Tensor,
             received: torch.Tensor,
             sink_attention: SinkAttention,
+            gate: torch.Tensor | None = None,
         ) -> None:
             # values keep their kv heads and dtype: uniform_z and the moments cast and expand
-            # them per chunk of tokens
+            # them per chunk of tokens; a gated head's z (hook_z) is gated, so its
+            # uniform-attention control is gated too
             window, device = windows[layer], z.device
             null, here = nulls.on(window, device), nulls.mask_on(device)
             layer_scores = scores_from_received(received.float(), here, null)
@@ -186,6 +194,8 @@ def _stream_pass(
                 sinks, here, null.n_visible, settings.sinks.min_queries, generator
             )
             uniform = uniform_z(values, here, loaded.causal, window, null)
+            if gate is not None:
+                uniform = expand_kv_heads(uniform, loaded.n_heads) * gate.to(uniform.dtype)
             moments[layer].update(z, values, sinks, here if padded else None, control, uniform)
             if not settings.collect_catch:
                 return
@@ -220,9 +230,12 @@ def _stream_pass(
                     acts["values"],
                     received_attention(pattern, nulls.mask_on(pattern.device)),
                     lambda prompt, head, position: pattern[prompt, head, :, position].float(),
+                    head_gate(acts["gate"], loaded.n_heads) if "gate" in acts else None,
                 )
 
             names = {"pattern": pattern_name, "values": value_name, "z": z_name}
+            if loaded.gate != "none":
+                names["gate"] = gate_name
             run_hooked(loaded, batch, gather_per_layer(range(loaded.n_layers), names, from_hooks))
         census.update(
             torch.stack([scores[l] for l in range(loaded.n_layers)], dim=1),
@@ -255,12 +268,14 @@ def analyse_ctr(
     baseline), ``variance_summary`` (per rank: heads whose tag beats the non-sink-key baseline),
     ``release`` (how later heads read the top heads' tag directions and, as the null, the other
     directions those heads write: ``direction`` = ``variance.DIRECTION_KINDS``) and
-    ``interventions`` (per prompt and edit, with the equal-norm random control in the same table).
+    ``interventions`` (per prompt and edit, with the equal-norm random control in the same table);
+    for a model with a learned sink or an output gate also ``attention_form`` and ``value_norms``
+    (and the census's ``learned`` rows).
     """
     settings = settings or CTRSettings()
     check_prompt_lengths(batches, settings.sinks)
     census, moments, catch = _stream_pass(loaded, batches, settings)
-    sinks = census.table()
+    sinks = with_learned_sinks(loaded, batches, census.table(), settings.sinks)
     variance = variance_table(loaded, moments, settings)
     top = _top_tag_heads(variance, settings.top_heads)
     release = pd.concat(
@@ -280,6 +295,7 @@ def analyse_ctr(
     ).assign(model=loaded.name)
     interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
     return {
+        **_attention_form_tables(loaded, batches, sinks, settings),
         "sinks": sinks,
         "sinks_summary": summarise(sinks, census.n_prompts, loaded.qk_norm, census.n_short_prompts),
         "catch": _label_catches(catch, batches).assign(model=loaded.name),
@@ -287,6 +303,19 @@ def analyse_ctr(
         "variance_summary": summarise_variance(variance),
         "release": release,
         "interventions": interventions.assign(model=loaded.name),
+    }
+
+
+def _attention_form_tables(
+    loaded: LoadedModel, batches: Sequence[TokenBatch], sinks: pd.DataFrame, settings: CTRSettings
+) -> dict[str, pd.DataFrame]:
+    """``attention_form`` and ``value_norms`` for a model with a learned sink or an output gate
+    (issue 27); none for the others, whose tables stay those of the reference."""
+    if loaded.learned_sink == "none" and loaded.gate == "none":
+        return {}
+    return {
+        "attention_form": attention_form_table(loaded, batches, sinks),
+        "value_norms": value_norm_table(loaded, batches, settings.sinks, seed=settings.seed),
     }
 
 

@@ -32,6 +32,30 @@ def z_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
+def scores_name(layer: int) -> str:
+    """Masked pre-softmax attention scores, [batch, head, query, key] (masked keys hold a large
+    negative number): their log-sum-exp gives a learned sink's mass."""
+    return f"blocks.{layer}.attn.hook_attn_scores"
+
+
+def gate_name(layer: int) -> str:
+    """Pre-sigmoid output gate of a gated head (Qwen3-Next, Qwen3.5), [batch, query, head x d]:
+    the head writes (sigmoid(gate) * z_ungated) W_O; ``hook_z`` is already gated."""
+    return f"blocks.{layer}.attn.hook_q_gate"
+
+
+def head_gate(gate: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """sigmoid of a ``hook_q_gate`` activation per head: [batch, query, head, d_head] for a
+    per-element gate, [batch, query, head, 1] for one gate per head."""
+    return torch.sigmoid(gate.float()).view(*gate.shape[:2], n_heads, -1)
+
+
+def learned_sink_logits(loaded: LoadedModel, layer: int) -> torch.Tensor:
+    """The learned per-head sink logit s_h of one layer, [head] (GPT-OSS, Granite-SWA: the
+    attention module's ``sinks``, passed to the attention function as ``s_aux``)."""
+    return loaded.model.blocks[layer].attn.original_component.sinks.detach()
+
+
 def resid_post_name(layer: int) -> str:
     """Residual stream leaving block ``layer``, [batch, pos, d_model]."""
     return f"blocks.{layer}.hook_resid_post"

@@ -21,7 +21,9 @@ from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.hooks import (
     HookFn,
     expand_kv_heads,
+    gate_name,
     gather_per_layer,
+    head_gate,
     output_weights,
     pattern_name,
     resid_post_name,
@@ -62,7 +64,8 @@ def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> t
 
     Edits of a layer's z never change that layer's own pattern or values, so tags captured in
     this observation pass are exactly those the edited pass would compute (and BERT's bridge fires
-    its pattern hook after hook_z, so the edit pass could not compute them itself).
+    its pattern hook after hook_z, so the edit pass could not compute them itself). A gated head's
+    tag carries its gate, as its ``hook_z`` does.
     """
     heads = torch.tensor(spec.heads)
     mask = batch.attention_mask.to(loaded.device)
@@ -80,9 +83,12 @@ def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> t
             null_margin=spec.null_margin,
             window=layer_windows(loaded)[layer],
         )
-        captured["z_tag"] = tag_z(pattern, values, sinks)
+        gate = head_gate(acts["gate"], loaded.n_heads)[:, :, heads] if "gate" in acts else None
+        captured["z_tag"] = tag_z(pattern, values, sinks, gate)
 
     names = {"pattern": pattern_name, "values": value_name}
+    if loaded.gate != "none":
+        names["gate"] = gate_name
     run_hooked(loaded, batch, gather_per_layer([spec.layer], names, observe))
     return captured["z_tag"]
 

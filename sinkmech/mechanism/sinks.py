@@ -27,49 +27,27 @@ from tqdm.auto import tqdm
 
 from sinkmech.attention.backend import fused_pass
 from sinkmech.data.prompts import TokenBatch, require_right_padding, short_prompts
-from sinkmech.data.tokens import CONTENT, FIRST, PUNCTUATION, SPECIAL, classify, surface
-from sinkmech.errors import ConfigError, PromptError
+from sinkmech.data.tokens import (
+    CONTENT,
+    FIRST,
+    LEARNED,
+    PUNCTUATION,
+    SPECIAL,
+    classify,
+    surface,
+)
+from sinkmech.errors import PromptError
 from sinkmech.mechanism.hooks import HookFn, pattern_name, run_hooked
+from sinkmech.mechanism.learned_sinks import with_learned_sinks
+from sinkmech.mechanism.thresholds import (  # re-exported: callers import the criterion from here
+    GU_EPS,  # noqa: F401
+    MIN_QUERIES,  # noqa: F401
+    NULL_MARGIN,  # noqa: F401
+    SINK_THRESHOLD,  # noqa: F401
+    SinkThresholds,
+)
 from sinkmech.models import LoadedModel
 from sinkmech.transfer import to_device
-
-SHORT_PROMPT_POLICIES = ("flag", "refuse")
-
-
-# The sink criterion's defaults, owned here; every other module's default refers to these.
-SINK_THRESHOLD = 0.2  # mean received attention a sink must exceed (the paper's eps = 0.2, Sec. 2)
-GU_EPS = 0.3  # Gu et al.'s eps for Sink_eps
-MIN_QUERIES = 8  # keys seen by fewer real queries are never scored as per-prompt sinks
-NULL_MARGIN = 2.0  # a sink's score must also exceed this multiple of its uniform-attention null
-
-
-@dataclass
-class SinkThresholds:
-    """When a key counts as a sink, and how much evidence that needs."""
-
-    sink: float = SINK_THRESHOLD
-    gu_eps: float = GU_EPS
-    min_queries: int = MIN_QUERIES
-    null_margin: float = NULL_MARGIN
-    min_occurrences: int = 5  # prompts a non-first token must occur in before it can be a sink
-    min_prompt_tokens: int = 64  # prompts shorter than this are flagged or refused (Gu et al.: 64)
-    short_prompts: str = "flag"  # "flag": count them in the summary; "refuse": error before compute
-    content_per_token: bool = True  # content-token sinks per token text, not pooled as <content>
-
-    def __post_init__(self) -> None:
-        for name in ("sink", "gu_eps"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ConfigError(f"sinks.{name} must be in (0, 1), got {getattr(self, name)}")
-        for name in ("min_queries", "min_occurrences", "min_prompt_tokens"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"sinks.{name} must be >= 1, got {getattr(self, name)}")
-        if self.null_margin < 1.0:
-            raise ConfigError(f"sinks.null_margin must be >= 1, got {self.null_margin}")
-        if self.short_prompts not in SHORT_PROMPT_POLICIES:
-            raise ConfigError(
-                f"sinks.short_prompts must be one of {SHORT_PROMPT_POLICIES}, "
-                f"got {self.short_prompts!r}"
-            )
 
 
 def visibility(
@@ -500,15 +478,19 @@ def summarise(
     table: pd.DataFrame, n_prompts: int, qk_norm: bool, n_short_prompts: int = 0
 ) -> pd.DataFrame:
     """Per-model counts: sink heads per kind of token (first, punctuation = prompt-dependent,
-    special, content), sinks per head counted two ways, Sink_eps, and the first-token null."""
+    special, content), sinks per head counted two ways, Sink_eps, and the first-token null.
+    A model with a learned sink (rows of kind ``learned``) also gets ``learned_sink_heads``; the
+    token counts leave those rows out."""
     n_heads_total = table.groupby(["layer", "head"]).ngroups
 
     def heads(kind: str) -> int:
         return int(table[table.sink_kind == kind].groupby(["layer", "head"]).is_sink.any().sum())
 
-    structural = table[table.is_sink & (table.sink_kind != CONTENT)]
+    learned = table[table.sink_kind == LEARNED]
+    structural = table[table.is_sink & ~table.sink_kind.isin([CONTENT, LEARNED])]
     first = table[table.sink_kind == FIRST]
     content = table[table.is_sink & (table.sink_kind == CONTENT)]
+    row = {"learned_sink_heads": heads(LEARNED)} if len(learned) else {}
     return pd.DataFrame(
         [
             {
@@ -532,6 +514,7 @@ def summarise(
                     first.groupby(["layer", "head"]).frac_above_gu_eps.mean().mean()
                 ),
                 "first_token_null": float(first.null_mean_score.mean()),
+                **row,
             }
         ]
     )
@@ -562,5 +545,5 @@ def detect_sinks(
         nulls = NullCache(mask, loaded.causal)
         scores = capture_key_scores(loaded, batch)[0]
         census.update(scores, batch, loaded.causal, [nulls(w) for w in windows])
-    table = census.table()
+    table = with_learned_sinks(loaded, batches, census.table(), thresholds)
     return table, summarise(table, census.n_prompts, loaded.qk_norm, census.n_short_prompts)

@@ -7,6 +7,11 @@ For layer l, head h, query i (Sec. 3 and Fig. 1 of arXiv 2502.00919):
 
 Everything is computed in the head's d_head space (z = A v) and mapped through W_O only where a
 d_model vector is needed, so the split is exact: tag + rest = z W_O to float precision.
+
+Attention forms of issue 27: a learned sink (GPT-OSS, Granite-SWA) is a key with zero value, so
+it adds nothing to either part (its mass is missing from A's rows, ``learned_sinks``); a gated
+head (Qwen3-Next) writes (g_i * z_i) W_O with g_i = sigmoid(gate_i) per element or per head, so
+both parts carry the gate, g_i * sum_s A_is v_s + g_i * sum_rest, and still sum to the output.
 """
 
 from __future__ import annotations
@@ -60,14 +65,18 @@ def tag_z(
     pattern: Float[torch.Tensor, "batch head query key"],
     values: Float[torch.Tensor, "batch key head d_head"],
     sinks: Bool[torch.Tensor, "batch head key"],
+    gate: Float[torch.Tensor, "batch query head gate"] | None = None,
 ) -> Float[torch.Tensor, "batch query head d_head"]:
-    """Tag part of z: sum over sinks s of A_is v_s, [batch, query, head, d_head].
+    """Tag part of z: sum over sinks s of A_is v_s (times the head's output gate), [batch,
+    query, head, d_head].
 
     ``pattern`` [batch, head, query, key]; ``values`` [batch, key, head, d_head] (kv heads already
-    expanded); ``sinks`` [batch, head, key] boolean.
+    expanded); ``sinks`` [batch, head, key] boolean; ``gate`` the sigmoid gate of a gated head
+    (``hooks.head_gate``: last axis d_head or 1), None for ungated heads.
     """
     caught = pattern * sinks[:, :, None, :].to(pattern.dtype)
-    return torch.einsum("bhqk,bkhd->bqhd", caught, values.to(pattern.dtype))
+    z = torch.einsum("bhqk,bkhd->bqhd", caught, values.to(pattern.dtype))
+    return z if gate is None else z * gate.to(z.dtype)
 
 
 def decompose_head_outputs(
@@ -75,10 +84,12 @@ def decompose_head_outputs(
     values: Float[torch.Tensor, "batch key head d_head"],
     sinks: Bool[torch.Tensor, "batch head key"],
     w_o: Float[torch.Tensor, "head d_head d_model"],
+    gate: Float[torch.Tensor, "batch query head gate"] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tag, rest) head outputs in d_model, each [batch, query, head, d_model]; tag + rest = z W_O."""
-    z_tag = tag_z(pattern, values, sinks)
-    z_rest = tag_z(pattern, values, ~sinks)
+    """(tag, rest) head outputs in d_model, each [batch, query, head, d_model]; tag + rest = z W_O
+    (z gated where the head is)."""
+    z_tag = tag_z(pattern, values, sinks, gate)
+    z_rest = tag_z(pattern, values, ~sinks, gate)
     tag = torch.einsum("bqhd,hdm->bqhm", z_tag, w_o.to(z_tag.dtype))
     rest = torch.einsum("bqhd,hdm->bqhm", z_rest, w_o.to(z_rest.dtype))
     return tag, rest

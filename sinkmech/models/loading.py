@@ -22,7 +22,12 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
 from sinkmech.errors import CheckpointError, ConfigError, ModelUnavailableError
-from sinkmech.models.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
+from sinkmech.models.families import (
+    QK_NORM_MODEL_TYPES,
+    check_softmax_layers,
+    family_of,
+    family_of_model_type,
+)
 from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
 from sinkmech.paths import not_found, resolve_path
 
@@ -68,8 +73,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     dtype = DTYPES[spec.dtype]
     untrained_head = False
     if spec.source == "hub":
-        bridge = _boot_hub(spec, dtype)
-        tokenizer = bridge.tokenizer
+        bridge, tokenizer = _boot_hub(spec, dtype)
     elif spec.source == "local":
         check_checkpoint(Path(spec.path))
         tokenizer = _load_tokenizer(spec.path)
@@ -101,16 +105,29 @@ def _unavailable(spec: ModelSpec, cause: BaseException | None = None) -> ModelUn
     )
 
 
-def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> TransformerBridge:
+def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> tuple[TransformerBridge, Any]:
+    """(bridge, tokenizer) of a hub model. Unknown model types and hybrid layers are refused
+    before any weights are read; a family TransformerLens has no adapter for (Granite-SWA) is
+    loaded by transformers and wrapped with the adapter its family names."""
+    offline = _hub_is_offline()
     try:
-        transformers.AutoConfig.from_pretrained(spec.path, local_files_only=_hub_is_offline())
+        config = transformers.AutoConfig.from_pretrained(spec.path, local_files_only=offline)
     except OSError as err:
         raise _unavailable(spec, err) from None
+    family = family_of_model_type(config.model_type)
+    check_softmax_layers(config.model_type, config)
     device_args: dict[str, Any] = (
         {"n_devices": spec.n_devices} if spec.n_devices > 1 else {"device": spec.device}
     )
     try:
-        return TransformerBridge.boot_transformers(spec.path, dtype=dtype, **device_args)
+        if family.bridge_architecture is None:
+            bridge = TransformerBridge.boot_transformers(spec.path, dtype=dtype, **device_args)
+            return bridge, bridge.tokenizer
+        tokenizer = transformers.AutoTokenizer.from_pretrained(spec.path, local_files_only=offline)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            spec.path, dtype=dtype, attn_implementation="eager", local_files_only=offline
+        )
+        return wrap_hf(model, spec, tokenizer), tokenizer
     except OSError as err:
         raise _unavailable(spec, err) from None
 
@@ -229,7 +246,8 @@ def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> Trans
         hf_model = split_over_gpus(hf_model, spec.n_devices).eval()
     else:
         hf_model = hf_model.to(spec.device).eval()
-    architecture = type(hf_model).__name__
+    family = family_of_model_type(hf_model.config.model_type)
+    architecture = family.bridge_architecture or type(hf_model).__name__
     # The bridge's tokenizer set-up invents a BOS token for tokenizers without one (it would
     # prepend [UNK] to BERT input); give it a copy: the analyses use the original (LoadedModel).
     bridge = build_bridge_from_module(
@@ -245,10 +263,13 @@ def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> Trans
 def describe(
     spec: ModelSpec, bridge: TransformerBridge, tokenizer: Any, untrained_head: bool = False
 ) -> LoadedModel:
-    """The suite's view of a wrapped model: family, causal or not, QK-norm, its tokenizer."""
+    """The suite's view of a wrapped model: family, causal or not, QK-norm, attention form, its
+    tokenizer. A model type the family table does not know, or a layer that is not softmax
+    attention, is a one-line ``ConfigError``."""
     hf_config = bridge.original_model.config
     model_type = getattr(hf_config, "model_type", "unknown")
-    family = MODEL_TYPE_TO_FAMILY.get(model_type)
+    family = family_of_model_type(model_type)
+    check_softmax_layers(model_type, hf_config)
     causal = getattr(bridge.cfg, "attention_dir", "causal") == "causal"
     qk_norm = model_type in QK_NORM_MODEL_TYPES or hasattr(bridge.blocks[0].attn, "q_norm")
     return LoadedModel(
@@ -256,10 +277,12 @@ def describe(
         model=bridge,
         tokenizer=tokenizer,
         model_type=model_type,
-        family=family,
+        family=family.name,
         causal=causal,
         qk_norm=qk_norm,
         source=spec.source,
         untrained_head=untrained_head,
         attn_backend=spec.attn_backend,
+        learned_sink=family.learned_sink,
+        gate=family.gate,
     )

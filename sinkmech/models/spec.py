@@ -60,6 +60,8 @@ class LoadedModel:
     source: str
     untrained_head: bool = False  # logits come from a randomly initialised head (e.g. MiniLM's)
     attn_backend: str = "hooks"  # how streamed analyses read attention (sinkmech.attention)
+    learned_sink: str = "none"  # learned per-head sink logit: none, virtual_key or output_scale
+    gate: str = "none"  # sigmoid gate on the head output: none, per_element or per_head
 
     @property
     def n_layers(self) -> int:

@@ -12,7 +12,8 @@ For layer l, head h, prompt b with final punctuation at s, caught queries C = {i
 
 Head vectors are kept in d_head coordinates of W_O's row space (z U S for W_O = U S V^T), exact
 for rotation-invariant probes and d_model / d_head times smaller; ``HeadBasis.to_model`` maps a
-direction back to d_model. Two passes: sink frequency from attention patterns only, then the
+direction back to d_model. A gated head (Qwen3-Next) writes g_i * A_is v_s, so its tags carry
+the gate of each caught query (``tags.tag_z``). Two passes: sink frequency from attention patterns only, then the
 features of the chosen heads only, reduced inside the hooks (no activation cache is kept).
 """
 
@@ -28,7 +29,9 @@ from sinkmech.data.prompts import TokenBatch, iter_batches
 from sinkmech.data.tokens import is_punctuation
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
+    gate_name,
     gather_per_layer,
+    head_gate,
     output_weights,
     pattern_name,
     resid_post_name,
@@ -161,12 +164,19 @@ def extract_truth_features(
                 weights = caught.float() / caught.sum(1, keepdim=True)  # mean over caught queries
                 v_s = values[rows, final, head] @ k[key]  # [b, d_head] coordinates of v_s W_O
                 tag = (weights * attention).sum(1, keepdim=True) * v_s
+                tag_sink = attention[rows, final, None] * v_s
+                if "gate" in acts:  # a gated head writes g_i * A_is v_s (tags.tag_z)
+                    gate = head_gate(acts["gate"], loaded.n_heads)[:, :, head]  # [b, query, d|1]
+                    raw = values[rows, final, head]
+                    mixed = torch.einsum("bq,bqd->bd", weights * attention, gate)
+                    tag = (mixed * raw) @ k[key]
+                    tag_sink = attention[rows, final, None] * (gate[rows, final] * raw) @ k[key]
                 head_out = (
                     torch.einsum("bq,bqd->bd", weights, acts["z"][:, :, head].float()) @ k[key]
                 )
                 features = {
                     "tag": tag,
-                    "tag_sink": attention[rows, final, None] * v_s,
+                    "tag_sink": tag_sink,
                     "head_out": head_out,
                     "no_tag": head_out - tag,
                     "resid": torch.einsum("bq,bqm->bm", weights, acts["resid"].float()),
@@ -182,6 +192,8 @@ def extract_truth_features(
             "z": z_name,
             "resid": resid_post_name,
         }
+        if loaded.gate != "none":
+            names["gate"] = gate_name
         run_hooked(loaded, batch, gather_per_layer(sorted(by_layer), names, consume))
     arrays = {
         key: {name: np.concatenate(parts) for name, parts in chunks[key].items()} for key in heads

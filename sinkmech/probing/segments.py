@@ -25,7 +25,9 @@ from sinkmech.data.prompts import TokenBatch, iter_batches
 from sinkmech.data.tokens import is_punctuation
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
+    gate_name,
     gather_per_layer,
+    head_gate,
     pattern_name,
     resid_post_name,
     run_hooked,
@@ -104,6 +106,7 @@ def extract_segment_features(
                 t.to(device) for t in (batch_mask, batch_periods, batch_ordinal, batch_lengths)
             )
             sinks = periods[:, None, :].expand(-1, loaded.n_heads, -1)
+            gates = head_gate(acts["gate"], loaded.n_heads) if "gate" in acts else None
             for head in by_layer[layer]:
                 key = (layer, head)
                 to_sinks = pattern[:, head] * sinks[:, head, None, :]  # [b, query, key]
@@ -113,6 +116,7 @@ def extract_segment_features(
                     pattern[:, head : head + 1],
                     values[:, :, head : head + 1],
                     sinks[:, head : head + 1],
+                    gates[:, :, head : head + 1] if gates is not None else None,
                 )
                 b, q = caught.nonzero(as_tuple=True)
                 features = {
@@ -127,6 +131,8 @@ def extract_segment_features(
                     chunks[key].setdefault(name, []).append(tensor.cpu().numpy())
 
         names = {"pattern": pattern_name, "values": value_name, "resid": resid_post_name}
+        if loaded.gate != "none":
+            names["gate"] = gate_name
         run_hooked(loaded, batch, gather_per_layer(sorted(by_layer), names, consume))
         offset += len(batch.token_strings)
     return SegmentFeatures(

@@ -57,3 +57,15 @@ def test_padded_queries_get_finite_outputs():
     out, lse = tiled.forward_with_lse(q, k, v, 0.35, span, block=8)
     assert torch.isfinite(out).all() and torch.isfinite(lse).all()
     assert (out[1, :, :7] == 0).all()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("window", [None, 3])
+def test_visible_keys_counts_the_visibility_rows(causal, window):
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    span = AttentionSpan(causal, window, mask)
+    positions = torch.arange(9)
+    dense = torch.stack([span.block(b, positions, positions) for b in range(2)]).sum(-1)
+    real = mask.float()
+    assert torch.equal(span.visible_keys(9) * real, dense.float() * real)

@@ -18,20 +18,6 @@ from sinkmech.models.families import family_of
 from sinkmech.models.loading import offline_tokenizer
 
 COMMIT = "0" * 40
-# Hub families the suite has no tiny builder for: (HF class, shrunk config).
-EXTRA_FAMILIES = {
-    "gpt_neox": (
-        "GPTNeoXForCausalLM",
-        lambda v: transformers.GPTNeoXConfig(
-            vocab_size=v,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-            max_position_embeddings=512,
-        ),
-    )
-}
 
 
 def hub_configs() -> dict[str, OmegaConf]:
@@ -46,16 +32,11 @@ def build_hub_cache(cache: Path) -> list[str]:
     for name, model in hub_configs().items():
         repo = cache / f"models--{model.path.replace('/', '--')}"
         snapshot = repo / "snapshots" / COMMIT
-        if model.family in EXTRA_FAMILIES:
-            architecture, tiny_config = EXTRA_FAMILIES[model.family]
-        else:
-            architecture, tiny_config = (lambda f: (f.architecture, f.tiny_config))(
-                family_of(model.family)
-            )
+        family = family_of(model.family)
         torch.manual_seed(0)
-        model_class = getattr(transformers, architecture)
+        model_class = getattr(transformers, family.architecture)
         # a few spare ids: the bridge adds a BOS token to the stand-in tokenizer for some families
-        model_class(tiny_config(tokenizer.vocab_size + 8)).save_pretrained(snapshot)
+        model_class(family.tiny_config(tokenizer.vocab_size + 8)).save_pretrained(snapshot)
         tokenizer.save_pretrained(snapshot)
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text(COMMIT)

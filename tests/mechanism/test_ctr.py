@@ -12,7 +12,9 @@ from sinkmech.data.prompts import iter_batches, load_prompts, tokenize
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
+    gate_name,
     gather_per_layer,
+    head_gate,
     output_weights,
     pattern_name,
     run_hooked,
@@ -35,6 +37,8 @@ PROMPTS = [
 def _layer_acts(loaded, batch, layer):
     acts = {}
     names = {"pattern": pattern_name, "values": value_name, "z": z_name}
+    if loaded.gate != "none":
+        names["gate"] = gate_name
     run_hooked(loaded, batch, gather_per_layer([layer], names, lambda l, a: acts.update(a)))
     return acts
 
@@ -46,27 +50,30 @@ def test_tag_plus_rest_reconstructs_head_output(tiny, family):
     for layer in range(loaded.n_layers):
         acts = _layer_acts(loaded, batch, layer)
         values = expand_kv_heads(acts["values"], loaded.n_heads)  # GQA: kv heads expanded
-        # Random tiny heads have no real sinks: margin 1 keeps any key above 0.05 for this check.
+        # Random tiny heads have no real sinks: margin 0.5 keeps any key above 0.05 for this
+        # check (a learned sink takes a share of every row, so tokens may not reach their null).
         sinks = sink_mask(
-            acts["pattern"], batch.attention_mask, loaded.causal, threshold=0.05, null_margin=1.0
+            acts["pattern"], batch.attention_mask, loaded.causal, threshold=0.05, null_margin=0.5
         )
         assert sinks.any()
         w_o = output_weights(loaded, layer)
-        tag, rest = decompose_head_outputs(acts["pattern"], values, sinks, w_o)
+        gate = head_gate(acts["gate"], loaded.n_heads) if "gate" in acts else None
+        tag, rest = decompose_head_outputs(acts["pattern"], values, sinks, w_o, gate)
         head_out = torch.einsum("bqhd,hdm->bqhm", acts["z"], w_o)
         assert torch.allclose(tag + rest, head_out, atol=1e-5)
-        # The hooked z is A v: the decomposition is of the model's own computation.
+        # The hooked z is A v (gated where the head is): the decomposition is of the model's own
+        # computation.
         assert torch.allclose(
-            tag_z(acts["pattern"], values, torch.ones_like(sinks)), acts["z"], atol=1e-5
+            tag_z(acts["pattern"], values, torch.ones_like(sinks), gate), acts["z"], atol=1e-5
         )
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "bert"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "bert", "gpt_oss", "qwen3_next"])
 def test_tag_removal_changes_head_output_by_exactly_the_tag(tiny, family):
     loaded = tiny(family)
     batch = tokenize(loaded.tokenizer, PROMPTS, loaded.max_length, loaded.causal)
     layer, heads = loaded.n_layers - 1, [1, 2]
-    spec = TagEditSpec(layer, heads, "remove", threshold=0.05, min_queries=3, null_margin=1.0)
+    spec = TagEditSpec(layer, heads, "remove", threshold=0.05, min_queries=3, null_margin=0.5)
     z_tag = capture_tags(loaded, batch, spec)
     assert z_tag.abs().sum() > 0
     clean = _layer_acts(loaded, batch, layer)["z"]
@@ -249,3 +256,38 @@ def test_analyse_ctr_end_to_end_streams_tables(minilm):
     # The census fed inside the one-pass analysis equals the stand-alone sink detection.
     alone, _ = detect_sinks(minilm, batches)
     pd.testing.assert_frame_equal(tables["sinks"], alone)
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "granite_swa", "qwen3_next"])
+def test_analyse_ctr_runs_on_learned_sink_and_gated_families(tiny, family):
+    """Census, variance, release and interventions run on the issue-27 families and add the
+    attention-form tables; the form columns say which quantities are defined."""
+    loaded = tiny(family)
+    prompts = load_prompts("prose_long", limit=4, tokenizer=loaded.tokenizer)
+    batches = list(iter_batches(loaded.tokenizer, prompts, 2, 96, True))
+    settings = CTRSettings(
+        # random tiny heads: a low threshold gives per-prompt sinks, so tags and edits exist
+        sinks=replace(CTRSettings().sinks, sink=0.01, null_margin=1.0, min_prompt_tokens=1),
+        top_heads=1,
+        n_random=2,
+    )
+    tables = analyse_ctr(loaded, batches, settings)
+    assert len(tables["variance"]) == loaded.n_layers * loaded.n_heads * 2
+    assert not tables["interventions"].empty and not tables["release"].empty
+    form = tables["attention_form"]
+    assert len(form) == loaded.n_layers * loaded.n_heads
+    assert len(tables["value_norms"]) == loaded.n_layers * loaded.n_heads
+    has_sink = loaded.learned_sink != "none"
+    assert form.learned_sink_mass.notna().all() == has_sink
+    assert form.learned_sink_mass.isna().all() == (not has_sink)
+    assert form.mean_gate.notna().all() == (loaded.gate != "none")
+    assert (tables["sinks"].sink_kind == "learned").any() == has_sink
+
+
+def test_models_without_a_new_form_get_no_new_tables(tiny):
+    loaded = tiny("llama")
+    prompts = load_prompts("prose_long", limit=2, tokenizer=loaded.tokenizer)
+    batches = list(iter_batches(loaded.tokenizer, prompts, 2, 96, True))
+    settings = CTRSettings(sinks=replace(CTRSettings().sinks, min_prompt_tokens=1), top_heads=0)
+    tables = analyse_ctr(loaded, batches, settings)
+    assert "attention_form" not in tables and "value_norms" not in tables

@@ -46,6 +46,9 @@ def test_tiny_family_matches_hugging_face(tiny, family):
     assert len(patterns) == len(expected.attentions) == reference.config.num_hidden_layers
     for mine, theirs in zip(patterns, expected.attentions):
         rows = real[:, None, :, None]
+        if FAMILIES[family].learned_sink == "output_scale":
+            # HF's rows sum to 1, the bridge's carry the output scale (test_attention_forms)
+            mine = mine / mine.sum(-1, keepdim=True).clamp_min(1e-30)
         assert torch.allclose(mine * rows, theirs * rows, atol=1e-6)
 
 

@@ -13,7 +13,9 @@ from sinkmech.data.prompts import tokenize
 from sinkmech.data.statements import load_statements
 from sinkmech.mechanism.hooks import (
     expand_kv_heads,
+    gate_name,
     gather_per_layer,
+    head_gate,
     output_weights,
     pattern_name,
     run_hooked,
@@ -140,23 +142,31 @@ def test_cluster_bootstrap_is_wider_when_items_come_in_correlated_pairs():
     assert hi_pairs - lo_pairs > 1.25 * (hi_items - lo_items)
 
 
-def test_tag_features_match_the_tag_decomposition(minilm):
-    """The probe features are tags.decompose_head_outputs restricted to the final-period sink."""
+@pytest.mark.parametrize(
+    "model, layer, head_ids", [("minilm", 2, [0, 5]), ("qwen3_next", 1, [0, 3])]
+)
+def test_tag_features_match_the_tag_decomposition(request, tiny, model, layer, head_ids):
+    """The probe features are tags.decompose_head_outputs restricted to the final-period sink
+    (with the output gate on a gated head)."""
+    minilm = request.getfixturevalue("minilm") if model == "minilm" else tiny(model)
     statements = load_statements().head(6)
     prompts = [text + PROBE_SUFFIX for text in statements.statement]
-    layer, heads = 2, [(2, 0), (2, 5)]
+    heads = [(layer, head) for head in head_ids]
     features = extract_truth_features(minilm, prompts, heads, batch_size=4, threshold=0.2)
     batch = tokenize(minilm.tokenizer, prompts, minilm.max_length)
     acts = {}
     names = {"pattern": pattern_name, "values": value_name, "z": z_name}
+    if minilm.gate != "none":
+        names["gate"] = gate_name
     run_hooked(minilm, batch, gather_per_layer([layer], names, lambda _, a: acts.update(a)))
     final = last_punctuation(batch, special_token_strings(minilm.tokenizer))
     assert all(batch.token_strings[b][final[b]] == "." for b in range(len(prompts)))
     sinks = torch.zeros(len(prompts), minilm.n_heads, batch.tokens.shape[1], dtype=torch.bool)
     sinks[torch.arange(len(prompts)), :, final] = True
     values = expand_kv_heads(acts["values"], minilm.n_heads)
+    gate = head_gate(acts["gate"], minilm.n_heads) if "gate" in acts else None
     tag, rest = decompose_head_outputs(
-        acts["pattern"], values, sinks, output_weights(minilm, layer)
+        acts["pattern"], values, sinks, output_weights(minilm, layer), gate
     )
     rows = torch.arange(len(prompts))
     for key in heads:

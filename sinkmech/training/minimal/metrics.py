@@ -6,7 +6,8 @@ release mass; the catch score is the suite's ``detect_sinks`` score of the [SEP]
 prompts of the mean attention that the queries at or after [SEP] pay to it).
 
 Tag of a query t (layer 0, summed over heads): ``tag_t = sum_h A_h[t, p] v_h[p] W_O,h`` with p the
-[SEP] position - the [SEP] key's share of the head output, in residual space. Edits of the layer-0
+[SEP] position - the [SEP] key's share of the head output, in residual space (a gated attention
+form scales each head's share by its gate at t, ``attention_forms.gate_output``). Edits of the layer-0
 attention output ``out_t`` (the ``o`` projection's output, bias included):
 
 - ``remove``: out_t - tag_t (the suite's ``tag_edit_hooks`` mode ``remove``);
@@ -68,6 +69,10 @@ def _capture(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, dict
     attn0 = model.layers[0].attn
     handles.append(attn0.v.register_forward_hook(lambda _m, _i, out: store.__setitem__("v0", out)))
     handles.append(attn0.o.register_forward_hook(lambda _m, _i, out: store.__setitem__("o0", out)))
+    if hasattr(attn0, "gate"):  # a gated attention form (attention_forms.FormAttention)
+        handles.append(
+            attn0.gate.register_forward_hook(lambda _m, _i, out: store.__setitem__("gate0", out))
+        )
     with _hooks(handles):
         logits = model(tokens)
     return logits, store
@@ -82,8 +87,11 @@ def tag_output(model: nn.Module, tokens: torch.Tensor, store: dict) -> torch.Ten
     v_sep = store["v0"][rows, sep].view(-1, attn0.n_kv_heads, d_head)
     v_sep = v_sep.repeat_interleave(attn0.kv_repeats, dim=1)  # [batch, head, d_head]
     w_o = attn0.o.weight.view(-1, n_heads, d_head)  # [d_model, head, d_head]
-    per_head = torch.einsum("bhd,mhd->bhm", v_sep, w_o)
     weight = store["pattern0"][rows, :, :, sep]  # [batch, head, query]
+    if "gate0" in store:
+        gate = torch.sigmoid(store["gate0"].view(*tokens.shape, n_heads, -1))  # [b, q, h, d|1]
+        return torch.einsum("bhq,bqhd,bhd,mhd->bqm", weight, gate, v_sep, w_o)
+    per_head = torch.einsum("bhd,mhd->bhm", v_sep, w_o)
     return torch.einsum("bhq,bhm->bqm", weight, per_head)
 
 

@@ -13,6 +13,12 @@ the paper writes it; the native attention's ``scale`` attribute is set to 1), ``
 ``requires_grad=False``: they stay in the ``state_dict`` (checkpoints load unchanged) and AdamW
 skips them (no gradient).
 
+Attention form (issue 27): ``attention_form`` other than ``"softmax"`` replaces each layer's
+attention with :class:`~sinkmech.training.minimal.attention_forms.FormAttention` (softmax-plus-one,
+learned sink logit, sigmoid or ReLU attention without normalisation, softpick, sigmoid output
+gates). A softmax model is built exactly as before, and its config dict has no such key (run
+directories and checkpoints written before stay valid).
+
 QK-norm is not a TransformerLens-native option. It is added here by replacing each attention's
 ``q`` and ``k`` projections with :class:`HeadRMSNormLinear`, a linear map followed by a per-head
 RMSNorm with a learnable d_head gain (the Qwen3 / Gemma-3 placement, before the dot product).
@@ -32,6 +38,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 from transformer_lens.model_bridge.sources.native import NativeModel, initialize_native_model
 
+from sinkmech.errors import ConfigError
+from sinkmech.training.minimal.attention_forms import ATTENTION_FORMS, FormAttention
 from sinkmech.training.minimal.task import TaskSpec
 
 POSITIONAL = ("standard", "rotary", "none")
@@ -51,8 +59,13 @@ class ArchSpec:
     qk_norm: bool = False
     scaled_attention: bool = True
     token_embedding: str = "learned"
+    attention_form: str = "softmax"
 
     def __post_init__(self) -> None:
+        if self.attention_form not in ATTENTION_FORMS:
+            raise ValueError(
+                f"attention_form {self.attention_form!r} is not one of {ATTENTION_FORMS}"
+            )
         if self.positional_embedding_type not in POSITIONAL:
             raise ValueError(
                 f"positional_embedding_type {self.positional_embedding_type!r} is not one of "
@@ -70,7 +83,12 @@ class ArchSpec:
         return self.d_model // self.n_heads
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The spec as a dict; ``attention_form`` only when it is not softmax, so the configs of
+        runs written before the factor existed compare equal."""
+        spec = asdict(self)
+        if spec["attention_form"] == "softmax":
+            del spec["attention_form"]
+        return spec
 
 
 RANDOM_EMBEDDING_SEED = 7_919
@@ -129,6 +147,9 @@ def build_native(arch: ArchSpec, task: TaskSpec, seed: int) -> NativeModel:
     cfg = tl_config(arch, task, seed)
     with torch.random.fork_rng(devices=[]):
         model = NativeModel(cfg)
+        if arch.attention_form != "softmax":
+            for block in model.layers:
+                block.attn = FormAttention(cfg, arch.attention_form, rotary=block.attn.rotary)
         if arch.qk_norm:
             for block in model.layers:
                 block.attn.q = HeadRMSNormLinear(arch.d_model, arch.n_heads, arch.d_head)
@@ -149,7 +170,17 @@ def build_native(arch: ArchSpec, task: TaskSpec, seed: int) -> NativeModel:
 
 
 def to_bridge(model: NativeModel, name: str) -> TransformerBridge:
-    """Wrap a copy of ``model`` (the bridge rewires modules in place) as an eval-mode bridge."""
+    """Wrap a copy of ``model`` (the bridge rewires modules in place) as an eval-mode bridge.
+
+    The bridge calls each attention's own forward, so hooked patterns are a non-softmax form's
+    weights; a gated form is refused: its ``hook_z`` is gated, and the suite's tag decomposition
+    of minimal models knows no gate (``metrics.native_metrics`` measures gated forms)."""
+    gated = {block.attn.form for block in model.layers if hasattr(block.attn, "gate")}
+    if gated:
+        raise ConfigError(
+            f"attention form {sorted(gated)[0]!r} gates the head output, which the bridge-based "
+            "analyses of minimal models do not model; use metrics.native_metrics"
+        )
     copied = copy.deepcopy(model)
     bridge = build_bridge_from_module(
         copied, architecture="TransformerLensNative", tl_config=copied.cfg, model_name=name
