@@ -26,6 +26,7 @@ values in both runs, whatever the class.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Mapping, Union
 
@@ -188,8 +189,10 @@ Rule = Union[Exact, Arithmetic, Estimate]
 
 
 def rule_for(series: pd.Series, declared: Mapping[str, Rule] | None = None) -> Rule:
-    """The declared rule of a column, else its dtype's: floats arithmetic, the rest exact."""
-    rule = declared.get(str(series.name)) if declared is not None else None
-    if rule is not None:
-        return rule
+    """The declared rule of a column (a key may be a glob, ``replicate_*``), else its dtype's:
+    floats arithmetic, the rest exact."""
+    name = str(series.name)
+    for pattern, rule in (declared or {}).items():
+        if pattern == name or fnmatch.fnmatchcase(name, pattern):
+            return rule
     return Arithmetic() if series.dtype.kind == "f" else Exact()

@@ -83,3 +83,9 @@ def test_a_difference_is_judged_against_the_scale_of_what_it_differences():
     assert not own.passed and scaled.passed
     assert scaled.difference == pytest.approx(2e-6 / 5.0)
     assert not _check(Arithmetic(scale=1.0), [0.1], [0.1 + 1e-4], numerics).passed
+
+
+def test_a_declared_glob_covers_columns_named_by_config():
+    declared = {"replicate_*": Arithmetic(scale=1.0)}
+    assert rule_for(pd.Series([0.1], name="replicate_7"), declared) == Arithmetic(scale=1.0)
+    assert rule_for(pd.Series([0.1], name="other"), declared) == Arithmetic()

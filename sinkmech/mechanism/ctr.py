@@ -68,7 +68,12 @@ SinkAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
 # How two runs of these tables may differ (sinkmech.tolerance): a difference of larger quantities
 # inherits their rounding, so it is judged against their scale: loss changes and KL against the
 # loss, attention changes against probability 1, excesses of variance fractions against 1.
-_EXCESS = ("tag_excess_over_nonsink", "tag_excess_low", "tag_excess_high")
+_EXCESS = (
+    "tag_excess_over_nonsink",
+    "tag_excess_low",
+    "tag_excess_high",
+    "tag_excess_without_group_*",
+)
 COMPARISON: dict[str, dict[str, Rule]] = {
     "interventions": {
         "delta_loss": Arithmetic(scale="loss_clean"),
