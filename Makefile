@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup constraints reproduce test test-subprocess test-slow portability format check-format
+.PHONY: setup constraints reproduce test test-integration test-slow portability reference format check-format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,21 +52,32 @@ reproduce: setup
 	$(BIN)/python -m experiments.report --results $(RESULTS) --extra results/ladder --html
 	$(BIN)/python -m experiments.compare $(REFERENCE) $(RESULTS) --out $(RESULTS)/comparison
 
-# Test tiers: `make test` runs every test but those that start Python processes or build and
-# install the wheel (marker `subprocess`, about 2 min more), which `make test-subprocess` runs; CI
-# runs both, then `make portability`. `make test-slow`: long runs kept out of CI.
-test: setup
-	$(BIN)/python -m pytest -m "not slow and not subprocess"
+# Replace the committed reference with the tables (parquet, CSV, config, marker) of a fresh
+# `make reproduce RESULTS=...` run, after a change that alters results on purpose: bump
+# RESULTS_VERSION and say in the commit which columns changed and why.
+reference:
+	@[ "$(RESULTS)" != results ] || { echo "make reference RESULTS=<fresh run directory>" >&2; exit 2; }
+	rm -rf $(REFERENCE)/$(EXPERIMENT)
+	cd $(RESULTS) && find $(EXPERIMENT) -mindepth 2 -maxdepth 2 -type f \
+		\( -name '*.parquet' -o -name '*.csv' -o -name config.json -o -name _COMPLETE \) \
+		-exec cp --parents {} $(abspath $(REFERENCE)) \;
 
-test-subprocess: setup
-	$(BIN)/python -m pytest -m "subprocess and not slow"
+# Test tiers: `make test` runs every test but the integration tier (marker `integration`: tests
+# that start Python processes, build and install the wheel or train a model, 10-45 s each), which
+# `make test-integration` runs; CI runs both, then `make portability`. `make test-slow`: long runs
+# kept out of CI.
+test: setup
+	$(BIN)/python -m pytest -m "not slow and not integration"
+
+test-integration: setup
+	$(BIN)/python -m pytest -m "integration and not slow"
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
 # Another machine's CPU kernels, on this machine (issue 26): torch's vectorised kernels, MKL,
 # oneDNN and OpenBLAS capped at AVX2 (OpenBLAS keeps a core type the machine sets itself). Runs the
-# tests that need no subprocess and a small reproduction (MiniLM, a tiny model and a ladder model,
+# unit tests (no integration or e2e tier) and a small reproduction (MiniLM, a tiny model and a ladder model,
 # probes included) against the committed reference, so a bound that holds on one instruction set
 # only fails here, not on a user's machine.
 OPENBLAS_CORETYPE ?= Haswell
@@ -75,7 +86,7 @@ SECOND_KERNELS := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_M
 PORTABLE_RESULTS ?= results/_scratch/portability
 
 portability: setup
-	$(SECOND_KERNELS) $(BIN)/python -m pytest -q -m "not slow and not subprocess and not e2e"
+	$(SECOND_KERNELS) $(BIN)/python -m pytest -q -m "not slow and not integration and not e2e"
 	rm -rf $(PORTABLE_RESULTS) && mkdir -p $(PORTABLE_RESULTS)/statements
 	cp results/statements/*.csv $(PORTABLE_RESULTS)/statements/
 	HF_HUB_OFFLINE=1 $(PINNED_THREADS) $(SECOND_KERNELS) $(BIN)/python -m experiments.run -m \

@@ -247,7 +247,7 @@ def test_report_refuses_a_results_dir_that_does_not_exist(monkeypatch, capsys, t
     assert code == 2 and "does not exist" in out and not (tmp_path / "typo").exists()
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_runs_from_another_directory_with_a_repo_relative_checkpoint(tmp_path):
     """conf/ is found from the package and ``checkpoints/...`` resolves against the repository."""
     import os

@@ -17,7 +17,7 @@ from tests.experiments.hub_cache import build_hub_cache
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.subprocess  # starts Python processes (make test-subprocess)
+pytestmark = pytest.mark.integration  # starts Python processes (make test-integration)
 
 
 def test_every_hub_config_runs_offline_from_a_cache(tmp_path):

@@ -24,7 +24,7 @@ from sinkmech.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "sinkmech", "experiments", "conf", "hydra_plugins")
 
-pytestmark = pytest.mark.subprocess  # starts Python processes (make test-subprocess)
+pytestmark = pytest.mark.integration  # starts Python processes (make test-integration)
 
 
 def _offline_build_problem() -> str | None:

@@ -102,7 +102,7 @@ def _failing_loader(spec):
     raise RuntimeError("out of memory")
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_multirun_over_two_models_and_report(tmp_path):
     result = subprocess.run(
         [

@@ -148,7 +148,7 @@ def _cli(*overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_cli_unknown_model_exits_with_clear_message(tmp_path):
     result = _cli("model=gpt2", f"results_dir={tmp_path}")
     assert result.returncode == ModelUnavailableError.exit_code
@@ -156,7 +156,7 @@ def test_cli_unknown_model_exits_with_clear_message(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_cli_malformed_config_value_fails_fast(tmp_path):
     result = _cli("model=tiny_gpt2", "data.batch_size=many", f"results_dir={tmp_path}")
     assert result.returncode != 0

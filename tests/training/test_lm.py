@@ -74,6 +74,7 @@ def trained(corpus, tmp_path_factory) -> tuple[TrainConf, dict]:
     return conf, train(conf)
 
 
+@pytest.mark.integration  # trains a model (make test-integration)
 def test_tiny_run_beats_unigram_baseline(trained):
     _, summary = trained
     assert summary["finished"] and summary["architecture"] == "Qwen3ForCausalLM"
@@ -83,6 +84,7 @@ def test_tiny_run_beats_unigram_baseline(trained):
     )  # an untrained model scores ~log(vocab)
 
 
+@pytest.mark.integration  # trains a model (make test-integration)
 def test_checkpoint_round_trips_through_the_loader(trained):
     conf, _ = trained
     state = torch.load(Path(conf.out_dir) / STATE_FILE, weights_only=False)["model"]
@@ -102,6 +104,7 @@ def test_checkpoint_round_trips_through_the_loader(trained):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.integration  # trains a model (make test-integration)
 def test_killed_run_resumes_to_the_same_weights(corpus, tmp_path):
     straight = tiny_conf(
         corpus, tmp_path / "straight", "noqknorm", max_steps=4, eval_every=2, ckpt_every=2
@@ -122,6 +125,7 @@ def test_bad_config_fails_early(corpus, tmp_path):
         validate(tiny_conf(corpus, tmp_path, n_heads=3))
 
 
+@pytest.mark.integration  # trains a model (make test-integration)
 def test_two_trainings_give_identical_weights_under_deterministic_kernels(
     corpus, tmp_path, monkeypatch
 ):

@@ -91,6 +91,7 @@ def _kill_after(step: int):
     return log
 
 
+@pytest.mark.integration  # trains a model (make test-integration)
 @pytest.mark.parametrize("qk_norm", [False, True])
 def test_short_training_beats_the_sep_blind_baseline(tmp_path: Path, qk_norm: bool) -> None:
     history = _train(tmp_path, "run", 120, qk_norm)
