@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -108,6 +109,16 @@ def unit_lock(lock_path: Path, unit: Path) -> Iterator[None]:
         yield
 
 
+def staging_leftovers(unit_name: str, staging: Path) -> list[Path]:
+    """Staging directories of earlier runs of exactly this unit (``<unit>.<pid>.new|old``).
+
+    Matched by the whole name, never by prefix: ``x=2.*`` would also match the staging of the
+    unit ``x=2.5`` while it runs (issue 31).
+    """
+    own = re.compile(rf"{re.escape(unit_name)}\.\d+\.(new|old)")
+    return [p for p in staging.iterdir() if p.is_dir() and own.fullmatch(p.name)]
+
+
 @contextmanager
 def staged_dir(target: Path, staging: Path) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces ``target`` by rename.
@@ -116,9 +127,8 @@ def staged_dir(target: Path, staging: Path) -> Iterator[Path]:
     on failure the staging directory is removed and ``target`` is untouched.
     """
     staging.mkdir(parents=True, exist_ok=True)
-    for leftover in staging.glob(f"{target.name}.*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
+    for leftover in staging_leftovers(target.name, staging):
+        shutil.rmtree(leftover)
     work = staging / f"{target.name}.{os.getpid()}.new"
     old = staging / f"{target.name}.{os.getpid()}.old"
     work.mkdir()
