@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
 import pandas as pd
 import torch
@@ -67,6 +68,11 @@ ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
 # matches the hook reference to 1e-5 in float32, results/fused_exactness).
 _MODEL_UNHASHED = ("device", "n_devices", "attn_backend")
 _MAX_VARIANT = 60
+# Characters kept as they are in a label value besides quote's own letters, digits and "_.-~".
+_LABEL_SAFE = "[]+"
+# What an explicit `variant=` or a model name may hold: one path component, and no "@", which
+# separates the model from its variant in `<model>@<variant>`.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9_.~=,+%\[\]-]+")
 
 
 def _select(container: dict[str, Any], dotted: str) -> Any:
@@ -128,13 +134,40 @@ def unit_hash(cfg: RunConf) -> str:
     return _digest({**hashed_content(cfg), "inputs": input_digests(cfg)})
 
 
+def label_value(value: Any) -> str:
+    """``value`` as it appears in a unit's label: JSON for non-strings, then percent-escaped
+    beyond letters, digits, ``_.-~[]+`` (``%`` itself included), so distinct values never share a
+    label: ``x/ok.txt`` -> ``x%2Fok.txt``, never ``x-ok.txt``, and no label makes a nested path."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return quote(text, safe=_LABEL_SAFE)
+
+
+def variant_label(variant: str) -> str:
+    """An explicit ``variant=`` as a directory name: escaped as label values are, keeping the
+    ``=`` and ``,`` a hand-written label may hold; ``a/b`` -> ``a%2Fb``, one directory."""
+    return quote(variant, safe=f"{_LABEL_SAFE}=,")
+
+
+def _composed_value(full: dict[str, Any], key: str, given: str) -> Any:
+    """The composed config's value for an override's key (``03`` and ``3`` label alike); the
+    given text for a config group (``data=gu_natural``) or a key outside the schema."""
+    try:
+        value = _select(full, key)
+    except (KeyError, TypeError):
+        return given
+    return given if isinstance(value, dict) else value
+
+
 def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
     """A short readable label from the overrides that change results (not model/experiment).
 
-    ``["model=gpt2", "sinks.sink=0.1", "data.batch_size=4"]`` -> ``"sinks.sink=0.1"``; labels
-    longer than 60 characters become ``cfg-<hash>``.
+    ``["model=gpt2", "sinks.sink=0.1", "data.batch_size=4"]`` ->
+    ``"data.batch_size=4,sinks.sink=0.1"``; values come from the composed config, escaped by
+    ``label_value`` (so the label is injective); labels longer than 60 characters become
+    ``cfg-<hash>``.
     """
     hashed = list(hashed_content(cfg))
+    full = OmegaConf.to_container(OmegaConf.structured(cfg))
     parts = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
@@ -145,7 +178,7 @@ def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
         if not any(h == key or h.startswith(key + ".") or key.startswith(h + ".") for h in hashed):
             continue
         short = key.removeprefix("experiment.")
-        parts.append(f"{short}={re.sub(r'[^A-Za-z0-9._-]+', '-', value).strip('-')}")
+        parts.append(f"{short}={label_value(_composed_value(full, key, value))}")
     label = ",".join(sorted(parts))
     return label if len(label) <= _MAX_VARIANT else f"cfg-{config_hash(cfg)[:8]}"
 
@@ -238,6 +271,12 @@ def validate(cfg: RunConf) -> None:
         _check(
             p.max_heads is None or p.max_heads >= 1,
             f"experiment.probing.max_heads must be >= 1 or null, got {p.max_heads}",
+        )
+    for key, name in (("model.name", cfg.model.name), ("variant", cfg.variant or "v")):
+        _check(
+            bool(_UNIT_NAME.fullmatch(name)) and name not in (".", ".."),
+            f"{key}={name!r} may hold only letters, digits and _.~=,+%[]- (it names a results "
+            "directory: no '/', '@' or spaces)",
         )
     _check(
         _writable(Path(cfg.results_dir)),

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import CONF_DIR, RunConf, register
-from experiments.pipeline import run_unit, variant_of
+from experiments.pipeline import run_unit, variant_label, variant_of
 from experiments.sweep import FAILED, invalid_units, rename_legacy_keys
 from sinkmech.errors import ConfigError, SinkmechError
 
@@ -32,7 +32,9 @@ def main(cfg: DictConfig) -> None:
     try:
         # The library's settings validate themselves when the config object is built.
         run_conf: RunConf = OmegaConf.to_object(cfg)
-        if not run_conf.variant:
+        if run_conf.variant:
+            run_conf.variant = variant_label(run_conf.variant)
+        else:
             run_conf.variant = variant_of(run_conf, hydra_cfg.overrides.task)
         out = run_unit(run_conf)
     except Exception as error:  # noqa: BLE001 - every failure becomes one line

@@ -98,8 +98,8 @@ def test_the_hub_snapshot_commit_is_part_of_the_key(tmp_path, monkeypatch):
 
 
 def test_batch_size_makes_its_own_unit_directory(tmp_path):
-    cfg = _conf(tmp_path, "model=tiny_gpt2", "experiment=ctr")
-    assert variant_of(cfg, ["model=tiny_gpt2", "data.batch_size=2"]) == "data.batch_size=2"
+    overrides = ("model=tiny_gpt2", "experiment=ctr", "data.batch_size=2")
+    assert variant_of(_conf(tmp_path, *overrides), overrides) == "data.batch_size=2"
 
 
 def test_a_prompt_file_edited_in_place_is_recomputed_not_skipped(tmp_path):
@@ -128,3 +128,43 @@ def test_the_marker_records_the_input_digests(tmp_path, overrides):
     assert "data.prompt_set" in marker and '"unit_hash"' in marker
     has_checkpoint = overrides == ("model=ladder_s_qknorm",)
     assert ('"model": null' not in marker) == has_checkpoint
+
+
+def test_labels_are_injective_and_never_nest(tmp_path):
+    def label(*overrides: str) -> str:
+        return variant_of(_conf(tmp_path, "model=tiny_gpt2", *overrides), overrides)
+
+    assert label("data.prompt_set=x/ok.txt") == "data.prompt_set=x%2Fok.txt"
+    assert label("data.prompt_set=x-ok.txt") == "data.prompt_set=x-ok.txt"
+    assert label("data.prompt_set=x%2Fok.txt") == "data.prompt_set=x%252Fok.txt"
+    assert label("data.limit=03") == label("data.limit=3") == "data.limit=3"
+    ranks = _conf(tmp_path, "experiment=ctr", "experiment.ctr.ranks=[1,2]")
+    assert variant_of(ranks, ["experiment.ctr.ranks=[1,2]"]) == "ctr.ranks=[1%2C2]"
+
+
+def test_prompt_files_whose_paths_differ_only_by_a_slash_get_two_units(
+    tmp_path, monkeypatch, capsys
+):
+    from tests.experiments.test_failures import cli, units
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "ok.txt").write_text(PROSE)
+    (tmp_path / "x-ok.txt").write_text(PROSE.replace("cat", "dog"))
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    sweep = ("-m", "model=tiny_gpt2", "data.prompt_set=x/ok.txt,x-ok.txt")
+    assert cli(monkeypatch, capsys, results, *sweep) == (0, "")
+    assert cli(monkeypatch, capsys, results, "model=tiny_gpt2", "variant=a/b") == (0, "")
+    assert units(results) == [
+        "sinks/tiny_gpt2@a%2Fb",
+        "sinks/tiny_gpt2@data.limit=3,data.prompt_set=x%2Fok.txt",
+        "sinks/tiny_gpt2@data.limit=3,data.prompt_set=x-ok.txt",
+    ]
+
+
+@pytest.mark.parametrize("override", ["model.name=org/m", "model.name=a@b", "variant=.."])
+def test_a_name_that_is_no_single_directory_is_refused(tmp_path, monkeypatch, capsys, override):
+    from tests.experiments.test_failures import cli, units
+
+    code, line = cli(monkeypatch, capsys, tmp_path / "results", "model=tiny_gpt2", override)
+    assert code == 2 and "names a results directory" in line and units(tmp_path / "results") == []
