@@ -88,7 +88,23 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         tokenizer = offline_tokenizer()
         bridge = wrap_hf(_build_tiny(spec, dtype), spec, tokenizer)
     bridge.eval()
+    if dtype != torch.float32:
+        keep_rotated_qk_in_dtype(bridge, dtype)
     return describe(spec, bridge, tokenizer, untrained_head=untrained_head)
+
+
+ROTATED_QK_HOOKS = ("attn.hook_rot_q", "attn.hook_rot_k")
+
+
+def keep_rotated_qk_in_dtype(bridge: TransformerBridge, dtype: torch.dtype) -> None:
+    """Cast rotated queries and keys back to the model's half-precision ``dtype``, as Hugging
+    Face's OLMo-2 attention does (its ``apply_rotary_pos_emb`` rotates with float32 cos/sin and
+    casts back). The bridge rotates with llama's function, which leaves q and k in float32, and
+    then fails multiplying the float32 pattern with bfloat16 values (issue 31). A no-op for
+    families whose cos/sin already come in the model's dtype; logits equal HF's (tested)."""
+    names = [name for name in bridge.hook_dict if name.endswith(ROTATED_QK_HOOKS)]
+    for name in names:
+        bridge.add_hook(name, lambda x, hook: x.to(dtype), is_permanent=True)
 
 
 def model_digest(spec: ModelSpec) -> str | None:

@@ -178,3 +178,17 @@ def test_minimal_problem_checkpoint_loads_through_the_loader_and_shows_its_sep_s
     after = patterns[0][0, 0, sep + 1 :, :]
     assert (after[:, sep] > 0.2).all()
     assert (after[:, 0] + after[:, sep] > 0.95).all()
+
+
+@pytest.mark.parametrize("family", [f for f in ALL_FAMILIES if FAMILIES[f].causal])
+def test_bfloat16_bridge_runs_and_matches_hugging_face_in_bfloat16(family):
+    """OLMo-2's bridge attention failed in bfloat16 (float32 rotated q/k against bfloat16 values);
+    every causal family now runs in bfloat16 with HF's own logits, bit for bit."""
+    loaded = load_model(ModelSpec(f"tiny_{family}", "tiny", family=family, dtype="bfloat16"))
+    batch = tokenize(loaded.tokenizer, PROMPTS[:1], loaded.max_length)
+    logits = run_hooked(loaded, batch, [])
+    with torch.no_grad():
+        expected = loaded.model.original_model(
+            batch.tokens, attention_mask=batch.attention_mask
+        ).logits
+    assert logits.dtype == torch.bfloat16 and torch.equal(logits, expected)
