@@ -122,12 +122,18 @@ def model_digest(spec: ModelSpec) -> str | None:
     return None
 
 
-def cached_revision(repo_id: str) -> str | None:
-    """The snapshot commit the hub cache resolves ``repo_id`` to (its ``refs/main``), or None."""
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The hub cache's snapshot directory ``repo_id`` resolves to (its ``refs/main``), or None."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo_id, "config.json")
-    return Path(found).parent.name if isinstance(found, str) else None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def cached_revision(repo_id: str) -> str | None:
+    """The snapshot commit the hub cache resolves ``repo_id`` to, or None."""
+    snapshot = cached_snapshot(repo_id)
+    return snapshot.name if snapshot is not None else None
 
 
 def _hub_is_offline() -> bool:
@@ -146,6 +152,13 @@ def _unavailable(spec: ModelSpec, cause: BaseException | None = None) -> ModelUn
 
 
 def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> TransformerBridge:
+    """Boot a hub model; a cached snapshot is checked first as a local checkpoint is, so a
+    truncated weights file, a broken or missing tokenizer or a corrupt config.json in the cache is
+    one line naming the file (exit 4), not a traceback or a silently empty tokenizer."""
+    snapshot = cached_snapshot(spec.path) if not Path(spec.path).is_dir() else Path(spec.path)
+    if snapshot is not None:
+        check_checkpoint(snapshot)
+        _load_tokenizer(str(snapshot))
     try:
         transformers.AutoConfig.from_pretrained(spec.path, local_files_only=_hub_is_offline())
     except OSError as err:
@@ -160,7 +173,13 @@ def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> TransformerBridge:
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+)
 
 
 def _first_line(err: BaseException) -> str:
@@ -185,11 +204,25 @@ def check_checkpoint(path: Path) -> None:
         raise CheckpointError(f"{path} holds no weights (none of {list(WEIGHT_FILES)})")
     if weights[0].stat().st_size == 0:
         raise CheckpointError(f"{weights[0]} is empty (0 bytes): the checkpoint is incomplete")
+    for shard in sorted(path.glob("*.safetensors")):
+        check_safetensors(shard)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise CheckpointError(
             f"{path} has no tokenizer (none of {list(TOKENIZER_FILES)}); save the tokenizer "
             "beside the weights with `tokenizer.save_pretrained(dir)`"
         )
+
+
+def check_safetensors(path: Path) -> None:
+    """Read a safetensors file's header, which must cover the file exactly: a truncated or
+    overwritten file fails here in one line naming it (reading the header costs no weights)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type
+        raise CheckpointError(f"{path} is corrupt or truncated ({_first_line(err)})") from None
 
 
 def _load_local_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:

@@ -176,7 +176,7 @@ def _local_checkpoint(tiny, path: Path) -> Path:
             lambda p: (p / "model.safetensors").write_bytes(
                 (p / "model.safetensors").read_bytes()[:5000]
             ),
-            "cannot load the weights",
+            "model.safetensors is corrupt or truncated",
         ),
     ],
 )
