@@ -229,7 +229,8 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _writable(path: Path) -> bool:
+def writable(path: Path) -> bool:
+    """True if ``path`` can be written, or created under its nearest existing ancestor."""
     existing = path.resolve()
     while not existing.exists():
         existing = existing.parent
@@ -279,7 +280,7 @@ def validate(cfg: RunConf) -> None:
             "directory: no '/', '@' or spaces)",
         )
     _check(
-        _writable(Path(cfg.results_dir)),
+        writable(Path(cfg.results_dir)),
         f"results_dir {cfg.results_dir} is not writable",
     )
     spec = model_spec(cfg)
@@ -326,8 +327,7 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
     staging = Path(cfg.results_dir) / ".staging" / cfg.experiment.name
     with io.unit_lock(staging / f"{out.name}.lock", out):
         if io.is_complete(out) and not cfg.force:
-            marker = json.loads((out / io.COMPLETE_MARKER).read_text())
-            if marker.get("unit_hash") == digest:
+            if io.read_marker(out).get("unit_hash") == digest:
                 log.info("skip %s: complete with the same inputs (%s)", out, digest)
                 return out
         loaded = loader(model_spec(cfg))

@@ -215,3 +215,15 @@ def test_sweep_entry_point_measures_again_when_only_the_emergence_settings_chang
     again = pd.read_parquet(cached)
     assert cached.stat().st_mtime_ns != before and not again.equals(first)
     assert again.step.tolist() == first.step.tolist()  # the same checkpoints, measured anew
+
+
+def test_a_corrupt_training_state_is_one_line_naming_it(tmp_path: Path) -> None:
+    from experiments.train_minimal import run_one
+    from sinkmech.errors import CheckpointError
+
+    cfg = _sweep_conf(tmp_path, "optim.steps=15")
+    run_one(cfg, "qk_norm", 0, tmp_path / "res")
+    state = tmp_path / "ck" / "test" / "qk_norm" / "seed0" / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{state} is corrupt or truncated .*fresh=true"):
+        run_one(cfg, "qk_norm", 0, tmp_path / "res")
