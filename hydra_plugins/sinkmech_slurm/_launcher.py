@@ -211,10 +211,24 @@ def collect(job: Any, state: str) -> tuple[JobReturn | None, dict[str, str] | No
     try:
         ret = job.results()[0]
     except (FailedJobError, UncompletedJobError) as error:
-        return None, {"state": "FAILED", "error": str(error).strip().splitlines()[-1]}
+        return None, {"state": "FAILED", "error": error_line(str(error))}
     if ret.status == JobStatus.FAILED:
         return ret, {"state": "FAILED", "error": repr(ret._return_value)}
     return ret, None
+
+
+def error_line(message: str) -> str:
+    """The job's own error from submitit's failure message: the traceback's last line, not the
+    list of log paths (``  - <path>``) and rules that submitit appends."""
+    lines = [
+        line.strip()
+        for line in message.splitlines()
+        if line.strip()
+        and not line.startswith("  - ")
+        and not line.startswith("You can check full logs")
+        and set(line.strip()) != {"-"}
+    ]
+    return lines[-1] if lines else message.strip()
 
 
 def failure_message(failures: list[dict[str, Any]], n_units: int, report: Path) -> str:

@@ -152,3 +152,18 @@ def test_presets_by_name_ask_for_gpus_only_on_gpu_partitions(preset, gpus):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", [f"hydra/launcher={preset}"], return_hydra_config=True)
     assert cfg.hydra.launcher.gpus_per_node == gpus
+
+
+def test_the_recorded_error_is_the_jobs_own_last_line():
+    submitit_says = (
+        "Job (task=0) failed during processing with trace:\n"
+        "----------------------\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "hydra_plugins.sinkmech_slurm._launcher.UnitFailedError: model=m: ranks exceed 16\n"
+        "----------------------\n"
+        "You can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n"
+        "  - /s/3_1_0_log.err\n"
+        "  - /s/3_1_0_log.out\n"
+    )
+    assert _launcher.error_line(submitit_says).endswith("UnitFailedError: model=m: ranks exceed 16")
