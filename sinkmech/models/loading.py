@@ -163,9 +163,9 @@ def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> TransformerBridge:
         transformers.AutoConfig.from_pretrained(spec.path, local_files_only=_hub_is_offline())
     except OSError as err:
         raise _unavailable(spec, err) from None
-    device_args: dict[str, Any] = (
-        {"n_devices": spec.n_devices} if spec.n_devices > 1 else {"device": spec.device}
-    )
+    device_args: dict[str, Any] = {"device": spec.device}
+    if spec.n_devices > 1:  # the budget names the GPUs: from model.device's index on, not 0..N-1
+        device_args = {"n_devices": spec.n_devices, "max_memory": gpu_budget(spec)}
     try:
         return TransformerBridge.boot_transformers(spec.path, dtype=dtype, **device_args)
     except OSError as err:
@@ -277,7 +277,21 @@ def _build_tiny(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     return model_class(config).to(dtype)
 
 
-def split_over_gpus(hf_model: torch.nn.Module, n_devices: int) -> torch.nn.Module:
+def gpu_budget(spec: ModelSpec) -> dict[int, int]:
+    """Memory of each GPU a split model may use, by index: ``spec.n_devices`` of them from
+    ``spec.device``'s index on (``cuda:2`` with 2 devices: GPUs 2 and 3)."""
+    first = int(spec.device.partition(":")[2] or 0)
+    devices = range(first, first + spec.n_devices)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not spec.device.startswith("cuda") or devices[-1] >= available:
+        raise ConfigError(
+            f"model.n_devices={spec.n_devices} from model.device={spec.device} needs CUDA "
+            f"devices {list(devices)}, found {available}"
+        )
+    return {i: torch.cuda.get_device_properties(i).total_memory for i in devices}
+
+
+def split_over_gpus(hf_model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module:
     """Place a loaded Hugging Face module's layers over ``n_devices`` GPUs in place, as
     ``TransformerBridge.boot_transformers(n_devices=N)`` places a hub model: accelerate's
     "balanced" device map (whole decoder layers per GPU) and its dispatch hooks, which move
@@ -285,12 +299,7 @@ def split_over_gpus(hf_model: torch.nn.Module, n_devices: int) -> torch.nn.Modul
     import accelerate
     from accelerate.utils import get_balanced_memory
 
-    if not torch.cuda.is_available() or torch.cuda.device_count() < n_devices:
-        raise ConfigError(
-            f"model.n_devices={n_devices} needs {n_devices} CUDA devices, "
-            f"found {torch.cuda.device_count() if torch.cuda.is_available() else 0}"
-        )
-    budget = {i: torch.cuda.get_device_properties(i).total_memory for i in range(n_devices)}
+    budget = gpu_budget(spec)
     no_split = getattr(hf_model, "_no_split_modules", None) or []
     budget = get_balanced_memory(hf_model, max_memory=budget, no_split_module_classes=no_split)
     device_map = accelerate.infer_auto_device_map(
@@ -303,7 +312,7 @@ def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> Trans
     """Wrap a loaded Hugging Face module as a TransformerBridge on ``spec.device``, or split over
     ``spec.n_devices`` GPUs (no hub)."""
     if spec.n_devices > 1:
-        hf_model = split_over_gpus(hf_model, spec.n_devices).eval()
+        hf_model = split_over_gpus(hf_model, spec).eval()
     else:
         hf_model = hf_model.to(spec.device).eval()
     architecture = type(hf_model).__name__
