@@ -88,14 +88,14 @@ def test_a_job_without_result_is_a_failure_with_its_state(tmp_path):
 
 
 def test_an_sbatch_refusal_is_one_line_naming_the_setting(monkeypatch, capsys):
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
     from submitit.core.utils import FailedJobError
 
     def refused(self, job_overrides, initial_job_idx):
         print("sbatch: error: Invalid generic resource (gres) specification", file=sys.stderr)
         raise FailedJobError("sbatch: error: Invalid generic resource (gres) specification")
 
-    monkeypatch.setattr(SlurmLauncher, "launch", refused)
+    # the class the launcher derives from (Hydra's plugin scan may import its module again)
+    monkeypatch.setattr(_launcher.SlurmLauncher, "launch", refused)
     launcher = _launcher.SinkmechSlurmLauncher(submitit_folder="x", gpus_per_node=1)
     with pytest.raises(SystemExit) as exit_:
         launcher.launch([["model=tiny_llama"]], 0)
@@ -126,7 +126,6 @@ def test_each_kind_of_refusal_names_its_setting(said, setting):
 def test_a_failed_unit_fails_its_job(tmp_path, monkeypatch):
     """experiments.run records a failed unit in ``_FAILED`` and returns; inside a SLURM job the
     launcher raises instead, so the job ends FAILED and the sweep's report names it."""
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
     from omegaconf import OmegaConf
 
     from experiments.sweep import FAILED
@@ -134,7 +133,7 @@ def test_a_failed_unit_fails_its_job(tmp_path, monkeypatch):
     ret = SimpleNamespace(
         hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
     )
-    monkeypatch.setattr(SlurmLauncher, "__call__", lambda self, *a, **k: ret)
+    monkeypatch.setattr(_launcher.SlurmLauncher, "__call__", lambda self, *a, **k: ret)
     launcher = _launcher.SinkmechSlurmLauncher(submitit_folder="x")
     assert launcher() is ret
     (tmp_path / FAILED).write_text("model=tiny_llama: sinkmech: error: out of memory\n")
