@@ -5,9 +5,10 @@ command-line overrides that change its results, so a sweep over a threshold keep
 value. All-or-nothing: the unit is computed into ``<results_dir>/.staging/`` under a file lock and
 replaces the previous unit in one rename only on success, ``_COMPLETE`` marker included. A failed
 or interrupted rerun therefore leaves the previous complete unit as it was, and a changed config
-never leaves stale files beside new ones. The marker records the hash of what changes the
-results (model, data, the settings of the analyses run, ``RESULTS_VERSION``); a rerun with the
-same hash is skipped.
+never leaves stale files beside new ones. The marker records the unit's key (``unit_hash``):
+the config values that change results (model, data, the settings of the analyses run,
+``RESULTS_VERSION``) and the content digests of the files behind names (prompt file, statement
+set, checkpoint, hub snapshot); a rerun with the same key is skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
 import pandas as pd
 import torch
@@ -28,12 +30,16 @@ from omegaconf import OmegaConf
 from experiments.config import PROBE_OTHER_FIELDS, RunConf
 from experiments.tracking import Tracker
 from sinkmech import io
-from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts
+from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts, prompt_file
+from sinkmech.data.statements import load_statements, statements_path
+from sinkmech.digests import file_digest
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
+from sinkmech.mechanism.long_context import long_text_files
 from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
+from sinkmech.models.loading import model_digest
 from sinkmech.models.spec import validate_spec
 from sinkmech.paths import not_found, resolve_path
 from sinkmech.provenance import provenance
@@ -48,17 +54,28 @@ WANDB_MODES = ("offline", "online", "disabled")
 # 3 (issue 26, 28): probes fitted in float64 to convergence by Newton steps; variance jackknife
 # over groups of neighbouring prompts with replicates; release against other written directions.
 RESULTS_VERSION = 3
+# Config keys that fix a unit's prompts and their batches. Batching changes tables (ctr's
+# interventions run on the first `intervention_batches` batches, so 8 vs 2 prompts a batch give
+# 128 vs 32 rows; padding changes sums in the last bits), so the batch size is an input.
+PROMPT_INPUTS = ("data.prompt_set", "data.limit", "data.batch_size")
+# What fixes a generated prompt set (gu_*); a file or built-in set ignores these keys.
+GENERATED_PROMPT_INPUTS = ("data.prompt_length", "data.n_prompts", "data.prompt_seed")
 # Config sections each analysis reads; a unit's hash covers the model and only these.
 ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
-    "sinks": ("data.prompt_set", "data.limit", "sinks"),
-    "ctr": ("data.prompt_set", "data.limit", "sinks", "experiment.ctr"),
-    "probing": ("data.statements", "sinks", "experiment.probing"),
+    "sinks": (*PROMPT_INPUTS, "sinks"),
+    "ctr": (*PROMPT_INPUTS, "sinks", "experiment.ctr"),
+    "probing": ("data.statements", "data.batch_size", "sinks", "experiment.probing"),
     **{name: ("data", f"experiment.{name}") for name in MEASURE_RUNNERS},
 }
 # Model keys that do not change results (placement, and the attention backend: the fused one
 # matches the hook reference to 1e-5 in float32, results/fused_exactness).
 _MODEL_UNHASHED = ("device", "n_devices", "attn_backend")
 _MAX_VARIANT = 60
+# Characters kept as they are in a label value besides quote's own letters, digits and "_.-~".
+_LABEL_SAFE = "[]+"
+# What an explicit `variant=` or a model name may hold: one path component, and no "@", which
+# separates the model from its variant in `<model>@<variant>`.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9_.~=,+%\[\]-]+")
 
 
 def _select(container: dict[str, Any], dotted: str) -> Any:
@@ -76,24 +93,84 @@ def hashed_content(cfg: RunConf) -> dict[str, Any]:
         "experiment.analyses": full["experiment"]["analyses"],
         "results_version": RESULTS_VERSION,
     }
+    generated = cfg.data.prompt_set in GENERATORS
     for analysis in cfg.experiment.analyses:
-        for key in ANALYSIS_INPUTS.get(analysis, ()):
+        keys = ANALYSIS_INPUTS.get(analysis, ())
+        if generated and "data.prompt_set" in keys:
+            keys = (*keys, *GENERATED_PROMPT_INPUTS)
+        for key in keys:
             content[key] = _select(full, key)
     return content
 
 
+def _digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def config_hash(cfg: RunConf) -> str:
-    content = json.dumps(hashed_content(cfg), sort_keys=True)
-    return hashlib.sha256(content.encode()).hexdigest()[:12]
+    """Hash of the config values that change results (no file is read)."""
+    return _digest(hashed_content(cfg))
+
+
+def input_digests(cfg: RunConf) -> dict[str, str | None]:
+    """Content digests of the files behind the config's names: the prompt file (or built-in set),
+    the statement set when probing, and the model's checkpoint files or resolved hub revision.
+
+    Call after ``validate`` and after the prompts and statements are read: the files must exist.
+    A hub model not yet in the cache has revision None until it is downloaded.
+    """
+    analyses = set(cfg.experiment.analyses)
+    digests: dict[str, str | None] = {"model": model_digest(model_spec(cfg))}
+    if cfg.data.prompt_set not in GENERATORS and analyses - {"probing"}:
+        digests["data.prompt_set"] = file_digest(prompt_file(cfg.data.prompt_set))
+    if "probing" in analyses:
+        digests["data.statements"] = file_digest(statements_path(statements_source(cfg)))
+    if "long_context" in analyses:
+        files = long_text_files(cfg.experiment.long_context.text)
+        digests["experiment.long_context.text"] = ",".join(file_digest(f) for f in files)
+    return digests
+
+
+def unit_hash(cfg: RunConf) -> str:
+    """A unit's key: the config values that change results and the content of every input file,
+    so two different inputs never share a unit and two equal ones always do."""
+    return _digest({**hashed_content(cfg), "inputs": input_digests(cfg)})
+
+
+def label_value(value: Any) -> str:
+    """``value`` as it appears in a unit's label: JSON for non-strings, then percent-escaped
+    beyond letters, digits, ``_.-~[]+`` (``%`` itself included), so distinct values never share a
+    label: ``x/ok.txt`` -> ``x%2Fok.txt``, never ``x-ok.txt``, and no label makes a nested path."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return quote(text, safe=_LABEL_SAFE)
+
+
+def variant_label(variant: str) -> str:
+    """An explicit ``variant=`` as a directory name: escaped as label values are, keeping the
+    ``=`` and ``,`` a hand-written label may hold; ``a/b`` -> ``a%2Fb``, one directory."""
+    return quote(variant, safe=f"{_LABEL_SAFE}=,")
+
+
+def _composed_value(full: dict[str, Any], key: str, given: str) -> Any:
+    """The composed config's value for an override's key (``03`` and ``3`` label alike); the
+    given text for a config group (``data=gu_natural``) or a key outside the schema."""
+    try:
+        value = _select(full, key)
+    except (KeyError, TypeError):
+        return given
+    return given if isinstance(value, dict) else value
 
 
 def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
     """A short readable label from the overrides that change results (not model/experiment).
 
-    ``["model=gpt2", "sinks.sink=0.1", "data.batch_size=4"]`` -> ``"sinks.sink=0.1"``; labels
-    longer than 60 characters become ``cfg-<hash>``.
+    ``["model=gpt2", "sinks.sink=0.1", "data.batch_size=4"]`` ->
+    ``"data.batch_size=4,sinks.sink=0.1"``; values come from the composed config, escaped by
+    ``label_value`` (so the label is injective); labels longer than 60 characters become
+    ``cfg-<hash>``.
     """
     hashed = list(hashed_content(cfg))
+    full = OmegaConf.to_container(OmegaConf.structured(cfg))
     parts = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
@@ -104,7 +181,7 @@ def variant_of(cfg: RunConf, overrides: Iterable[str]) -> str:
         if not any(h == key or h.startswith(key + ".") or key.startswith(h + ".") for h in hashed):
             continue
         short = key.removeprefix("experiment.")
-        parts.append(f"{short}={re.sub(r'[^A-Za-z0-9._-]+', '-', value).strip('-')}")
+        parts.append(f"{short}={label_value(_composed_value(full, key, value))}")
     label = ",".join(sorted(parts))
     return label if len(label) <= _MAX_VARIANT else f"cfg-{config_hash(cfg)[:8]}"
 
@@ -155,7 +232,8 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _writable(path: Path) -> bool:
+def writable(path: Path) -> bool:
+    """True if ``path`` can be written, or created under its nearest existing ancestor."""
     existing = path.resolve()
     while not existing.exists():
         existing = existing.parent
@@ -198,8 +276,14 @@ def validate(cfg: RunConf) -> None:
             p.max_heads is None or p.max_heads >= 1,
             f"experiment.probing.max_heads must be >= 1 or null, got {p.max_heads}",
         )
+    for key, name in (("model.name", cfg.model.name), ("variant", cfg.variant or "v")):
+        _check(
+            bool(_UNIT_NAME.fullmatch(name)) and name not in (".", ".."),
+            f"{key}={name!r} may hold only letters, digits and _.~=,+%[]- (it names a results "
+            "directory: no '/', '@' or spaces)",
+        )
     _check(
-        _writable(Path(cfg.results_dir)),
+        writable(Path(cfg.results_dir)),
         f"results_dir {cfg.results_dir} is not writable",
     )
     spec = model_spec(cfg)
@@ -234,25 +318,24 @@ def check_loaded(cfg: RunConf, loaded: LoadedModel) -> None:
 def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_model) -> Path:
     """Run one unit unless an identical one is complete; returns its results directory."""
     validate(cfg)
-    out, digest = unit_dir(cfg), config_hash(cfg)
+    out = unit_dir(cfg)
     # Generated prompt sets are built from the model's tokenizer, after it is loaded.
     prompts = None
     if cfg.data.prompt_set not in GENERATORS:
         prompts = load_prompts(cfg.data.prompt_set, cfg.data.limit)
     statements = None
     if "probing" in cfg.experiment.analyses:
-        from sinkmech.data.statements import load_statements
-
         statements = load_statements(statements_source(cfg))
+    digest = unit_hash(cfg)
     staging = Path(cfg.results_dir) / ".staging" / cfg.experiment.name
     with io.unit_lock(staging / f"{out.name}.lock", out):
         if io.is_complete(out) and not cfg.force:
-            marker = json.loads((out / io.COMPLETE_MARKER).read_text())
-            if marker.get("config_hash") == digest:
-                log.info("skip %s: complete with the same config (%s)", out, digest)
+            if io.read_marker(out).get("unit_hash") == digest:
+                log.info("skip %s: complete with the same inputs (%s)", out, digest)
                 return out
         loaded = loader(model_spec(cfg))
         check_loaded(cfg, loaded)
+        digest = unit_hash(cfg)  # a hub model downloaded just now has a revision only now
         with io.staged_dir(out, staging) as work:
             _compute(cfg, loaded, prompts, statements, work, digest)
     return out
@@ -305,7 +388,8 @@ def _compute(
     io.mark_complete(
         work,
         {
-            "config_hash": digest,
+            "unit_hash": digest,
+            "inputs": input_digests(cfg),
             "results_version": RESULTS_VERSION,
             "model": cfg.model.name,
             "variant": cfg.variant,

@@ -6,9 +6,14 @@ python -m experiments.report [--results results] [--extra results/ladder] [--out
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
+from sinkmech.io import NO_ROOM
 from sinkmech.reporting.report import write_report
+
+CANNOT_WRITE = (errno.EACCES, errno.EPERM, *NO_ROOM)
 
 
 def main() -> None:
@@ -29,6 +34,16 @@ def main() -> None:
         )
     except FileNotFoundError as error:
         print(f"sinkmech: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # a read-only or full tree: one line, the tables are untouched
+        if error.errno not in CANNOT_WRITE:
+            raise
+        where = error.filename or args.out or args.results
+        print(
+            f"sinkmech: error: cannot write {where}: {os.strerror(error.errno)}; "
+            "pass --out DIR to write the report elsewhere",
+            file=sys.stderr,
+        )
         sys.exit(2)
     print(f"report written to {target}")
 

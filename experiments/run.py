@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import CONF_DIR, RunConf, register
-from experiments.pipeline import run_unit, variant_of
+from experiments.pipeline import run_unit, variant_label, variant_of, writable
 from experiments.sweep import FAILED, invalid_units, rename_legacy_keys
 from sinkmech.errors import ConfigError, SinkmechError
 
@@ -32,7 +32,9 @@ def main(cfg: DictConfig) -> None:
     try:
         # The library's settings validate themselves when the config object is built.
         run_conf: RunConf = OmegaConf.to_object(cfg)
-        if not run_conf.variant:
+        if run_conf.variant:
+            run_conf.variant = variant_label(run_conf.variant)
+        else:
             run_conf.variant = variant_of(run_conf, hydra_cfg.overrides.task)
         out = run_unit(run_conf)
     except Exception as error:  # noqa: BLE001 - every failure becomes one line
@@ -51,10 +53,31 @@ def main(cfg: DictConfig) -> None:
     print(f"results in {out}")
 
 
+def hydra_dir_problem(argv: list[str]) -> str | None:
+    """Why Hydra could not create its output directory (``outputs/`` for a run, ``multirun/``
+    for a sweep, under the working directory unless ``hydra.run.dir``/``hydra.sweep.dir`` is
+    given), or None. Hydra would fail with a traceback before any of our code runs."""
+    multirun = bool({"-m", "--multirun"} & set(argv))
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.partition("=")[2] for a in argv if a.startswith(f"{key}=")]
+    target = Path(given[-1] if given else ("multirun" if multirun else "outputs"))
+    if writable(target):
+        return None
+    return (
+        f"{target.resolve()} cannot be created or written (Hydra keeps its logs there); run from "
+        f"a writable directory or pass {key}=DIR"
+    )
+
+
 def cli() -> None:
     """``python -m experiments.run``: old key names accepted; a sweep with any invalid unit is
-    refused (exit 2, one line per unit) before its first unit runs."""
+    refused (exit 2, one line per unit) before its first unit runs, and so is a run whose Hydra
+    output directory cannot be written (a read-only working directory)."""
     sys.argv = rename_legacy_keys(sys.argv)
+    problem = hydra_dir_problem(sys.argv[1:])
+    if problem:
+        print(f"sinkmech: error: {problem}", file=sys.stderr)
+        sys.exit(ConfigError.exit_code)
     if {"-m", "--multirun"} & set(sys.argv[1:]):
         overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
         problems = invalid_units(overrides)

@@ -16,6 +16,7 @@ for cells after that many seconds (running cells are abandoned) and still report
 
 # No ``from __future__ import annotations`` here: spawned workers re-import this module as
 # ``__mp_main__``, where OmegaConf cannot resolve string annotations of the schema.
+import json
 import multiprocessing
 import shutil
 import tarfile
@@ -99,17 +100,61 @@ def settings(cfg: SweepConf) -> list[CellSetting]:
     ]
 
 
-def _job(args: tuple[CellSetting, list[int], EmergenceSpec, str, str, int]) -> tuple[str, float]:
-    setting, seeds, emergence, device, results, threads = args
+def cell_inputs(cfg: SweepConf, setting: CellSetting) -> Dict[str, Any]:
+    """What a cell's tables depend on: its resolved specs, the seeds and the measurement settings
+    of ``emergence`` (issue 31: a cell is redone when any of them changes, not skipped by name)."""
+    inputs = {
+        "task": vars(setting.task),
+        "arch": asdict(setting.arch),
+        "optim": asdict(setting.optim),
+        "seeds": list(cfg.seeds),
+        "emergence": cfg.emergence.measurement(),
+    }
+    return json.loads(json.dumps(inputs, default=str))
+
+
+def _inputs_path(results: Path, name: str) -> Path:
+    return results / "cells" / f"{name}.inputs.json"
+
+
+def cell_state(cfg: SweepConf, setting: CellSetting, results: Path) -> str:
+    """``done`` (tables measured under these inputs), ``legacy`` (tables from code that recorded
+    no inputs), ``stale`` (tables of other inputs) or ``missing``."""
+    name = setting.cell.name
+    if not (results / "cells" / f"{name}.parquet").is_file():
+        return "missing"
+    recorded = _inputs_path(results, name)
+    if not recorded.is_file():
+        return "legacy"
+    return "done" if json.loads(recorded.read_text()) == cell_inputs(cfg, setting) else "stale"
+
+
+def _job(
+    args: tuple[CellSetting, list[int], EmergenceSpec, str, str, int, Dict[str, Any]],
+) -> tuple[str, float]:
+    setting, seeds, emergence, device, results, threads, inputs = args
     torch.set_num_threads(threads)
-    return setting.cell.name, run_cell(setting, seeds, emergence, device, Path(results))
+    recorded = _inputs_path(Path(results), setting.cell.name)
+    recorded.unlink(missing_ok=True)  # the tables are about to stop matching it
+    seconds = run_cell(setting, seeds, emergence, device, Path(results))
+    write_json(inputs, recorded)  # last: tables without it are measured again
+    return setting.cell.name, seconds
 
 
 def train(cfg: SweepConf, cells: list[CellSetting], results: Path) -> dict[str, float]:
-    """Train the cells not yet done; returns wall seconds per cell finished in this call."""
-    todo = [s for s in cells if not (results / "cells" / f"{s.cell.name}.parquet").is_file()]
+    """Train the cells not done under their current inputs (a legacy cell, made before inputs
+    were recorded, is kept); returns wall seconds per cell finished in this call."""
+    todo = [s for s in cells if cell_state(cfg, s, results) in ("missing", "stale")]
     jobs = [
-        (s, list(cfg.seeds), cfg.emergence, cfg.device, str(results), cfg.threads_per_worker)
+        (
+            s,
+            list(cfg.seeds),
+            cfg.emergence,
+            cfg.device,
+            str(results),
+            cfg.threads_per_worker,
+            cell_inputs(cfg, s),
+        )
         for s in todo
     ]
     deadline = time.monotonic() + (cfg.time_limit_s or 365 * 24 * 3600.0)
@@ -145,8 +190,16 @@ def train(cfg: SweepConf, cells: list[CellSetting], results: Path) -> dict[str, 
 
 def report(cfg: SweepConf, cells: list[CellSetting], results: Path) -> None:
     """Tables, success rates (both criteria, Wilson intervals) and figures of the finished cells."""
-    names = [s.cell.name for s in cells]
-    found = [n for n in names if (results / "cells" / f"{n}.parquet").is_file()]
+    states = {s.cell.name: cell_state(cfg, s, results) for s in cells}
+    for name, state in states.items():
+        if state == "stale":
+            print(
+                f"cell {name}: its tables were measured under other settings; not reported "
+                "(run stage=train to measure it again)"
+            )
+        elif state == "legacy":
+            print(f"cell {name}: measured by code that recorded no inputs; reported as it is")
+    found = [n for n, state in states.items() if state in ("done", "legacy")]
     if not found:
         raise FileNotFoundError(f"no finished cell under {results / 'cells'}")
     metrics = pd.concat([pd.read_parquet(results / "cells" / f"{n}.parquet") for n in found])

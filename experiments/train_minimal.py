@@ -7,13 +7,15 @@ write tables and figures to ``results/minimal/<name>/``.
     python -m experiments.train_minimal seeds=[0,1] variants=[base]
 
 Variants: ``base`` (no normalisation) and ``qk_norm`` (per-head RMSNorm of q and k). A run's
-metrics are cached in ``runs/<variant>_seed<k>.parquet``; the report gathers every cached run of
+metrics are cached in ``runs/<variant>_seed<k>.parquet`` beside the inputs they were measured
+under (``.inputs.json``: other inputs measure again); the report gathers every cached run of
 the configured sweep, so several processes can each train part of a sweep before a final one
 writes the report.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -137,8 +139,13 @@ def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
     if run_dir.is_dir():  # refuses (naming the keys) a run trained under another config
         write_run_config(run_dir, name, arch, task, seed, asdict(optim))
     state = load_train_state(run_dir)
-    if cached.is_file() and state is not None and len(state["history"]) >= optim.steps:
+    inputs = cached.with_suffix(".inputs.json")
+    measured_under = json.loads(inputs.read_text()) if inputs.is_file() else None
+    identity = measurement_inputs(cfg, variant, seed)
+    trained = state is not None and len(state["history"]) >= optim.steps
+    if cached.is_file() and trained and measured_under == identity:
         return 0.0
+    inputs.unlink(missing_ok=True)  # the cached metrics are about to stop matching it
     tracker = Tracker(cfg, variant, seed)
     start = time.perf_counter()
     history = train_run(
@@ -163,7 +170,23 @@ def run_one(cfg: MinimalConf, variant: str, seed: int, results: Path) -> float:
     loss = binned_history(history, max(optim.steps // 100, 1)).assign(variant=variant, seed=seed)
     write_table(loss, results / "runs" / f"{variant}_seed{seed}_train_loss.parquet")
     write_table(metrics, cached)
+    write_json(identity, inputs)  # last: metrics without it are measured again
     return seconds
+
+
+def measurement_inputs(cfg: MinimalConf, variant: str, seed: int) -> dict[str, Any]:
+    """What a run's cached metrics (``runs/<variant>_seed<k>.parquet``) depend on: the trained
+    run (task, architecture, optimiser, seed) and the measurement settings of ``emergence``.
+    Cached metrics are reused only under the same inputs (issue 31: a changed ``emergence.n_eval``
+    used to leave the old metrics in place)."""
+    run = {
+        "task": asdict(cfg.task),
+        "arch": asdict(_arch(cfg, variant)),
+        "optim": asdict(cfg.optim),
+    }
+    return json.loads(
+        json.dumps({**run, "seed": seed, "emergence": cfg.emergence.measurement()}, default=str)
+    )
 
 
 def write_report(cfg: MinimalConf, results: Path) -> None:

@@ -31,6 +31,18 @@ class CheckpointError(SinkmechError):
     exit_code = 4
 
 
+class CorruptResultsError(SinkmechError):
+    """A results file the suite wrote (a unit's ``_COMPLETE`` marker) no longer parses."""
+
+    exit_code = 4
+
+
+class ResultsWriteError(SinkmechError):
+    """The results tree cannot take a unit: no space left, over quota or read-only."""
+
+    exit_code = 2
+
+
 class UnitBusyError(SinkmechError):
     """Another run holds the lock of the same results unit."""
 

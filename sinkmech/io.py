@@ -8,9 +8,11 @@ file lock (``unit_lock``), so it is replaced all at once or not at all.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -19,9 +21,11 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from sinkmech.errors import UnitBusyError
+from sinkmech.errors import CorruptResultsError, ResultsWriteError, UnitBusyError
 
 COMPLETE_MARKER = "_COMPLETE"
+# Errors of a results tree that cannot take the unit (full, over quota, read-only): one line.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 @contextmanager
@@ -89,6 +93,23 @@ def is_complete(directory: str | os.PathLike) -> bool:
     return (Path(directory) / COMPLETE_MARKER).is_file()
 
 
+def read_marker(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``_COMPLETE`` marker's record; a corrupt one is one line naming the file."""
+    marker = Path(directory) / COMPLETE_MARKER
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError) as error:
+        raise CorruptResultsError(
+            f"{marker} is corrupt ({type(error).__name__}: {error}); recompute the unit with "
+            "force=true"
+        ) from None
+    if not isinstance(record, dict):
+        raise CorruptResultsError(
+            f"{marker} is corrupt (not a JSON object); recompute with force=true"
+        )
+    return record
+
+
 def mark_complete(directory: str | os.PathLike, summary: dict[str, Any] | None = None) -> None:
     """Write the completion marker last, after every result file of the unit is in place."""
     write_json(summary or {}, Path(directory) / COMPLETE_MARKER)
@@ -108,6 +129,16 @@ def unit_lock(lock_path: Path, unit: Path) -> Iterator[None]:
         yield
 
 
+def staging_leftovers(unit_name: str, staging: Path) -> list[Path]:
+    """Staging directories of earlier runs of exactly this unit (``<unit>.<pid>.new|old``).
+
+    Matched by the whole name, never by prefix: ``x=2.*`` would also match the staging of the
+    unit ``x=2.5`` while it runs (issue 31).
+    """
+    own = re.compile(rf"{re.escape(unit_name)}\.\d+\.(new|old)")
+    return [p for p in staging.iterdir() if p.is_dir() and own.fullmatch(p.name)]
+
+
 @contextmanager
 def staged_dir(target: Path, staging: Path) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces ``target`` by rename.
@@ -116,9 +147,8 @@ def staged_dir(target: Path, staging: Path) -> Iterator[Path]:
     on failure the staging directory is removed and ``target`` is untouched.
     """
     staging.mkdir(parents=True, exist_ok=True)
-    for leftover in staging.glob(f"{target.name}.*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
+    for leftover in staging_leftovers(target.name, staging):
+        shutil.rmtree(leftover)
     work = staging / f"{target.name}.{os.getpid()}.new"
     old = staging / f"{target.name}.{os.getpid()}.old"
     work.mkdir()
@@ -128,6 +158,13 @@ def staged_dir(target: Path, staging: Path) -> Iterator[Path]:
         if target.exists():
             os.rename(target, old)
         os.rename(work, target)
+    except OSError as error:
+        if error.errno not in NO_ROOM:
+            raise
+        where = error.filename or staging
+        raise ResultsWriteError(
+            f"cannot write {where}: {os.strerror(error.errno)}; {target} is left as it was"
+        ) from None
     finally:
         for path in (work, old):
             if path.exists():

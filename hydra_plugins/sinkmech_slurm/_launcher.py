@@ -15,6 +15,8 @@ submitit through the inherited ``checkpoint`` and reruns its unit from the start
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import subprocess
@@ -75,13 +77,62 @@ class JobStates:
         return states
 
 
+# sbatch's refusals (words of its stderr, first match wins: "Invalid account or account/partition
+# combination" is the account's), the launcher settings that cause them, what to change.
+SBATCH_CAUSES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("generic resource", ("gpus_per_node",), "no GPUs there: use hydra/launcher=slurm_cpu"),
+    ("account", ("account",), "name an account you may charge"),
+    ("partition", ("partition",), "name a partition `sinfo` lists"),
+    ("qos", ("qos",), "name a QOS of your account"),
+    ("time limit", ("timeout_min",), "ask for at most the partition's MaxTime (`sinfo -o %l`)"),
+    ("memory", ("mem_gb",), "ask for at most a node's memory (`sinfo -o %m`, in MB)"),
+    ("feature", ("constraint",), "name a node feature `sinfo -o %f` lists"),
+    ("processors", ("cpus_per_task",), "ask for at most a node's CPUs (`sinfo -o %c`)"),
+    ("cpu count", ("cpus_per_task",), "ask for at most a node's CPUs (`sinfo -o %c`)"),
+    (
+        "node configuration",
+        ("cpus_per_task", "mem_gb", "gpus_per_node"),
+        "no node has that much: lower them or pick a preset (slurm_cpu, slurm_gpu)",
+    ),
+)
+
+
+def explain_sbatch_error(stderr: str, params: dict[str, Any]) -> str:
+    """One line naming the launcher settings behind sbatch's refusal, their values and what to
+    change (``params``: the launcher's ``hydra.launcher`` settings)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    said = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    said = said.removeprefix("sbatch: error: ")
+    for words, keys, advice in SBATCH_CAUSES:
+        if words in said.lower():
+            values = ", ".join(f"hydra.launcher.{key}={params.get(key)}" for key in keys)
+            return f"sbatch refused the sweep ({said}): {values}; {advice}"
+    return f"sbatch refused the sweep ({said}); check the hydra.launcher settings"
+
+
+class UnitFailedError(RuntimeError):
+    """Raised inside a SLURM job whose unit failed, so the job ends FAILED, not COMPLETED."""
+
+
 class SinkmechSlurmLauncher(SlurmLauncher):
     """hydra-submitit-launcher's SLURM launcher with its own wait and a report of failed units."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """Run one unit in its SLURM job; a failed unit (its ``_FAILED`` note, written by
+        experiments.run) fails the job, so SLURM and the sweep's report both see it."""
+        from experiments.sweep import FAILED
+
+        ret = super().__call__(*args, **kwargs)
+        note = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) / FAILED
+        if note.is_file():
+            raise UnitFailedError(note.read_text().strip())
+        return ret
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         import submitit
+        from submitit.core.utils import FailedJobError
 
         jobs: list[Any] = []
         submit = submitit.AutoExecutor.map_array
@@ -93,7 +144,13 @@ class SinkmechSlurmLauncher(SlurmLauncher):
         # Submission stays the parent's (parameters, sweep dir, arguments); the wait is ours.
         submitit.AutoExecutor.map_array = submit_only
         try:
-            super().launch(job_overrides, initial_job_idx)
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr
+                super().launch(job_overrides, initial_job_idx)
+        except FailedJobError as error:  # sbatch refused the array job: nothing was submitted
+            print(
+                f"sinkmech: error: {explain_sbatch_error(str(error), self.params)}", file=sys.stderr
+            )
+            sys.exit(2)
         finally:
             submitit.AutoExecutor.map_array = submit
         log.info(
@@ -154,10 +211,24 @@ def collect(job: Any, state: str) -> tuple[JobReturn | None, dict[str, str] | No
     try:
         ret = job.results()[0]
     except (FailedJobError, UncompletedJobError) as error:
-        return None, {"state": "FAILED", "error": str(error).strip().splitlines()[-1]}
+        return None, {"state": "FAILED", "error": error_line(str(error))}
     if ret.status == JobStatus.FAILED:
         return ret, {"state": "FAILED", "error": repr(ret._return_value)}
     return ret, None
+
+
+def error_line(message: str) -> str:
+    """The job's own error from submitit's failure message: the traceback's last line, not the
+    list of log paths (``  - <path>``) and rules that submitit appends."""
+    lines = [
+        line.strip()
+        for line in message.splitlines()
+        if line.strip()
+        and not line.startswith("  - ")
+        and not line.startswith("You can check full logs")
+        and set(line.strip()) != {"-"}
+    ]
+    return lines[-1] if lines else message.strip()
 
 
 def failure_message(failures: list[dict[str, Any]], n_units: int, report: Path) -> str:

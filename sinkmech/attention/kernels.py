@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from sinkmech.devices import kernel_device
+
 LOG2E = 1.4426950408889634
 
 
@@ -320,40 +322,41 @@ def forward_with_lse(q, k, v, scale, causal, window, token_mask):
     ieee = q.dtype == torch.float32
     blocks = _blocks(head_dim, ieee)
     grid = (triton.cdiv(length, blocks["BLOCK_M"]), batch * heads)
-    _forward_kernel[grid](
-        q,
-        k,
-        v,
-        out,
-        lse,
-        mask,
-        q.stride(0),
-        q.stride(1),
-        q.stride(2),
-        k.stride(0),
-        k.stride(1),
-        k.stride(2),
-        v.stride(0),
-        v.stride(1),
-        v.stride(2),
-        out.stride(0),
-        out.stride(1),
-        out.stride(2),
-        lse.stride(0),
-        lse.stride(1),
-        smb,
-        heads,
-        heads // k.shape[1],
-        length,
-        window or 0,
-        scale * LOG2E,
-        CAUSAL=causal,
-        HAS_WINDOW=window is not None,
-        HAS_MASK=token_mask is not None,
-        IEEE=ieee,
-        HEAD_D=head_dim,
-        **blocks,
-    )
+    with kernel_device(out):
+        _forward_kernel[grid](
+            q,
+            k,
+            v,
+            out,
+            lse,
+            mask,
+            q.stride(0),
+            q.stride(1),
+            q.stride(2),
+            k.stride(0),
+            k.stride(1),
+            k.stride(2),
+            v.stride(0),
+            v.stride(1),
+            v.stride(2),
+            out.stride(0),
+            out.stride(1),
+            out.stride(2),
+            lse.stride(0),
+            lse.stride(1),
+            smb,
+            heads,
+            heads // k.shape[1],
+            length,
+            window or 0,
+            scale * LOG2E,
+            CAUSAL=causal,
+            HAS_WINDOW=window is not None,
+            HAS_MASK=token_mask is not None,
+            IEEE=ieee,
+            HEAD_D=head_dim,
+            **blocks,
+        )
     return out, lse
 
 
@@ -406,11 +409,17 @@ def received_attention(q, k, lse, scale, causal, window, token_mask):
 
     if not q.is_cuda:  # Triton's interpreter (TRITON_INTERPRET=1): nothing to time
         launch(RECEIVED_TILES[-1])
-    else:
-        key = (head_dim, causal, window is not None, ieee, length.bit_length())
+        return _zero_padding(out, token_mask)
+    key = (head_dim, causal, window is not None, ieee, length.bit_length())
+    with kernel_device(out):  # the tile timing and the launch on q's GPU
         if key not in _best_tiles:
             _best_tiles[key] = _fastest(launch, RECEIVED_TILES[-1:] if ieee else RECEIVED_TILES)
         launch(_best_tiles[key])
+    return _zero_padding(out, token_mask)
+
+
+def _zero_padding(out: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """``out`` with padded keys' sums set to 0."""
     if token_mask is not None:
         out.mul_(token_mask[:, None, :].to(out.dtype))
     return out

@@ -44,9 +44,7 @@ def load_prompts(
             )
         prompts: list[Prompt] = GENERATORS[name](tokenizer, length, n, seed)
     elif name in BUILTIN_PROMPT_SETS:
-        prompts = _lines(
-            resources.files("sinkmech.data").joinpath(f"{name}_prompts.txt").read_text()
-        )
+        prompts = _lines(prompt_file(name).read_text())
     elif Path(name).suffix in PROMPT_FILE_SUFFIXES or "/" in name:
         prompts = read_prompt_file(name)
     else:
@@ -55,6 +53,14 @@ def load_prompts(
             f"unknown prompt set {name!r}; built-in sets: {known}, or a path to a .txt / .jsonl file"
         )
     return prompts[:limit] if limit is not None else prompts
+
+
+def prompt_file(name: str) -> Path:
+    """The file a built-in prompt set's name or a prompt file's path stands for (package data is
+    installed as plain files, ``pip install .`` and editable alike)."""
+    if name in BUILTIN_PROMPT_SETS:
+        return Path(str(resources.files("sinkmech.data").joinpath(f"{name}_prompts.txt")))
+    return Path(name)
 
 
 def _lines(text: str) -> list[str]:
@@ -70,7 +76,7 @@ def read_prompt_file(path: str | Path) -> list[str]:
     if not path.is_file():
         raise PromptError(f"prompt file {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is no part of prompt 0
     except (OSError, UnicodeDecodeError) as error:
         raise PromptError(f"cannot read prompt file {path}: {error}") from None
     if path.suffix == ".txt":

@@ -226,12 +226,17 @@ def check_country_balance(frame: pd.DataFrame) -> None:
         )
 
 
+def statements_path(name: str) -> Path:
+    """The CSV file behind a statement set's name (a committed set) or path (``*.csv``)."""
+    return Path(name) if name.endswith(".csv") else STATEMENTS_DIR / f"{name}.csv"
+
+
 def load_statements(name: str = "cities") -> pd.DataFrame:
     """A statement set, validated: a committed one by name (``sinkmech/data/statements/{name}.csv``,
     package data: ``cities``, ``sentiment``) or a path to a ``.csv`` with the same columns (e.g.
     the facts a model knows). Sentiment sets (word and template columns) are checked as such."""
 
-    path = Path(name) if name.endswith(".csv") else STATEMENTS_DIR / f"{name}.csv"
+    path = statements_path(name)
     if not path.is_file():
         available = sorted(p.stem for p in STATEMENTS_DIR.glob("*.csv"))
         raise StatementDataError(f"no statement set {name!r} at {path}; available: {available}")

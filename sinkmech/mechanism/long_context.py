@@ -62,10 +62,23 @@ class LongContextSettings:
             raise ConfigError(f"long_context.text={self.text!r} is not a file (or 'ladder_val')")
 
 
+def long_text_files(source: str) -> list[Path]:
+    """The files ``long_text`` reads for ``source`` (those present; a missing one fails there)."""
+    if source != LADDER_VAL:
+        return [Path(resolve_path(source))]
+    corpus = Path(resolve_path(LADDER_CORPUS))
+    candidates = [
+        corpus / "tokenizer" / "tokenizer.json",
+        corpus / "val.bin",
+        corpus / "val.bin.xz",
+    ]
+    return [path for path in candidates if path.is_file()]
+
+
 def long_text(source: str, max_tokens: int | None = None) -> str:
     """The text sequences are cut from (the ladder split: its first ``max_tokens`` tokens)."""
     if source != LADDER_VAL:
-        return Path(resolve_path(source)).read_text(encoding="utf-8")
+        return Path(resolve_path(source)).read_text(encoding="utf-8-sig")  # no BOM token
     from tokenizers import Tokenizer
 
     from sinkmech.data.corpus import load_shard

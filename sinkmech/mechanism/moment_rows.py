@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from sinkmech.devices import kernel_device
+
 # One program's tile: 64 tokens of up to 128 columns (fewer tokens for wider heads).
 BLOCK_TOKENS, TILE_ELEMENTS = 64, 8192
 
@@ -109,15 +111,16 @@ def _launch(
     shift, scale, sums = (out if t is None else t for t in (shift, scale, sums))
     block = _block_tokens(d)
     grid = (triton.cdiv(length, block), n * heads)
-    _rows_kernel[grid](
-        source, shift, scale, out, sums,
-        source.stride(0), source.stride(1), source.stride(2), source.stride(3),
-        scale.stride(0), scale.stride(1), scale.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        sums.stride(0), sums.stride(1), sums.stride(2),
-        batch, heads, heads // src_heads, length,
-        BLOCK=block, HEAD_D=d, BLOCK_D=triton.next_power_of_2(d), num_warps=4, **flags,
-    )  # fmt: skip
+    with kernel_device(out):  # the layer's GPU, not the current one (a split model)
+        _rows_kernel[grid](
+            source, shift, scale, out, sums,
+            source.stride(0), source.stride(1), source.stride(2), source.stride(3),
+            scale.stride(0), scale.stride(1), scale.stride(2),
+            out.stride(0), out.stride(1), out.stride(2),
+            sums.stride(0), sums.stride(1), sums.stride(2),
+            batch, heads, heads // src_heads, length,
+            BLOCK=block, HEAD_D=d, BLOCK_D=triton.next_power_of_2(d), num_warps=4, **flags,
+        )  # fmt: skip
 
 
 def shifted_rows(

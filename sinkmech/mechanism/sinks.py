@@ -282,10 +282,17 @@ def capture_key_scores(
 def check_prompt_lengths(batches: Sequence[TokenBatch], thresholds: SinkThresholds) -> int:
     """Number of prompts shorter than ``min_prompt_tokens``; raises under the ``refuse`` policy
     (before any forward pass) and on left-padded batches (the census reads token positions)."""
-    n_short = 0
+    n_short, longest = 0, 0
     for batch in batches:
         require_right_padding(batch.attention_mask)
         n_short += len(short_prompts(batch, thresholds.min_prompt_tokens))
+        longest = max(longest, int(batch.attention_mask.sum(1).max()))
+    if longest < thresholds.min_queries:  # no key is seen by min_queries queries: nothing to score
+        raise PromptError(
+            f"every prompt is shorter than sinks.min_queries = {thresholds.min_queries} tokens "
+            f"(the longest has {longest}), so no key can be scored; use longer prompts (e.g. the "
+            "prose_long set) or lower sinks.min_queries"
+        )
     if n_short and thresholds.short_prompts == "refuse":
         raise PromptError(
             f"{n_short} prompts are shorter than min_prompt_tokens = "
@@ -431,7 +438,7 @@ class SinkCensus:
     def table(self) -> pd.DataFrame:
         """One tidy row per (model, layer, head, sink_kind, token), the null beside each score."""
         if not self.labels:
-            raise ValueError("no key tokens were scored: prompts too short for min_queries?")
+            raise PromptError("no key tokens were scored: prompts too short for sinks.min_queries")
         stats = dict(zip(_SUMMED, self._sums.cpu().unbind(1)))
         stats.update(maximum=self._maximum.cpu(), count=self._count.cpu())
         count = stats["count"][:, None, None]

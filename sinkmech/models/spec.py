@@ -108,3 +108,8 @@ def validate_spec(spec: ModelSpec) -> None:
         )
     if spec.n_devices < 1:
         raise ConfigError(f"model.n_devices must be >= 1, got {spec.n_devices}")
+    if spec.n_devices > 1 and not spec.device.startswith("cuda"):
+        raise ConfigError(
+            f"model.n_devices={spec.n_devices} splits the model over GPUs: set model.device=cuda "
+            f"(or cuda:i, the first of them), not {spec.device}"
+        )

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from sinkmech.errors import ConfigError
 from sinkmech.io import atomic_path, write_json
 from sinkmech.provenance import config_diff
+from sinkmech.training.state import load_state
 
 VARIANTS = ("qknorm", "noqknorm")
 STATE_FILE = "train_state.pt"
@@ -360,7 +361,7 @@ def _train(conf: TrainConf) -> dict[str, Any]:
     if state_path.is_file() and conf.fresh:
         state_path.unlink()
     if state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = load_state(state_path, device)
         differ = config_diff(state.get("config", run_identity(conf)), run_identity(conf))
         if differ:
             raise ConfigError(

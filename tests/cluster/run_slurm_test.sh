@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A real one-node SLURM cluster (munged, slurmctld, slurmd; accounting off) runs sweeps through the
 # suite's submitit launcher (issue 18). Checks that every unit completes and equals a local run of
-# the same units; that a unit whose job is cancelled (scancel) is reported with its job id and log
-# path and fails the sweep; and that rerunning the sweep recomputes only that unit.
+# the same units (sinks, and ctr); that a unit failing inside its job fails that job (state FAILED)
+# and is reported with its job id and log path; that a unit whose job is cancelled (scancel) is
+# reported likewise and fails the sweep; and that rerunning the sweep recomputes only that unit.
 # Needs root and apt (Debian/Ubuntu); skips saying why otherwise. Every daemon it starts runs in
 # the foreground as its child and is stopped by its pid on exit. Takes about two minutes.
 #   PYTHON=.venv/bin/python tests/cluster/run_slurm_test.sh
@@ -148,6 +149,35 @@ timeout 300 "$PYTHON" -m experiments.run "${SWEEP[@]}" "${SLURM[@]}" "results_di
 "${CHECK[@]}" same "$WORK/slurm" "$WORK/local" "$EXPERIMENT" "${MODEL_LIST[@]}" || fail "SLURM units differ from local ones"
 # Accounting is off: the launcher follows jobs with squeue instead of submitit's sacct polls.
 grep -q "Bypassing sacct error" "$WORK/slurm.log" && fail "submitit polled sacct (its warning is in the sweep log)"
+
+step "SLURM ctr sweep: a unit failing inside its job fails the job and is reported"
+# Rank 24 fits the ladder model's heads (d_head 32) but not the tiny model's (16): that unit passes
+# the sweep's up-front checks and fails after loading, inside its job.
+CTR=(-m "model=ladder_s_qknorm,${MODEL_LIST[0]}" experiment=ctr logging=disabled data.limit=16
+  experiment.ctr.n_random=2 "experiment.ctr.ranks=[1,24]")
+set +e
+timeout 300 "$PYTHON" -m experiments.run "${CTR[@]}" "results_dir=$WORK/ctr_local" \
+  "hydra.sweep.dir=$WORK/sweep_ctr_local" >"$WORK/ctr_local.log" 2>&1
+LOCAL_RC=$?
+timeout 300 "$PYTHON" -m experiments.run "${CTR[@]}" "${SLURM[@]}" "results_dir=$WORK/ctr" \
+  "hydra.sweep.dir=$WORK/sweep_ctr" >"$WORK/ctr.log" 2>&1
+CTR_RC=$?
+set -e
+[ "$LOCAL_RC" -eq 1 ] || fail "local ctr sweep with a failing unit exited $LOCAL_RC, not 1: $(tail -n 5 "$WORK/ctr_local.log")"
+[ "$CTR_RC" -ne 0 ] && [ "$CTR_RC" -ne 124 ] || fail "SLURM ctr sweep with a failing unit exited $CTR_RC: $(tail -n 8 "$WORK/ctr.log")"
+FAILED_JOB=$("$PYTHON" - "$WORK/sweep_ctr/slurm_failures.json" "${MODEL_LIST[0]}" <<'PY'
+import json, sys
+(failure,) = json.load(open(sys.argv[1]))
+assert f"model={sys.argv[2]}" in failure["overrides"], failure
+assert "exceed the head dimension" in failure["error"], failure
+print(failure["job_id"])
+PY
+) || fail "slurm_failures.json does not record the failing unit"
+[ "$(squeue -h -t all -j "$FAILED_JOB" -o %T)" = FAILED ] || fail "job $FAILED_JOB of the failing unit did not end FAILED"
+grep -q "SLURM job $FAILED_JOB FAILED, log $WORK/sweep_ctr/.submitit/" "$WORK/ctr.log" || fail "report does not name job $FAILED_JOB and its log: $(tail -n 8 "$WORK/ctr.log")"
+"${CHECK[@]}" incomplete "$WORK/ctr" ctr "${MODEL_LIST[0]}"
+"${CHECK[@]}" same "$WORK/ctr" "$WORK/ctr_local" ctr ladder_s_qknorm || fail "SLURM ctr unit differs from the local one"
+echo "  reported: $(grep "SLURM job $FAILED_JOB" "$WORK/ctr.log" | sed 's/^ *//')"
 
 step "SLURM sweep with the second unit's job cancelled while running"
 # Submitted held so the cancel is no race: run task 1 alone, cancel it, then release task 0.

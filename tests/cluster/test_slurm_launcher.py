@@ -7,6 +7,7 @@ hanging, and failures carrying the job id, state and log path.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -84,3 +85,84 @@ def test_a_job_without_result_is_a_failure_with_its_state(tmp_path):
     )
     assert "1 of 2 units" in message
     assert f"SLURM job 9_1 OUT_OF_MEMORY, log {job.paths.stderr}" in message
+
+
+def test_an_sbatch_refusal_is_one_line_naming_the_setting(monkeypatch, capsys):
+    from submitit.core.utils import FailedJobError
+
+    def refused(self, job_overrides, initial_job_idx):
+        print("sbatch: error: Invalid generic resource (gres) specification", file=sys.stderr)
+        raise FailedJobError("sbatch: error: Invalid generic resource (gres) specification")
+
+    # the class the launcher derives from (Hydra's plugin scan may import its module again)
+    monkeypatch.setattr(_launcher.SlurmLauncher, "launch", refused)
+    launcher = _launcher.SinkmechSlurmLauncher(submitit_folder="x", gpus_per_node=1)
+    with pytest.raises(SystemExit) as exit_:
+        launcher.launch([["model=tiny_llama"]], 0)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.count("\n") == 0, err
+    assert err.startswith("sinkmech: error: sbatch refused the sweep (Invalid generic resource")
+    assert "hydra.launcher.gpus_per_node=1" in err and "hydra/launcher=slurm_cpu" in err
+
+
+@pytest.mark.parametrize(
+    "said, setting",
+    [
+        ("sbatch: error: invalid partition specified: gpu", "hydra.launcher.partition=None"),
+        ("sbatch: error: Invalid account or account/partition combination", "account=None"),
+        (
+            "sbatch: error: Requested time limit is invalid (missing or exceeds some limit)",
+            "timeout_min=240",
+        ),
+        ("sbatch: error: Memory specification can not be satisfied", "hydra.launcher.mem_gb=64"),
+        ("sbatch: error: Requested node configuration is not available", "cpus_per_task=8, "),
+    ],
+)
+def test_each_kind_of_refusal_names_its_setting(said, setting):
+    params = {"timeout_min": 240, "mem_gb": 64, "cpus_per_task": 8, "gpus_per_node": 0}
+    assert setting in _launcher.explain_sbatch_error(said, params)
+
+
+def test_a_failed_unit_fails_its_job(tmp_path, monkeypatch):
+    """experiments.run records a failed unit in ``_FAILED`` and returns; inside a SLURM job the
+    launcher raises instead, so the job ends FAILED and the sweep's report names it."""
+    from omegaconf import OmegaConf
+
+    from experiments.sweep import FAILED
+
+    ret = SimpleNamespace(
+        hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    )
+    monkeypatch.setattr(_launcher.SlurmLauncher, "__call__", lambda self, *a, **k: ret)
+    launcher = _launcher.SinkmechSlurmLauncher(submitit_folder="x")
+    assert launcher() is ret
+    (tmp_path / FAILED).write_text("model=tiny_llama: sinkmech: error: out of memory\n")
+    with pytest.raises(_launcher.UnitFailedError, match="model=tiny_llama: sinkmech: error"):
+        launcher()
+
+
+@pytest.mark.parametrize("preset, gpus", [("slurm", 0), ("slurm_cpu", 0), ("slurm_gpu", 1)])
+def test_presets_by_name_ask_for_gpus_only_on_gpu_partitions(preset, gpus):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.config import CONF_DIR, register
+
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", [f"hydra/launcher={preset}"], return_hydra_config=True)
+    assert cfg.hydra.launcher.gpus_per_node == gpus
+
+
+def test_the_recorded_error_is_the_jobs_own_last_line():
+    submitit_says = (
+        "Job (task=0) failed during processing with trace:\n"
+        "----------------------\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "hydra_plugins.sinkmech_slurm._launcher.UnitFailedError: model=m: ranks exceed 16\n"
+        "----------------------\n"
+        "You can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n"
+        "  - /s/3_1_0_log.err\n"
+        "  - /s/3_1_0_log.out\n"
+    )
+    assert _launcher.error_line(submitit_says).endswith("UnitFailedError: model=m: ranks exceed 16")

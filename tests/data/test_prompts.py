@@ -83,3 +83,15 @@ def test_natural_windows_are_contiguous_prose(minilm):
     text = minilm.tokenizer.decode(window)
     joined = " ".join(load_prompts("prose")).lower()
     assert text.replace(" ", "") in joined.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    "name, body", [("p.txt", "Hello there.\nSecond one."), ("p.jsonl", '{"text": "Hello there."}')]
+)
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path, minilm, name, body):
+    path = tmp_path / name
+    path.write_bytes("\ufeff".encode() + body.encode())
+    first = load_prompts(str(path))[0]
+    assert first == "Hello there."
+    tokens = tokenize(minilm.tokenizer, [first], 32).token_strings[0]
+    assert tokens[:3] == ["[CLS]", "hello", "there"]

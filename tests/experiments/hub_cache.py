@@ -26,10 +26,12 @@ def hub_configs() -> dict[str, OmegaConf]:
     return {name: c for name, c in configs.items() if c.get("source", "hub") == "hub"}
 
 
-def build_hub_cache(cache: Path) -> list[str]:
-    """Write a random tiny model + tokenizer per hub config; returns the config names."""
+def build_hub_cache(cache: Path, only: tuple[str, ...] = ()) -> list[str]:
+    """Write a random tiny model + tokenizer per hub config (or per config named in ``only``);
+    returns the config names."""
     tokenizer = offline_tokenizer()
-    for name, model in hub_configs().items():
+    chosen = {n: m for n, m in hub_configs().items() if not only or n in only}
+    for name, model in chosen.items():
         repo = cache / f"models--{model.path.replace('/', '--')}"
         snapshot = repo / "snapshots" / COMMIT
         family = family_of(model.family)
@@ -40,4 +42,4 @@ def build_hub_cache(cache: Path) -> list[str]:
         tokenizer.save_pretrained(snapshot)
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text(COMMIT)
-    return list(hub_configs())
+    return list(chosen)

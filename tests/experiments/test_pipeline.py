@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.config import RunConf, register
-from experiments.pipeline import config_hash, run_unit
+from experiments.pipeline import run_unit, unit_hash
 from sinkmech import io
 from sinkmech.models import load_model
 from sinkmech.reporting.report import write_report
@@ -92,9 +92,7 @@ def test_changed_config_recomputes_and_a_failed_rerun_keeps_the_unit(tmp_path):
         run_unit(_conf(tmp_path, "model=tiny_llama", "sinks.sink=0.4"), _failing_loader)
     # the failed rerun leaves the previous complete unit (threshold 0.3) as it was
     marker = json.loads((tmp_path / "sinks" / "tiny_llama" / io.COMPLETE_MARKER).read_text())
-    assert marker["config_hash"] == config_hash(
-        _conf(tmp_path, "model=tiny_llama", "sinks.sink=0.3")
-    )
+    assert marker["unit_hash"] == unit_hash(_conf(tmp_path, "model=tiny_llama", "sinks.sink=0.3"))
     assert not list((tmp_path / ".staging" / "sinks").glob("tiny_llama.*.new"))
 
 

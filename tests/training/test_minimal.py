@@ -198,3 +198,33 @@ def test_sweep_config_rejects_misspelt_key_and_wrong_type(tmp_path: Path) -> Non
         _sweep_conf(tmp_path, "optim.stepz=3")
     with pytest.raises(ConfigCompositionException, match="optim.steps"):
         _sweep_conf(tmp_path, "optim.steps=many")
+
+
+def test_sweep_entry_point_measures_again_when_only_the_emergence_settings_change(
+    tmp_path: Path,
+) -> None:
+    from experiments.train_minimal import run_one
+
+    results = tmp_path / "res" / "test"
+    cached = results / "runs" / "qk_norm_seed0.parquet"
+    run_one(_sweep_conf(tmp_path), "qk_norm", 0, results)
+    first, before = pd.read_parquet(cached), cached.stat().st_mtime_ns
+    criterion = _sweep_conf(tmp_path, "emergence.solved_ratio=0.5")  # a verdict, not a measurement
+    assert run_one(criterion, "qk_norm", 0, results) == 0.0
+    assert cached.stat().st_mtime_ns == before
+    assert run_one(_sweep_conf(tmp_path, "emergence.n_eval=16"), "qk_norm", 0, results) > 0
+    again = pd.read_parquet(cached)
+    assert cached.stat().st_mtime_ns != before and not again.equals(first)
+    assert again.step.tolist() == first.step.tolist()  # the same checkpoints, measured anew
+
+
+def test_a_corrupt_training_state_is_one_line_naming_it(tmp_path: Path) -> None:
+    from experiments.train_minimal import run_one
+    from sinkmech.errors import CheckpointError
+
+    cfg = _sweep_conf(tmp_path, "optim.steps=15")
+    run_one(cfg, "qk_norm", 0, tmp_path / "res")
+    state = tmp_path / "ck" / "test" / "qk_norm" / "seed0" / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{state} is corrupt or truncated .*fresh=true"):
+        run_one(cfg, "qk_norm", 0, tmp_path / "res")

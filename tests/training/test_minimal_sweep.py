@@ -227,3 +227,25 @@ def test_sweep_config_rejects_unknown_cells_and_fields(tmp_path: Path) -> None:
         settings(_sweep_conf(tmp_path, "only=[nosuch]"))
     with pytest.raises(ConfigCompositionException, match="workerz"):
         _sweep_conf(tmp_path, "workerz=3")
+
+
+def test_a_cell_is_measured_again_when_its_inputs_change_not_skipped_by_name(
+    tmp_path: Path, capsys
+) -> None:
+    from experiments.sweep_minimal import report, settings, train
+
+    results = tmp_path / "res" / "test"
+
+    def run(*overrides: str) -> dict:
+        cfg = _sweep_conf(tmp_path, "only=[base]", *overrides)
+        return train(cfg, settings(cfg), results)
+
+    assert set(run()) == {"base"}
+    assert run("emergence.solved_ratio=0.5") == {}  # a verdict criterion: nothing to measure
+    first = pd.read_parquet(results / "cells" / "base.parquet")
+    assert set(run("emergence.n_eval=8")) == {"base"}
+    assert not pd.read_parquet(results / "cells" / "base.parquet").equals(first)
+    cfg = _sweep_conf(tmp_path, "only=[base]", "seeds=[0]")  # other seeds: the cell is stale
+    with pytest.raises(FileNotFoundError, match="no finished cell"):
+        report(cfg, settings(cfg), results)
+    assert "cell base: its tables were measured under other settings" in capsys.readouterr().out

@@ -28,6 +28,7 @@ from sinkmech.models.spec import LoadedModel, ModelSpec
 from sinkmech.provenance import config_diff
 from sinkmech.training.minimal.model import ArchSpec, build_native, to_bridge
 from sinkmech.training.minimal.task import BOS, FIRST_VALUE, SEP, TaskSpec
+from sinkmech.training.state import load_state
 
 FORMAT = "sinkmech-minimal-v1"
 TRAIN_STATE = "train_state.pt"
@@ -128,7 +129,7 @@ def save_train_state(run_dir: Path, state: dict[str, Any]) -> None:
 
 def load_train_state(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / TRAIN_STATE
-    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+    return load_state(path) if path.is_file() else None
 
 
 def step_files(run_dir: Path) -> dict[int, Path]:

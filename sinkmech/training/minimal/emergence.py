@@ -70,6 +70,14 @@ class EmergenceSpec:
     probe: str = "logistic"
     probe_folds: int = 3
 
+    def measurement(self) -> dict[str, object]:
+        """The fields ``run_emergence`` reads: its metrics are cached under exactly these. The
+        others are verdict criteria, applied afresh to the cached metrics by every report."""
+        return {
+            name: getattr(self, name)
+            for name in ("n_eval", "eval_seed", "sink_threshold", "probe", "probe_folds")
+        }
+
 
 def eval_batch(task: TaskSpec, spec: EmergenceSpec) -> TokenBatch:
     """A fixed evaluation batch, disjoint in seed from every training stream."""
