@@ -8,7 +8,8 @@ equal, arithmetic ones agree within the bound their unit's dtype and accumulatio
 (``--tolerance X`` replaces that bound by a normwise relative X, e.g. for hooks against fused on
 a GPU), estimates within their own sampling error. Prints a one-line verdict, then for each
 differing column its rule and why it failed, then a summary per unit in words.
-Exit 0: every column agrees; 1: differences (so ``make reproduce`` fails loudly); 2: bad input.
+Exit 0: every column agrees; 1: differences (so ``make reproduce`` fails loudly); 2: bad input;
+4: a corrupt unit marker (named).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 
 import pandas as pd
 
+from sinkmech.errors import SinkmechError
 from sinkmech.io import write_table
 from sinkmech.reporting.compare import compare_results
 
@@ -66,6 +68,9 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as error:
         print(f"sinkmech: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except SinkmechError as error:  # a corrupt unit marker, named
+        print(f"sinkmech: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     if args.out:
         write_table(table, args.out)
     differing = table[~table.passed]

@@ -10,7 +10,6 @@ builds the table (``TABLE_RULES`` collects the declarations).
 from __future__ import annotations
 
 import fnmatch
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -79,8 +78,7 @@ def compare_tables(
 def unit_numerics(unit: Path, override: float | None = None) -> Numerics:
     """The dtype and accumulation depth a unit recorded in its marker (older units: the default),
     with an explicit arithmetic tolerance ``override`` where one is given."""
-    marker = json.loads((unit / io.COMPLETE_MARKER).read_text())
-    recorded = marker.get("numerics") or {}
+    recorded = io.read_marker(unit).get("numerics") or {}
     return Numerics(
         dtype=str(recorded.get("dtype", "float32")),
         depth=int(recorded.get("depth", DEFAULT_DEPTH)),
