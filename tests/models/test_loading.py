@@ -223,9 +223,13 @@ def test_a_split_takes_its_gpus_from_model_device_on(four_fake_gpus, monkeypatch
         validate_spec(ModelSpec("m", "tiny", family="llama", n_devices=2))
     booted = {}
     monkeypatch.setattr(loading, "cached_snapshot", lambda repo: None)
-    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: None)
     monkeypatch.setattr(
-        loading.TransformerBridge, "boot_transformers", lambda path, **kwargs: booted.update(kwargs)
+        transformers.AutoConfig, "from_pretrained", lambda *a, **k: transformers.LlamaConfig()
+    )
+    monkeypatch.setattr(
+        loading.TransformerBridge,
+        "boot_transformers",
+        lambda path, **kwargs: booted.update(kwargs) or SimpleNamespace(tokenizer=None),
     )
     loading._boot_hub(split, torch.bfloat16)
     assert booted["n_devices"] == 2 and list(booted["max_memory"]) == [2, 3]
