@@ -11,7 +11,8 @@ is, so each column belongs to one of three classes, each with its own rule:
   over the column divided by the column's largest magnitude, at most ``depth * u``: u is the unit
   roundoff of the model's dtype and ``depth`` the longest chain of accumulations behind any entry,
   n_layers * (tokens + d_model), the worst-case bound gamma_n = n u of a sum of n terms (Higham,
-  *Accuracy and Stability of Numerical Algorithms*, Sec. 3.1) applied per layer and added.
+  *Accuracy and Stability of Numerical Algorithms*, Sec. 3.1) applied per layer and added. A
+  difference of larger quantities (a loss change) is judged against their scale (``scale``).
 - ``Estimate(n)``: statistics of a finite sample that are fitted or resampled (probe accuracies,
   AUROCs, bootstrap bounds, cosines of fitted directions). A rounding difference can move an item
   across a decision boundary, so these agree when each row differs by less than the statistic's
@@ -171,7 +172,8 @@ class Estimate:
         x, y, finite, problem = _finite_pairs(a, b)
         allowed = self.allowance(table[self.n].to_numpy(float))
         # k/n - j/n in float64 is off by a few ulps: an allowance of exactly k items must pass.
-        excess = np.where(finite, np.abs(x - y) - allowed * (1 + ITEM_SLACK), -np.inf)
+        gap = np.abs(np.where(finite, x, 0.0) - np.where(finite, y, 0.0))
+        excess = np.where(finite, gap - allowed * (1 + ITEM_SLACK), -np.inf)
         worst = int(np.argmax(excess)) if len(excess) else 0
         difference = float(abs(x[worst] - y[worst])) if finite.any() else 0.0
         limit = float(allowed[worst]) if len(allowed) else 0.0

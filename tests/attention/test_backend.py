@@ -21,6 +21,7 @@ from sinkmech.mechanism.sinks import SinkThresholds, received_attention
 from sinkmech.models import ModelSpec, load_model
 from sinkmech.models.families import family_of
 from sinkmech.models.loading import describe, offline_tokenizer, validate_spec, wrap_hf
+from sinkmech.tolerance import UNIT_ROUNDOFF, accumulation_depth
 from tests.helpers import FUSED_FAMILIES
 
 
@@ -29,19 +30,15 @@ def _batches(loaded, n_prompts=3, batch_size=2):
     return list(iter_batches(loaded.tokenizer, prompts, batch_size, 96, True))
 
 
-UNIT_ROUNDOFF = 2.0**-24  # float32
-
-
 def _float32_bound(loaded, batches) -> float:
     """Worst-case normwise relative difference of two float32 forwards that differ only in the
-    order of their sums: gamma_n = n u for a sum of n terms (Higham, *Accuracy and Stability of
-    Numerical Algorithms*, Sec. 3.1), one attention sum over the keys and one projection over
-    d_model per layer, added over the layers. A bound, not an estimate: no CPU's kernels (AVX2,
-    AVX-512, another BLAS) can exceed it, while a wrong mask or a dropped term misses it by
-    orders of magnitude."""
+    order of their sums (``sinkmech.tolerance``: gamma_n = n u per sum, Higham Sec. 3.1, one
+    attention sum over the keys and one projection over d_model per layer, added over layers).
+    A bound, not an estimate: no CPU's kernels (AVX2, AVX-512, another BLAS) can exceed it, while
+    a wrong mask or a dropped term misses it by orders of magnitude."""
     keys = max(batch.tokens.shape[1] for batch in batches)
-    d_model = int(loaded.model.cfg.d_model)
-    return loaded.n_layers * (keys + d_model) * UNIT_ROUNDOFF
+    depth = accumulation_depth(loaded.n_layers, int(loaded.model.cfg.d_model), keys)
+    return depth * UNIT_ROUNDOFF["float32"]
 
 
 def _energy(sums, shift, prefix):
