@@ -36,6 +36,7 @@ from sinkmech.probing.probes import (
     abs_cosine,
     auroc,
     cluster_bootstrap,
+    converged,
     cross_validated_accuracy,
     evaluate_probe,
     probe_direction,
@@ -253,3 +254,20 @@ def test_sentiment_set_gets_its_own_tables_and_word_baselines(minilm):
     # every word sits in every template: template and period position carry no label
     assert baselines.loc["position_template", "dim"] >= len(TEMPLATES)
     assert (tables["sentiment_probes"].n_test_clusters == 8).all()
+
+
+def test_a_probe_reaches_its_optimum_and_one_stopped_early_says_so():
+    """Newton steps reach the unique optimum of the penalised loss whatever the input precision
+    (issue 26): float32 and float64 features give the same predictions; a fit cut at one step
+    is reported as not converged."""
+    x, y, groups, is_test, _ = _planted(shift=1.0)
+    result, probe = evaluate_probe("logistic", x, y, groups, is_test)
+    result32, probe32 = evaluate_probe("logistic", x.astype(np.float32), y, groups, is_test)
+    assert result.converged and result32.converged
+    assert (probe.predict(x) == probe32.predict(x.astype(np.float32))).all()
+    np.testing.assert_allclose(probe[-1].coef_, probe32[-1].coef_, rtol=1e-5, atol=1e-7)
+    cut = PROBES["logistic"](0)
+    cut[-1].set_params(max_iter=1)
+    with pytest.warns(Warning):
+        cut.fit(x, y)
+    assert not converged(cut)
