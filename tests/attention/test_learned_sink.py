@@ -17,7 +17,7 @@ from sinkmech.attention.span import AttentionSpan
 from sinkmech.mechanism.learned_sinks import learned_sink_census
 from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models import ModelSpec, load_model
-from tests.attention.test_backend import _assert_same_pass, _batches
+from tests.attention.test_backend import _assert_same_pass, _batches, _with_large_sinks
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA kernels")
 DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
@@ -71,20 +71,14 @@ def test_folded_sink_equals_eager_sink_key(device, window, padding):
 @GPU
 @pytest.mark.parametrize("family", ["gpt_oss", "granite_swa"])
 def test_fused_equals_hooks_with_learned_sinks_on_gpu(family):
-    loaded = load_model(ModelSpec(family, "tiny", family=family, device="cuda"))
-    with torch.no_grad():
-        for block in loaded.model.blocks:
-            block.attn.original_component.sinks.fill_(2.0)
+    loaded = _with_large_sinks(load_model(ModelSpec(family, "tiny", family=family, device="cuda")))
     _assert_same_pass(replace(loaded, attn_backend="hooks"), _batches(loaded))
 
 
 @GPU
 @pytest.mark.parametrize("family", ["gpt_oss", "granite_swa"])
 def test_fused_learned_sink_census_equals_hooks_on_gpu(family):
-    loaded = load_model(ModelSpec(family, "tiny", family=family, device="cuda"))
-    with torch.no_grad():
-        for block in loaded.model.blocks:
-            block.attn.original_component.sinks.fill_(2.0)
+    loaded = _with_large_sinks(load_model(ModelSpec(family, "tiny", family=family, device="cuda")))
     thresholds = SinkThresholds(min_prompt_tokens=1)
     batches = _batches(loaded)
     hooked = learned_sink_census(loaded, batches, thresholds)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from sinkmech.data.prompts import iter_batches, load_prompts
 from sinkmech.data.tokens import LEARNED
 from sinkmech.mechanism.hooks import gather_per_layer, pattern_name, run_hooked
 from sinkmech.mechanism.learned_sinks import (
@@ -21,6 +20,7 @@ from sinkmech.mechanism.learned_sinks import (
 )
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import ModelSpec, load_model
+from tests.attention.test_backend import _batches
 
 MASKED = torch.finfo(torch.float32).min
 THRESHOLDS = SinkThresholds(min_prompt_tokens=1)
@@ -46,11 +46,6 @@ def _model(family: str, logit: float):
                 torch.linspace(logit - 2, logit + 2, loaded.n_heads)
             )
     return loaded
-
-
-def _batches(loaded):
-    prompts = load_prompts("prose_long", limit=3, tokenizer=loaded.tokenizer)
-    return list(iter_batches(loaded.tokenizer, prompts, 2, 96, True))
 
 
 @pytest.mark.parametrize("family", ["gpt_oss", "granite_swa"])
