@@ -43,6 +43,7 @@ from benchmarks.run_benchmark import (
 )
 from sinkmech.attention import ops
 from sinkmech.attention.backend import attention_implementation, plain_model
+from sinkmech.attention.backends import FusedBackend
 from sinkmech.attention.span import AttentionSpan
 from sinkmech.mechanism.ctr import CTRSettings, _stream_pass
 from sinkmech.mechanism.long_context import (
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     spec = ModelSpec(args.shape, "tiny", dtype=str(hf_model.dtype).removeprefix("torch."))
     bridge = wrap_hf(hf_model, replace(spec, device="cuda"), None)
     hooks = describe(spec, bridge, None)
-    fused = replace(hooks, attn_backend="fused")
+    fused = replace(hooks, backend=FusedBackend())
     weights = torch.cuda.memory_allocated(device)
     rows, hooks_failed = [], False
     args.out.mkdir(parents=True, exist_ok=True)

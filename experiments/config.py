@@ -1,8 +1,9 @@
 """Structured configs: the schema every YAML under conf/ is checked against at start-up.
 
 The schema reuses the library's own settings dataclasses by field name (``ModelSpec``,
-``SinkThresholds``, ``CTRSettings``, the probes' keyword settings), so a field added there is a
-config key here with no edit. Defaults have one owner: the library dataclass.
+``SinkThresholds``, and every registered analysis's settings, ``sinkmech.analyses``), so a field
+added there, or an analysis registered, is a config key here with no edit. Defaults have one
+owner: the library dataclass.
 
 A misspelt key or a value of the wrong type fails before any model is loaded, with Hydra's
 message naming the key (for example ``Key 'batchsize' not in 'DataConf'``).
@@ -19,18 +20,15 @@ from typing import Any, Callable, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from sinkmech.mechanism.ctr import CTRSettings
-from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
+from sinkmech.analyses import REGISTRY
+from sinkmech.analyses.registry import CONTEXT_FIELDS
 from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models.spec import ModelSpec
 from sinkmech.paths import config_dir
-from sinkmech.probing.analysis import run_probing
 
 # The config groups (the checkout's conf/ or the installed package's copy), as an absolute path so
 # entry points run from any working directory.
 CONF_DIR = str(config_dir())
-# run_probing keywords set by other nodes: data.batch_size and sinks.sink.
-PROBE_OTHER_FIELDS = {"batch_size": None, "sink_threshold": "sink"}
 
 
 def _default(value: Any, factory: Any) -> Any:
@@ -79,17 +77,14 @@ ModelConf = conf_from(
         ("role", Optional[str], None),
     ],
 )
-# CTRSettings.sinks comes from the one `sinks` node, never from experiment.ctr, so the census,
-# CTR and probes agree.
-CTRConf = conf_from(CTRSettings, "CTRConf", exclude=["sinks"])
-ProbeConf = conf_from(run_probing, "ProbeConf", exclude=PROBE_OTHER_FIELDS)
-# The neighbouring papers' sink measures (issue 19), one settings node each; gu_sink's prompt_set
-# label comes from data.prompt_set.
-MEASURE_CONFS = {
-    name: conf_from(settings, f"{name.title().replace('_', '')}Conf", exclude=["prompt_set"])
-    for name, (_, settings) in MEASURE_RUNNERS.items()
+# One node per registered analysis, ``experiment.<name>``, with its settings dataclass's fields
+# less those the run fills (the one `sinks` node, the prompt set's label).
+ANALYSIS_CONFS = {
+    name: conf_from(a.settings, f"{name.title().replace('_', '')}Conf", exclude=CONTEXT_FIELDS)
+    for name, a in REGISTRY.items()
+    if a.settings is not None
 }
-globals().update({conf.__name__: conf for conf in MEASURE_CONFS.values()})  # picklable by name
+globals().update({conf.__name__: conf for conf in ANALYSIS_CONFS.values()})  # picklable by name
 
 
 @dataclass
@@ -103,21 +98,18 @@ class DataConf:
     prompt_seed: int = 0  # generated sets: the seed that fixes them
 
 
-@dataclass
-class ExperimentConf:
-    """Which analyses a unit runs, each with its own settings (only those enter its hash)."""
-
-    name: str = "sinks"
-    analyses: List[str] = field(default_factory=lambda: ["sinks"])
-    ctr: CTRConf = field(default_factory=CTRConf)  # type: ignore[valid-type]
-    probing: ProbeConf = field(default_factory=ProbeConf)  # type: ignore[valid-type]
-    massive: MEASURE_CONFS["massive"] = field(default_factory=MEASURE_CONFS["massive"])  # type: ignore[valid-type]
-    secondary: MEASURE_CONFS["secondary"] = field(default_factory=MEASURE_CONFS["secondary"])  # type: ignore[valid-type]
-    eviction: MEASURE_CONFS["eviction"] = field(default_factory=MEASURE_CONFS["eviction"])  # type: ignore[valid-type]
-    gu_sink: MEASURE_CONFS["gu_sink"] = field(default_factory=MEASURE_CONFS["gu_sink"])  # type: ignore[valid-type]
-    long_context: MEASURE_CONFS["long_context"] = field(
-        default_factory=MEASURE_CONFS["long_context"]
-    )  # type: ignore[valid-type]
+ExperimentConf = dataclasses.make_dataclass(
+    "ExperimentConf",
+    [
+        ("name", str, field(default="sinks")),
+        ("analyses", List[str], field(default_factory=lambda: ["sinks"])),
+        *((name, conf, field(default_factory=conf)) for name, conf in ANALYSIS_CONFS.items()),
+    ],
+)
+ExperimentConf.__module__ = __name__
+ExperimentConf.__doc__ = (
+    "Which analyses a unit runs, each with its own settings (only those enter its hash)."
+)
 
 
 @dataclass
@@ -131,7 +123,7 @@ class RunConf:
     model: ModelConf = field(default_factory=ModelConf)  # type: ignore[valid-type]
     data: DataConf = field(default_factory=DataConf)
     sinks: SinkThresholds = field(default_factory=SinkThresholds)
-    experiment: ExperimentConf = field(default_factory=ExperimentConf)
+    experiment: ExperimentConf = field(default_factory=ExperimentConf)  # type: ignore[valid-type]
     logging: LoggingConf = field(default_factory=LoggingConf)
     results_dir: str = "results"
     force: bool = False

@@ -27,49 +27,57 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from experiments.config import PROBE_OTHER_FIELDS, RunConf
+from experiments.config import RunConf
 from experiments.tracking import Tracker
 from sinkmech import io
+from sinkmech.analyses import REGISTRY, Analysis, Context
+from sinkmech.attention.backends import Resolution, resolve
 from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts, prompt_file
 from sinkmech.data.statements import load_statements, statements_path
 from sinkmech.digests import file_digest
 from sinkmech.errors import ConfigError
-from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
-from sinkmech.mechanism.long_context import long_text_files
-from sinkmech.mechanism.measures import RUNNERS as MEASURE_RUNNERS
-from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
 from sinkmech.models.loading import model_digest
 from sinkmech.models.spec import validate_spec
 from sinkmech.paths import not_found, resolve_path
 from sinkmech.provenance import provenance
-from sinkmech.reporting import plots
 from sinkmech.tolerance import accumulation_depth
 
 log = logging.getLogger("sinkmech")
-ANALYSES = ("sinks", "ctr", "probing", *MEASURE_RUNNERS)
+ANALYSES = tuple(REGISTRY)
 WANDB_MODES = ("offline", "online", "disabled")
 # Bump when a code change alters the tables of an unchanged config: units made by older code
 # then hash differently and are recomputed instead of skipped.
 # 3 (issue 26, 28): probes fitted in float64 to convergence by Newton steps; variance jackknife
 # over groups of neighbouring prompts with replicates; release against other written directions.
-RESULTS_VERSION = 3
+# 4 (issue 30): massive, secondary, eviction and Gu's Sink_eps read the run's one sink criterion
+# (`sinks`: threshold, null margin and min_queries; eviction's min_queries was 3, not 8).
+RESULTS_VERSION = 4
 # Config keys that fix a unit's prompts and their batches. Batching changes tables (ctr's
 # interventions run on the first `intervention_batches` batches, so 8 vs 2 prompts a batch give
 # 128 vs 32 rows; padding changes sums in the last bits), so the batch size is an input.
 PROMPT_INPUTS = ("data.prompt_set", "data.limit", "data.batch_size")
 # What fixes a generated prompt set (gu_*); a file or built-in set ignores these keys.
 GENERATED_PROMPT_INPUTS = ("data.prompt_length", "data.n_prompts", "data.prompt_seed")
-# Config sections each analysis reads; a unit's hash covers the model and only these.
-ANALYSIS_INPUTS: dict[str, tuple[str, ...]] = {
-    "sinks": (*PROMPT_INPUTS, "sinks"),
-    "ctr": (*PROMPT_INPUTS, "sinks", "experiment.ctr"),
-    "probing": ("data.statements", "data.batch_size", "sinks", "experiment.probing"),
-    **{name: ("data", f"experiment.{name}") for name in MEASURE_RUNNERS},
+# Config keys behind each thing an analysis reads from the run (``Analysis.reads``).
+READ_INPUTS = {
+    "prompts": PROMPT_INPUTS,
+    "statements": ("data.statements", "data.batch_size"),
+    "sinks": ("sinks",),
 }
+
+
+def analysis_inputs(analysis: Analysis) -> tuple[str, ...]:
+    """Config sections ``analysis`` reads; a unit's hash covers the model and only these."""
+    keys = [key for read in sorted(analysis.reads) for key in READ_INPUTS[read]]
+    if analysis.settings is not None:
+        keys.append(f"experiment.{analysis.name}")
+    return tuple(dict.fromkeys(keys))
+
+
 # Model keys that do not change results (placement, and the attention backend: the fused one
 # matches the hook reference to 1e-5 in float32, results/fused_exactness).
-_MODEL_UNHASHED = ("device", "n_devices", "attn_backend")
+_MODEL_UNHASHED = ("device", "n_devices", "attn_backend", "attn_fallback")
 _MAX_VARIANT = 60
 # Characters kept as they are in a label value besides quote's own letters, digits and "_.-~".
 _LABEL_SAFE = "[]+"
@@ -95,7 +103,7 @@ def hashed_content(cfg: RunConf) -> dict[str, Any]:
     }
     generated = cfg.data.prompt_set in GENERATORS
     for analysis in cfg.experiment.analyses:
-        keys = ANALYSIS_INPUTS.get(analysis, ())
+        keys = analysis_inputs(REGISTRY[analysis]) if analysis in REGISTRY else ()
         if generated and "data.prompt_set" in keys:
             keys = (*keys, *GENERATED_PROMPT_INPUTS)
         for key in keys:
@@ -119,15 +127,16 @@ def input_digests(cfg: RunConf) -> dict[str, str | None]:
     Call after ``validate`` and after the prompts and statements are read: the files must exist.
     A hub model not yet in the cache has revision None until it is downloaded.
     """
-    analyses = set(cfg.experiment.analyses)
+    analyses = [REGISTRY[name] for name in cfg.experiment.analyses]
     digests: dict[str, str | None] = {"model": model_digest(model_spec(cfg))}
-    if cfg.data.prompt_set not in GENERATORS and analyses - {"probing"}:
+    if cfg.data.prompt_set not in GENERATORS and any("prompts" in a.reads for a in analyses):
         digests["data.prompt_set"] = file_digest(prompt_file(cfg.data.prompt_set))
-    if "probing" in analyses:
+    if any("statements" in a.reads for a in analyses):
         digests["data.statements"] = file_digest(statements_path(statements_source(cfg)))
-    if "long_context" in analyses:
-        files = long_text_files(cfg.experiment.long_context.text)
-        digests["experiment.long_context.text"] = ",".join(file_digest(f) for f in files)
+    for analysis in analyses:
+        if analysis.input_files is not None:
+            files = analysis.input_files(settings_of(cfg, analysis.name))
+            digests[f"experiment.{analysis.name}.files"] = ",".join(map(file_digest, files))
     return digests
 
 
@@ -208,23 +217,13 @@ def model_spec(cfg: RunConf) -> ModelSpec:
     return spec
 
 
-def ctr_settings(cfg: RunConf) -> CTRSettings:
-    """CTRSettings by field name: the run's ``sinks`` thresholds, the rest from ``experiment.ctr``."""
-    values = {
-        f.name: getattr(cfg.experiment.ctr, f.name)
-        for f in dataclasses.fields(CTRSettings)
-        if f.name != "sinks"
-    }
-    values["ranks"] = tuple(values["ranks"])
-    return CTRSettings(sinks=cfg.sinks, **values)
-
-
-def probe_kwargs(cfg: RunConf) -> dict[str, Any]:
-    """run_probing's keyword settings by name: probe settings plus batch size and sink threshold."""
-    kwargs = dataclasses.asdict(cfg.experiment.probing)
-    kwargs["batch_size"] = cfg.data.batch_size
-    kwargs["sink_threshold"] = getattr(cfg.sinks, PROBE_OTHER_FIELDS["sink_threshold"])
-    return kwargs
+def settings_of(cfg: RunConf, name: str) -> Any:
+    """The settings object of analysis ``name``: its ``experiment.<name>`` node plus the run's
+    context fields (the one ``sinks`` criterion, the prompt set's label); validates itself."""
+    analysis = REGISTRY[name]
+    node = getattr(cfg.experiment, name, None)
+    values = {} if node is None else OmegaConf.to_container(OmegaConf.structured(node))
+    return analysis.make_settings(values, {"sinks": cfg.sinks, "prompt_set": cfg.data.prompt_set})
 
 
 def _check(ok: bool, message: str) -> None:
@@ -255,27 +254,10 @@ def validate(cfg: RunConf) -> None:
         cfg.data.limit is None or cfg.data.limit >= 1,
         f"data.limit must be >= 1 or null (all prompts), got {cfg.data.limit}",
     )
-    # cfg.sinks is the library's SinkThresholds: it validated itself when the config was built.
-    if "ctr" in e.analyses:
-        c = e.ctr
-        _check(
-            0.0 < c.catch_threshold < 1.0,
-            f"experiment.ctr.catch_threshold must lie in (0, 1), got {c.catch_threshold}",
-        )
-        _check(
-            bool(c.ranks) and min(c.ranks) >= 1,
-            f"experiment.ctr.ranks must be a non-empty list of ranks >= 1, got {list(c.ranks)}",
-        )
-        for name in ("n_random", "top_heads", "intervention_batches"):
-            value = getattr(c, name)
-            _check(value >= 1, f"experiment.ctr.{name} must be >= 1, got {value}")
-    if "probing" in e.analyses:
-        p = e.probing
-        _check(p.n_folds >= 2, f"experiment.probing.n_folds must be >= 2, got {p.n_folds}")
-        _check(
-            p.max_heads is None or p.max_heads >= 1,
-            f"experiment.probing.max_heads must be >= 1 or null, got {p.max_heads}",
-        )
+    # cfg.sinks is the library's SinkThresholds: it validated itself when the config was built;
+    # each analysis's settings dataclass validates itself the same way, here before any load.
+    for name in e.analyses:
+        settings_of(cfg, name)
     for key, name in (("model.name", cfg.model.name), ("variant", cfg.variant or "v")):
         _check(
             bool(_UNIT_NAME.fullmatch(name)) and name not in (".", ".."),
@@ -306,13 +288,17 @@ def check_loaded(cfg: RunConf, loaded: LoadedModel) -> None:
             f"model.qk_norm={cfg.model.qk_norm} but {cfg.model.name} "
             f"({loaded.model_type}) has qk_norm={loaded.qk_norm}"
         )
-    if "ctr" in cfg.experiment.analyses:
-        d_head = int(loaded.model.cfg.d_head)
-        too_big = [r for r in cfg.experiment.ctr.ranks if r > d_head]
-        _check(
-            not too_big,
-            f"experiment.ctr.ranks {too_big} exceed the head dimension {d_head} of {cfg.model.name}",
-        )
+    for name in cfg.experiment.analyses:
+        analysis = REGISTRY[name]
+        if analysis.check is not None:
+            analysis.check(loaded, settings_of(cfg, name))
+
+
+def resolutions(cfg: RunConf, loaded: LoadedModel) -> dict[str, Resolution]:
+    """The backend of every part of every analysis of the unit, decided before any compute: a
+    part the chosen backend cannot serve runs on hooks (logged) or is refused
+    (``model.attn_fallback=refuse``), never dropped silently."""
+    return {name: resolve(loaded, name, REGISTRY[name].needs) for name in cfg.experiment.analyses}
 
 
 def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_model) -> Path:
@@ -335,9 +321,10 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
                 return out
         loaded = loader(model_spec(cfg))
         check_loaded(cfg, loaded)
+        backends = resolutions(cfg, loaded)
         digest = unit_hash(cfg)  # a hub model downloaded just now has a revision only now
         with io.staged_dir(out, staging) as work:
-            _compute(cfg, loaded, prompts, statements, work, digest)
+            _compute(cfg, loaded, prompts, statements, work, digest, backends)
     return out
 
 
@@ -348,6 +335,7 @@ def _compute(
     statements: pd.DataFrame | None,
     work: Path,
     digest: str,
+    backends: dict[str, Resolution],
 ) -> None:
     if prompts is None:
         d = cfg.data
@@ -367,10 +355,20 @@ def _compute(
         "role": cfg.model.role,
         "causal": loaded.causal,
     }
-    for analysis in cfg.experiment.analyses:
-        log.info("%s: %s on %s", cfg.experiment.name, analysis, cfg.model.name)
-        runner = ANALYSIS_RUNNERS[analysis]
-        tables, figures = runner(loaded, batches, cfg, statements)
+    for name in cfg.experiment.analyses:
+        log.info("%s: %s on %s", cfg.experiment.name, name, cfg.model.name)
+        analysis = REGISTRY[name]
+        context = Context(
+            loaded,
+            batches,
+            cfg.sinks,
+            statements,
+            cfg.data.prompt_set,
+            cfg.data.batch_size,
+            backends[name],
+        )
+        tables = analysis.run(context, settings_of(cfg, name))
+        figures = analysis.figures(tables, cfg.sinks)
         for name, table in tables.items():
             table = table.assign(**{k: v for k, v in meta.items() if k not in table})
             if cfg.variant and "model" in table:
@@ -395,6 +393,7 @@ def _compute(
             "variant": cfg.variant,
             "experiment": cfg.experiment.name,
             "numerics": numerics(cfg, loaded, batches),
+            "backends": {name: r.names() for name, r in backends.items()},
             **provenance(device),
         },
     )
@@ -404,75 +403,13 @@ def numerics(cfg: RunConf, loaded: LoadedModel, batches: list[TokenBatch]) -> di
     """The dtype and accumulation depth behind the unit's numbers, which set how far another
     machine's run may differ (``sinkmech.tolerance``): the longest input is the longest prompt
     batch, an eviction sequence or a long-context length, whichever the unit ran."""
-    e = cfg.experiment
     tokens = [batch.tokens.shape[1] for batch in batches]
-    if "eviction" in e.analyses:
-        tokens.append(min(e.eviction.seq_len, loaded.max_length))
-    if "long_context" in e.analyses:
-        tokens.extend(e.long_context.lengths)
+    for name in cfg.experiment.analyses:
+        lengths = REGISTRY[name].lengths
+        if lengths is not None:
+            tokens.extend(lengths(settings_of(cfg, name), loaded))
     d_model = int(loaded.model.cfg.d_model)
     return {
         "dtype": cfg.model.dtype,
         "depth": accumulation_depth(loaded.n_layers, d_model, max(tokens, default=0)),
     }
-
-
-Tables = dict[str, pd.DataFrame]
-Figures = dict[str, Any]
-
-
-def _run_sinks(
-    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, _statements: Any
-) -> tuple[Tables, Figures]:
-    thresholds: SinkThresholds = cfg.sinks
-    table, summary = detect_sinks(loaded, batches, thresholds)
-    return {"sinks": table, "sinks_summary": summary}, {
-        "sinks_heatmap": plots.sink_heatmap(table, thresholds.sink)
-    }
-
-
-def _run_ctr(
-    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, _statements: Any
-) -> tuple[Tables, Figures]:
-    settings = ctr_settings(cfg)
-    tables = analyse_ctr(loaded, batches, settings)
-    figures = {"sinks_heatmap": plots.sink_heatmap(tables["sinks"], cfg.sinks.sink)}
-    if 1 in settings.ranks:  # the figure shows rank-1 variance explained
-        figures["variance_explained"] = plots.variance_figure(tables["variance"])
-    if not tables["interventions"].empty:
-        figures["interventions"] = plots.intervention_figure(tables["interventions"])
-    return tables, figures
-
-
-def _run_probing(
-    loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, statements: pd.DataFrame
-) -> tuple[Tables, Figures]:
-    from sinkmech.probing.analysis import plot_probe_summary, run_probing
-
-    tables = run_probing(loaded, statements, **probe_kwargs(cfg))
-    return tables, {"probes": plot_probe_summary(tables)}
-
-
-def _measure_runner(name: str) -> Callable[..., tuple[Tables, Figures]]:
-    """Pipeline runner of one of issue 19's measures, its settings built by field name."""
-    runner, settings_class = MEASURE_RUNNERS[name]
-
-    def run(
-        loaded: LoadedModel, batches: list[TokenBatch], cfg: RunConf, _statements: Any
-    ) -> tuple[Tables, Figures]:
-        values = dataclasses.asdict(getattr(cfg.experiment, name))
-        if "prompt_set" in {f.name for f in dataclasses.fields(settings_class)}:
-            values["prompt_set"] = cfg.data.prompt_set
-        return runner(loaded, batches, settings_class(**values))
-
-    return run
-
-
-ANALYSIS_RUNNERS: dict[
-    str, Callable[[LoadedModel, list[TokenBatch], RunConf, Any], tuple[Tables, Figures]]
-] = {
-    "sinks": _run_sinks,
-    "ctr": _run_ctr,
-    "probing": _run_probing,
-    **{name: _measure_runner(name) for name in MEASURE_RUNNERS},
-}

@@ -18,11 +18,13 @@ import pandas as pd
 import yaml
 
 from sinkmech.data.prompts import TokenBatch, iter_batches
+from sinkmech.data.statements import load_statements
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
 from sinkmech.paths import config_dir
+from sinkmech.probing.analysis import ProbingSettings, run_probing
 
 
 def model_spec(name: str, **overrides: Any) -> ModelSpec:
@@ -73,11 +75,12 @@ def catch_tag_release(
 
 
 def probe_truth(
-    model: LoadedModel, statements: pd.DataFrame | str = "cities", **settings: Any
+    model: LoadedModel,
+    statements: pd.DataFrame | str = "cities",
+    settings: ProbingSettings | None = None,
+    thresholds: SinkThresholds | None = None,
+    batch_size: int = 16,
 ) -> dict[str, pd.DataFrame]:
     """Truth and segment-identity probes on tag / no-tag / residual features (paper Table 1)."""
-    from sinkmech.data.statements import load_statements
-    from sinkmech.probing.analysis import run_probing
-
     frame = load_statements(statements) if isinstance(statements, str) else statements
-    return run_probing(model, frame, **settings)
+    return run_probing(model, frame, settings, sinks=thresholds, batch_size=batch_size)

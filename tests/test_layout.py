@@ -17,13 +17,28 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _runtime_nodes(tree: ast.Module) -> list[ast.AST]:
+    """Every node of ``tree`` but those under ``if TYPE_CHECKING:`` (annotations only: the
+    attention backends annotate the ``LoadedModel`` that holds them, which imports nothing)."""
+    skipped = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for child in node.body
+        for inner in ast.walk(child)
+    }
+    return [node for node in ast.walk(tree) if id(node) not in skipped]
+
+
 def _import_graph() -> dict[str, set[str]]:
-    """Module -> sinkmech modules it imports at any depth of its code (lazy imports included)."""
+    """Module -> sinkmech modules it imports at any depth of its code (lazy imports included,
+    annotation-only imports not)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _runtime_nodes(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.ImportFrom)
                 and node.module

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from transformers import AttentionInterface
@@ -26,7 +26,9 @@ from sinkmech.attention import ops
 from sinkmech.attention.span import AttentionSpan
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
-from sinkmech.models import LoadedModel
+
+if TYPE_CHECKING:
+    from sinkmech.models import LoadedModel
 
 NAME = "sinkmech_fused"
 # Arguments that do not change one self-attention call of a fused pass, which runs unpacked
@@ -177,7 +179,7 @@ def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None
 
 
 def fused_pass(
-    loaded: LoadedModel, batch: TokenBatch, on_layer: Callable[[LayerAttention], None]
+    loaded: "LoadedModel", batch: TokenBatch, on_layer: Callable[[LayerAttention], None]
 ) -> None:
     """One forward pass of ``loaded`` over ``batch`` through the fused backend, calling
     ``on_layer`` once per attention layer. Runs the base model (no LM head: the statistics need

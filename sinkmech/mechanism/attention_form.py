@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sinkmech.attention.hooks import gate_name, head_gate, run_hooked
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import LEARNED
-from sinkmech.mechanism.hooks import gate_name, head_gate, run_hooked
 from sinkmech.models import LoadedModel
 
 CLOSED_GATE = 0.1  # a gate below this lets less than a tenth of the head's output through

@@ -8,35 +8,24 @@ extends its Sec. 4 (release/retrieval) with causal ablation and patching (App. K
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from sinkmech.attention.backend import fused_pass
+from sinkmech.attention.backends import LayerView, Resolution, resolve
+from sinkmech.attention.hooks import expand_kv_heads, layer_device, output_weights
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.attention_form import attention_form_table
-from sinkmech.mechanism.hooks import (
-    expand_kv_heads,
-    gate_name,
-    gather_per_layer,
-    head_gate,
-    layer_device,
-    output_weights,
-    pattern_name,
-    run_hooked,
-    value_name,
-    z_name,
-)
 from sinkmech.mechanism.interventions import (
     TagEditSpec,
     capture_outputs,
     capture_tags,
     measure_edit,
 )
-from sinkmech.mechanism.learned_sinks import with_learned_sinks
+from sinkmech.mechanism.learned_sinks import LEARNED_SINK, with_learned_sinks
 from sinkmech.mechanism.release import release_alignment
 from sinkmech.mechanism.sinks import (
     NullCache,
@@ -45,7 +34,6 @@ from sinkmech.mechanism.sinks import (
     check_prompt_lengths,
     is_sink_score,
     layer_windows,
-    received_attention,
     scores_from_received,
     special_token_strings,
     summarise,
@@ -62,8 +50,11 @@ from sinkmech.models import LoadedModel
 from sinkmech.tolerance import Arithmetic, Rule
 from sinkmech.transfer import to_device
 
-# A sink key's column of attention, A[:, s], for (prompt, head, key) index tensors: [n, query].
-SinkAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# What the streamed pass reads of each layer (``sinkmech.attention.backends.DATA``); the
+# interventions edit z through hooks.
+STREAM = frozenset({"received", "z", "values", "sink_attention"})
+INTERVENTIONS = frozenset({"edits", "pattern", "logits"})
+NEEDS = {"stream": STREAM | LEARNED_SINK, "interventions": INTERVENTIONS}
 
 # How two runs of these tables may differ (sinkmech.tolerance): a difference of larger quantities
 # inherits their rounding, so it is judged against their scale: loss changes and KL against the
@@ -170,20 +161,14 @@ def _stream_pass(
         nulls = NullCache(mask, loaded.causal)
         scores: dict[int, torch.Tensor] = {}
 
-        def consume(
-            layer: int,
-            z: torch.Tensor,
-            values: torch.Tensor,
-            received: torch.Tensor,
-            sink_attention: SinkAttention,
-            gate: torch.Tensor | None = None,
-        ) -> None:
+        def consume(view: LayerView) -> None:
             # values keep their kv heads and dtype: uniform_z and the moments cast and expand
             # them per chunk of tokens; a gated head's z (hook_z) is gated, so its
             # uniform-attention control is gated too
+            layer, z, values = view.layer, view.z, view.values
             window, device = windows[layer], z.device
             null, here = nulls.on(window, device), nulls.mask_on(device)
-            layer_scores = scores_from_received(received.float(), here, null)
+            layer_scores = scores_from_received(view.received.float(), here, null)
             scores[layer] = layer_scores.to(mask.device)
             sinks = (
                 is_sink_score(
@@ -199,6 +184,7 @@ def _stream_pass(
                 sinks, here, null.n_visible, settings.sinks.min_queries, generator
             )
             uniform = uniform_z(values, here, loaded.causal, window, null)
+            gate = view.gate
             if gate is not None:
                 uniform = expand_kv_heads(uniform, loaded.n_heads) * gate.to(uniform.dtype)
             moments[layer].update(z, values, sinks, here if padded else None, control, uniform)
@@ -206,7 +192,7 @@ def _stream_pass(
                 return
             prompt, head, position = sinks.nonzero(as_tuple=True)
             rows = catch_rows(
-                sink_attention(prompt, head, position),
+                view.sink_attention(prompt, head, position),
                 prompt,
                 head,
                 position,
@@ -219,29 +205,7 @@ def _stream_pass(
                 rows["prompt"] += batch_index * 10**6
                 catches.append(rows)
 
-        if loaded.attn_backend == "fused":
-            fused_pass(
-                loaded,
-                batch,
-                lambda a: consume(a.layer, a.z, a.values, a.received, a.sink_attention),
-            )
-        else:
-
-            def from_hooks(layer: int, acts: dict[str, torch.Tensor]) -> None:
-                pattern = acts["pattern"]
-                consume(
-                    layer,
-                    acts["z"],
-                    acts["values"],
-                    received_attention(pattern, nulls.mask_on(pattern.device)),
-                    lambda prompt, head, position: pattern[prompt, head, :, position].float(),
-                    head_gate(acts["gate"], loaded.n_heads) if "gate" in acts else None,
-                )
-
-            names = {"pattern": pattern_name, "values": value_name, "z": z_name}
-            if loaded.gate != "none":
-                names["gate"] = gate_name
-            run_hooked(loaded, batch, gather_per_layer(range(loaded.n_layers), names, from_hooks))
+        loaded.backend.layers(loaded, batch, STREAM, consume)
         census.update(
             torch.stack([scores[l] for l in range(loaded.n_layers)], dim=1),
             batch,
@@ -264,7 +228,10 @@ def _label_catches(catch: pd.DataFrame, batches: Sequence[TokenBatch]) -> pd.Dat
 
 
 def analyse_ctr(
-    loaded: LoadedModel, batches: Sequence[TokenBatch], settings: CTRSettings | None = None
+    loaded: LoadedModel,
+    batches: Sequence[TokenBatch],
+    settings: CTRSettings | None = None,
+    resolution: Resolution | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Run the sink census, catch, tag (variance explained), release and interventions.
 
@@ -275,12 +242,15 @@ def analyse_ctr(
     directions those heads write: ``direction`` = ``variance.DIRECTION_KINDS``) and
     ``interventions`` (per prompt and edit, with the equal-norm random control in the same table);
     for a model with a learned sink or an output gate also ``attention_form`` and ``value_norms``
-    (and the census's ``learned`` rows).
+    (and the census's ``learned`` rows). Each part (``NEEDS``) runs on the backend
+    ``resolution`` gives it (default: ``resolve``d here, with a log line for a part moved to hooks).
     """
     settings = settings or CTRSettings()
     check_prompt_lengths(batches, settings.sinks)
-    census, moments, catch = _stream_pass(loaded, batches, settings)
-    sinks = with_learned_sinks(loaded, batches, census.table(), settings.sinks)
+    resolution = resolution or resolve(loaded, "ctr", NEEDS)
+    streamed = resolution.model(loaded, "stream")
+    census, moments, catch = _stream_pass(streamed, batches, settings)
+    sinks = with_learned_sinks(streamed, batches, census.table(), settings.sinks)
     variance = variance_table(loaded, moments, settings)
     top = _top_tag_heads(variance, settings.top_heads)
     release = pd.concat(
@@ -298,7 +268,12 @@ def analyse_ctr(
         ],
         ignore_index=True,
     ).assign(model=loaded.name)
-    interventions = _interventions(loaded, batches[: settings.intervention_batches], top, settings)
+    interventions = _interventions(
+        resolution.model(loaded, "interventions"),
+        batches[: settings.intervention_batches],
+        top,
+        settings,
+    )
     return {
         **_attention_form_tables(loaded, batches, sinks, settings),
         "sinks": sinks,

@@ -22,18 +22,19 @@ Causal models only: a bidirectional encoder has no next-token perplexity and no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
+from sinkmech.attention.hooks import HookFn, pattern_name, run_hooked
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import classify
 from sinkmech.errors import ConfigError
-from sinkmech.mechanism.hooks import HookFn, pattern_name, run_hooked
 from sinkmech.mechanism.losses import next_token_losses
 from sinkmech.mechanism.positions import attn_scores_name
 from sinkmech.mechanism.sinks import special_token_strings
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
 
 CONDITIONS = (
@@ -57,15 +58,11 @@ class EvictionSettings:
     seq_len: int = 256  # tokens per evaluation sequence (cut to the model's context)
     max_sequences: int = 16  # evaluation sequences cut from the joined prompts
     seed: int = 0  # positions of the random control
-    sink_threshold: float = 0.2  # the census's criterion for which token labels are sinks
-    min_queries: int = 3  # as the census
+    # which token labels are sinks: the run's criterion (the `sinks` node), as in the census
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.sink_threshold < 1.0:
-            raise ConfigError(
-                f"eviction.sink_threshold must lie in (0, 1), got {self.sink_threshold}"
-            )
-        for name in ("window", "min_queries", "seq_len", "max_sequences"):
+        for name in ("window", "seq_len", "max_sequences"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"eviction.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("n_first", "n_prompt_sinks"):

@@ -11,7 +11,7 @@ and the uniform-attention importance 1 / T of the first token (the null, below e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,22 +20,21 @@ import torch
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError, PromptError
 from sinkmech.mechanism.sinks import capture_key_scores
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
 
 
 @dataclass
 class GuSettings:
-    """Gu et al.'s settings: eps = 0.3 on 64-token prompts."""
+    """Gu et al.'s settings: 64-token prompts; eps is the run's ``sinks.gu_eps`` (0.3)."""
 
-    eps: float = 0.3  # Gu et al.'s threshold
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)  # the run's `sinks` node
     length: int | None = 64  # prompts are cut to this many tokens; shorter ones are dropped
     prompt_set: str = "prompts"  # label of the prompt distribution in the table
     n_bootstrap: int = 1000  # resamples of prompts for the interval
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.eps < 1.0:
-            raise ConfigError(f"gu_sink.eps must lie in (0, 1), got {self.eps}")
         if self.length is not None and self.length < 3:
             raise ConfigError(f"gu_sink.length must be >= 3 or null, got {self.length}")
         if self.n_bootstrap < 1:
@@ -82,15 +81,15 @@ def gu_sink_table(
         batches, dropped = cut_batches(batches, settings.length)
     lengths = torch.cat([b.lengths for b in batches])
     importance = first_token_importance(loaded, batches)
-    first = sink_eps(importance[..., 0], settings.eps)
-    second = sink_eps(importance[..., 1], settings.eps)
+    first = sink_eps(importance[..., 0], settings.sinks.gu_eps)
+    second = sink_eps(importance[..., 1], settings.sinks.gu_eps)
     rng = np.random.default_rng(settings.seed)
     draws = rng.integers(0, len(first), size=(settings.n_bootstrap, len(first)))
     boot = first.numpy()[draws].mean(1)
     row = {
         "model": loaded.name,
         "prompt_set": settings.prompt_set,
-        "eps": settings.eps,
+        "eps": settings.sinks.gu_eps,
         "length": int(lengths.max()),
         "n_prompts": len(first),
         "n_prompts_dropped": dropped,
@@ -101,12 +100,12 @@ def gu_sink_table(
         "mean_first_token_importance": float(importance[..., 0].mean()),
         "uniform_importance": float((1.0 / lengths.float()).mean()),
     }
-    per_layer = (importance > settings.eps).float().mean(dim=(0, 2))  # [layer, 2]
+    per_layer = (importance > settings.sinks.gu_eps).float().mean(dim=(0, 2))  # [layer, 2]
     layers = pd.DataFrame(
         {
             "layer": range(per_layer.shape[0]),
             "first_token_frac_above_eps": per_layer[:, 0].numpy(),
             "second_token_frac_above_eps": per_layer[:, 1].numpy(),
         }
-    ).assign(model=loaded.name, prompt_set=settings.prompt_set, eps=settings.eps)
+    ).assign(model=loaded.name, prompt_set=settings.prompt_set, eps=settings.sinks.gu_eps)
     return pd.DataFrame([row]), layers

@@ -17,8 +17,7 @@ from typing import Literal, Sequence
 import pandas as pd
 import torch
 
-from sinkmech.data.prompts import TokenBatch
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     HookFn,
     expand_kv_heads,
     gate_name,
@@ -31,6 +30,7 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
+from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.losses import prompt_losses
 from sinkmech.mechanism.sinks import (
     MIN_QUERIES,

@@ -20,26 +20,14 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from sinkmech.attention.backend import fused_pass
+from sinkmech.attention.hooks import learned_sink_logits
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import LEARNED, LEARNED_LABEL
-from sinkmech.mechanism.hooks import learned_sink_logits, run_hooked, scores_name
 from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
 
-
-def learned_sink_mass(
-    scores: Float[torch.Tensor, "batch head query key"], sink_logits: Float[torch.Tensor, " head"]
-) -> Float[torch.Tensor, "batch head query"]:
-    """m_i = sigmoid(s_h - LSE_i) from masked pre-softmax scores (``hook_attn_scores``)."""
-    lse = torch.logsumexp(scores.float(), dim=-1)
-    return torch.sigmoid(sink_logits.float().to(lse.device)[None, :, None] - lse)
-
-
-def visible_keys(scores: Float[torch.Tensor, "batch head query key"]) -> torch.Tensor:
-    """Keys each query sees, [batch, query]: the scores the mask left (masked ones hold the
-    dtype's most negative number or -inf); causal mask, sliding window and padding included."""
-    return (scores[:, 0] > torch.finfo(scores.dtype).min / 2).sum(-1).float()
+# What the learned-sink rows read of each layer (``sinkmech.attention.backends.DATA``).
+LEARNED_SINK = frozenset({"learned_sink"})
 
 
 def prompt_scores(
@@ -61,9 +49,9 @@ def learned_sink_census(
 ) -> pd.DataFrame:
     """Census rows of the learned sink, one per (layer, head), in the sink census's columns.
 
-    One pass per batch: hooked, each layer's masked scores are reduced to per-prompt scores
-    inside the hook; fused (``model.attn_backend=fused``), the mass comes from the forward's
-    log-sum-exp, which includes the sink. Empty for a model without a learned sink.
+    One pass per batch through ``loaded.backend``: hooked, each layer's masked scores give the
+    mass inside the hook; fused, it comes from the forward's log-sum-exp, which includes the
+    sink. Empty for a model without a learned sink.
     """
     if loaded.learned_sink == "none":
         return pd.DataFrame()
@@ -76,25 +64,12 @@ def learned_sink_census(
             stats = prompt_scores(mass, mask.to(mass.device), n_keys)
             per_layer[layer].append(tuple(t.cpu() for t in stats))
 
-        if loaded.attn_backend == "fused":  # no [T, T] scores: the LSE already holds the sink
-            fused_pass(
-                loaded,
-                batch,
-                lambda a: keep(
-                    a.layer,
-                    a.learned_sink_mass(),
-                    a.span.visible_keys(a.lse.shape[-1], a.lse.device),
-                ),
-            )
-            continue
-
-        def reduce(layer: int):
-            def hook(scores: torch.Tensor, hook: object) -> None:
-                keep(layer, learned_sink_mass(scores, logits[layer]), visible_keys(scores))
-
-            return hook
-
-        run_hooked(loaded, batch, [(scores_name(l), reduce(l)) for l in range(loaded.n_layers)])
+        loaded.backend.layers(
+            loaded,
+            batch,
+            LEARNED_SINK,
+            lambda view: keep(view.layer, view.learned_sink_mass(), view.visible_keys()),
+        )
     return pd.concat(
         [
             _rows(loaded, layer, *map(torch.cat, zip(*parts)), logits[layer].cpu(), thresholds)

@@ -10,18 +10,18 @@ real prose; the fused backend (``model.attn_backend=fused``) makes 32k+ tokens a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from sinkmech.attention.backend import LayerAttention, fused_pass
+from sinkmech.attention.backends import LayerView
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import FIRST
 from sinkmech.errors import ConfigError, PromptError
 from sinkmech.mechanism.ctr import CTRSettings, _stream_pass, summarise_variance, variance_table
-from sinkmech.mechanism.hooks import gather_per_layer, pattern_name, run_hooked
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
 from sinkmech.paths import resolve_path
 
@@ -43,12 +43,17 @@ class LongContextSettings:
     ranks: tuple[int, ...] = (1,)
     n_random: int = 8  # random subspaces of the random baseline
     seed: int = 0
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)  # the run's `sinks` node
 
     def ctr(self) -> CTRSettings:
         """The streamed pass's settings: census and tag moments only (no catch rows, release or
         interventions), the suite's sink criterion."""
         return CTRSettings(
-            ranks=self.ranks, n_random=self.n_random, seed=self.seed, collect_catch=False
+            ranks=self.ranks,
+            n_random=self.n_random,
+            seed=self.seed,
+            collect_catch=False,
+            sinks=self.sinks,
         )
 
     def __post_init__(self) -> None:
@@ -113,6 +118,10 @@ def _position_bins(length: int) -> torch.Tensor:
     ).long()
 
 
+# What the first-token share reads of each layer: the attention columns of the first keys.
+FIRST_COLUMNS = frozenset({"sink_attention"})
+
+
 def first_token_share(
     loaded: LoadedModel, batch: TokenBatch, n_first: tuple[int, ...]
 ) -> pd.DataFrame:
@@ -126,33 +135,15 @@ def first_token_share(
     def keep(layer: int, columns: torch.Tensor) -> None:
         per_layer[layer] = columns.float().mean(0).cpu()  # columns [batch, k, head, query]
 
-    if loaded.attn_backend == "fused":
+    def reduce(view: LayerView) -> None:
+        batch_size, heads, device = batch.tokens.shape[0], loaded.n_heads, loaded.device
+        prompt = torch.arange(batch_size, device=device).repeat_interleave(heads * k_max)
+        head = torch.arange(heads, device=device).repeat_interleave(k_max).repeat(batch_size)
+        position = torch.arange(k_max, device=device).repeat(batch_size * heads)
+        rows = view.sink_attention(prompt, head, position)  # [b * h * k, T]
+        keep(view.layer, rows.view(batch_size, heads, k_max, -1).transpose(1, 2))
 
-        def reduce(layer: LayerAttention) -> None:
-            batch_size, heads = layer.q.shape[0], layer.q.shape[1]
-            prompt = torch.arange(batch_size, device=layer.q.device).repeat_interleave(
-                heads * k_max
-            )
-            head = (
-                torch.arange(heads, device=layer.q.device)
-                .repeat_interleave(k_max)
-                .repeat(batch_size)
-            )
-            position = torch.arange(k_max, device=layer.q.device).repeat(batch_size * heads)
-            rows = layer.sink_attention(prompt, head, position)  # [b * h * k, T]
-            keep(layer.layer, rows.view(batch_size, heads, k_max, -1).transpose(1, 2))
-
-        fused_pass(loaded, batch, reduce)
-    else:
-
-        def from_pattern(layer: int, acts: dict[str, torch.Tensor]) -> None:
-            keep(layer, acts["pattern"][..., :k_max].permute(0, 3, 1, 2))
-
-        run_hooked(
-            loaded,
-            batch,
-            gather_per_layer(range(loaded.n_layers), {"pattern": pattern_name}, from_pattern),
-        )
+    loaded.backend.layers(loaded, batch, FIRST_COLUMNS, reduce)
     positions = torch.arange(length, dtype=torch.float64)
     rows = []
     for layer in range(loaded.n_layers):

@@ -12,21 +12,22 @@ positions), and the two interventions with an equal-count random-zeroing control
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
+from sinkmech.attention.hooks import HookFn, run_hooked
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
-from sinkmech.mechanism.hooks import HookFn, run_hooked
 from sinkmech.mechanism.losses import prompt_losses
 from sinkmech.mechanism.positions import (
     attention_sink_positions,
     position_kinds,
     resid_post_name,
 )
-from sinkmech.mechanism.sinks import capture_key_scores, scorable_keys, special_token_strings
+from sinkmech.mechanism.sinks import capture_key_scores, special_token_strings
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
 
 MEDIAN_FLOOR = 1e-12  # guards the ratio against an all-zero hidden state
@@ -39,9 +40,8 @@ class MassiveSettings:
     ratio: float = 1000.0  # Sun et al.: about 1,000x the median magnitude of the hidden state
     min_magnitude: float = 100.0  # Sun et al.: and larger than 100 in absolute value
     top_k: int = 5  # entries listed per layer (and edited per prompt when none is massive)
-    sink_threshold: float = 0.2  # the census's sink criterion, for "are they the sink tokens?"
-    min_queries: int = 8  # per position (not per label, as the census): a key seen by q queries
-    # gets >= 1/q from a previous-token head alone, so q must exceed 1/sink_threshold
+    # the run's sink criterion (the `sinks` node), per position, for "are they the sink tokens?"
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)
     intervention_batches: int = 1  # batches the set-to-zero / set-to-mean edits run on
     seed: int = 0  # random-zeroing control
 
@@ -52,12 +52,10 @@ class MassiveSettings:
             raise ConfigError(f"massive.min_magnitude must be >= 0, got {self.min_magnitude}")
         if self.top_k < 1:
             raise ConfigError(f"massive.top_k must be >= 1, got {self.top_k}")
-        if not 0.0 < self.sink_threshold < 1.0:
+        if self.intervention_batches < 0:
             raise ConfigError(
-                f"massive.sink_threshold must lie in (0, 1), got {self.sink_threshold}"
+                f"massive.intervention_batches must be >= 0, got {self.intervention_batches}"
             )
-        if self.min_queries < 1 or self.intervention_batches < 0:
-            raise ConfigError("massive.min_queries must be >= 1 and intervention_batches >= 0")
 
 
 def real_median(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -138,8 +136,7 @@ def massive_activations(
     entries, layer_rows = [], []
     for batch_index, batch in enumerate(batches):
         scores, tops = _observe(loaded, batch, settings)
-        scorable = scorable_keys(batch.attention_mask, loaded.causal, settings.min_queries)
-        sink_any = attention_sink_positions(scores, scorable, settings.sink_threshold).any(1).cpu()
+        sink_any = attention_sink_positions(loaded, batch, scores, settings.sinks).any(1).cpu()
         kinds = position_kinds(batch, special)
         real = batch.attention_mask.bool()
         d_model = loaded.model.cfg.d_model

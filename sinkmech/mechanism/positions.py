@@ -13,6 +13,9 @@ import torch
 
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.data.tokens import classify
+from sinkmech.mechanism.sinks import NullCache, is_sink_score, layer_windows
+from sinkmech.mechanism.thresholds import SinkThresholds
+from sinkmech.models import LoadedModel
 
 
 def resid_pre_name(layer: int) -> str:
@@ -31,12 +34,21 @@ def attn_scores_name(layer: int) -> str:
 
 
 def attention_sink_positions(
-    scores: torch.Tensor, scorable: torch.Tensor, threshold: float
+    loaded: LoadedModel, batch: TokenBatch, scores: torch.Tensor, sinks: SinkThresholds
 ) -> torch.Tensor:
-    """Boolean [batch, layer, key]: some head of the layer gives the key a mean attention above
-    ``threshold``. ``scores`` is ``sinks.capture_key_scores``'s [batch, layer, head, key];
-    ``scorable`` is ``sinks.scorable_keys``'s [batch, key]."""
-    return (scores.amax(dim=2) > threshold) & scorable[:, None, :].to(scores.device)
+    """Boolean [batch, layer, key]: some head of the layer makes the key a sink under the run's
+    criterion, as the census does per prompt (``sinks.is_sink_score``: above ``sinks.sink`` and
+    ``null_margin`` x its uniform-attention null, seen by ``min_queries`` real queries).
+    ``scores`` is ``sinks.capture_key_scores``'s [batch, layer, head, key]."""
+    mask = batch.attention_mask.to(scores.device)
+    nulls, windows = NullCache(mask, loaded.causal), layer_windows(loaded)
+    per_layer = [
+        is_sink_score(
+            scores[:, layer], nulls(window), sinks.sink, sinks.null_margin, sinks.min_queries
+        ).any(1)
+        for layer, window in enumerate(windows)
+    ]
+    return torch.stack(per_layer, dim=1) & mask.bool()[:, None, :]
 
 
 def position_kinds(

@@ -12,16 +12,17 @@ arbitrary early token at the same cosine), and the overlap expected if the two s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
+from sinkmech.attention.hooks import HookFn
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
-from sinkmech.mechanism.hooks import HookFn
 from sinkmech.mechanism.positions import attention_sink_positions, position_kinds, resid_pre_name
 from sinkmech.mechanism.sinks import capture_key_scores, scorable_keys, special_token_strings
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
 
 METHODS = ("both", "similarity_only", "attention_only")
@@ -32,19 +33,11 @@ class SecondarySettings:
     """Cosine criterion for similarity sinks and the census criterion for attention sinks."""
 
     cosine: float = 0.8  # assumption: arXiv 2512.22213's exact criterion is not readable here
-    sink_threshold: float = 0.2  # the census's eps for attention sinks
-    min_queries: int = 8  # per position (not per label, as the census): a key seen by q queries
-    # gets >= 1/q from a previous-token head alone, so q must exceed 1/sink_threshold
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)  # the run's `sinks` node
 
     def __post_init__(self) -> None:
         if not -1.0 < self.cosine < 1.0:
             raise ConfigError(f"secondary.cosine must lie in (-1, 1), got {self.cosine}")
-        if not 0.0 < self.sink_threshold < 1.0:
-            raise ConfigError(
-                f"secondary.sink_threshold must lie in (0, 1), got {self.sink_threshold}"
-            )
-        if self.min_queries < 1:
-            raise ConfigError(f"secondary.min_queries must be >= 1, got {self.min_queries}")
 
 
 def cosine_to(hidden: torch.Tensor, anchor: int) -> torch.Tensor:
@@ -83,11 +76,12 @@ def secondary_sinks(
     counts, tokens = [], []
     for batch in batches:
         first, second, scores = capture_similarity(loaded, batch)
-        compared = scorable_keys(batch.attention_mask, loaded.causal, settings.min_queries)
+        compared = scorable_keys(batch.attention_mask, loaded.causal, settings.sinks.min_queries)
         compared = compared.to(first.device)
         compared[:, :2] = False  # the anchors themselves (first, and second for the null)
         compared = compared[:, None, :].expand_as(first)
-        attention = attention_sink_positions(scores, compared[:, 0], settings.sink_threshold)
+        attention = attention_sink_positions(loaded, batch, scores, settings.sinks)
+        attention &= compared[:, 0][:, None, :]
         similar = (first > settings.cosine) & compared
         null = (second > settings.cosine) & compared
         counts.append(_layer_counts(similar, attention & compared, null, compared, first))

@@ -25,7 +25,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
-from sinkmech.attention.backend import fused_pass
+from sinkmech.attention.backends import LayerView, received_attention
+from sinkmech.attention.hooks import HookFn
 from sinkmech.data.prompts import TokenBatch, require_right_padding, short_prompts
 from sinkmech.data.tokens import (
     CONTENT,
@@ -37,7 +38,6 @@ from sinkmech.data.tokens import (
     surface,
 )
 from sinkmech.errors import PromptError
-from sinkmech.mechanism.hooks import HookFn, pattern_name, run_hooked
 from sinkmech.mechanism.learned_sinks import with_learned_sinks
 from sinkmech.mechanism.thresholds import (  # re-exported: callers import the criterion from here
     GU_EPS,  # noqa: F401
@@ -152,23 +152,6 @@ def key_scores(
     return scores_from_received(received_attention(pattern, attention_mask), attention_mask, null)
 
 
-def received_attention(
-    pattern: Float[torch.Tensor, "batch head query key"],
-    attention_mask: Int[torch.Tensor, "batch pos"],
-) -> Float[torch.Tensor, "batch head key"]:
-    """sum over real queries of A[q, k]: [batch, head, key], float32 or wider (the fused backend
-    computes the same without the pattern, ``sinkmech.attention``)."""
-    if pattern.dtype in (torch.float16, torch.bfloat16):
-        # summed in float32 straight from the half-precision pattern: a float32 copy of the
-        # layer's largest tensor would cost more than the sum (issue 12's GPU profile)
-        real = attention_mask.to(pattern.dtype)[:, None, :, None]
-        return (pattern * real).sum(2, dtype=torch.float32)
-    mask = attention_mask.to(pattern.dtype)
-    # mask @ pattern reads the pattern in place; an einsum over q would first copy the largest
-    # tensor of the layer into a [b, h, k, q] layout (benchmarks/NOTES.md, optimisation D).
-    return torch.matmul(mask[:, None, None, :], pattern).squeeze(2)
-
-
 def scores_from_received(
     received: Float[torch.Tensor, "batch head key"],
     attention_mask: Int[torch.Tensor, "batch pos"],
@@ -240,42 +223,34 @@ class NullCache:
         return self._masks[device]
 
 
+# What the census reads of each layer (``sinkmech.attention.backends.DATA``).
+RECEIVED = frozenset({"received"})
+
+
 def capture_key_scores(
     loaded: LoadedModel, batch: TokenBatch, extra_hooks: Sequence[tuple[str, HookFn]] = ()
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Key scores of every layer, [batch, layer, head, key], and the logits of one forward pass.
 
-    Only the attention-pattern hooks are added (plus ``extra_hooks``, e.g. an intervention); each
-    pattern is reduced to scores inside its hook. With ``model.attn_backend=fused`` and no extra
-    hooks the scores come from the fused backend and the logits are None (it runs no LM head).
+    Each layer's attention reaches the scores through ``loaded.backend`` (hooks reduce the pattern
+    inside its hook; the fused backend gives received attention without one and no logits).
+    ``extra_hooks`` (an intervention) need the hook backend: the fused one refuses them.
     """
     mask = batch.attention_mask.to(loaded.device)
     nulls = NullCache(mask, loaded.causal)
     windows = layer_windows(loaded)
     per_layer: dict[int, torch.Tensor] = {}
 
-    def keep(layer: int, received: torch.Tensor) -> None:
+    def keep(view: LayerView) -> None:
         # A model split over GPUs (model.n_devices) runs later layers on other devices: scores
         # are computed where the layer ran and gathered on the first device.
+        received = view.received
         device = received.device
-        null = nulls.on(windows[layer], device)
+        null = nulls.on(windows[view.layer], device)
         scores = scores_from_received(received, nulls.mask_on(device), null)
-        per_layer[layer] = scores.to(mask.device)
+        per_layer[view.layer] = scores.to(mask.device)
 
-    if loaded.attn_backend == "fused" and not extra_hooks:
-        fused_pass(loaded, batch, lambda attention: keep(attention.layer, attention.received))
-        logits = None
-    else:
-
-        def reduce(layer: int) -> HookFn:
-            def hook(pattern: torch.Tensor, hook: object) -> None:
-                here = nulls.mask_on(pattern.device)
-                keep(layer, received_attention(pattern, here))
-
-            return hook
-
-        hooks = [(pattern_name(layer), reduce(layer)) for layer in range(loaded.n_layers)]
-        logits = run_hooked(loaded, batch, [*extra_hooks, *hooks])
+    logits = loaded.backend.layers(loaded, batch, RECEIVED, keep, extra_hooks)
     return torch.stack([per_layer[layer] for layer in range(loaded.n_layers)], dim=1), logits
 
 

@@ -26,8 +26,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from sinkmech.data.prompts import TokenBatch
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     expand_kv_heads,
     gather_per_layer,
     output_weights,
@@ -35,6 +34,7 @@ from sinkmech.mechanism.hooks import (
     run_hooked,
     value_name,
 )
+from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.sinks import SinkThresholds, key_null, layer_windows
 from sinkmech.mechanism.tags import control_keys, sink_mask
 from sinkmech.models import LoadedModel

@@ -22,6 +22,7 @@ import transformers
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
+from sinkmech.attention.backends import backend_named
 from sinkmech.digests import checkpoint_digest
 from sinkmech.errors import CheckpointError, ConfigError, ModelUnavailableError
 from sinkmech.models.families import (
@@ -368,7 +369,7 @@ def describe(
         qk_norm=qk_norm,
         source=spec.source,
         untrained_head=untrained_head,
-        attn_backend=spec.attn_backend,
+        backend=backend_named(spec.attn_backend, spec.attn_fallback),
         learned_sink=family.learned_sink,
         gate=family.gate,
     )

@@ -6,18 +6,18 @@ Kept apart from the loaders so checkpoint formats (e.g. the minimal problem's) c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from sinkmech.attention.backends import BACKENDS, AttentionBackend, HookBackend, backend_named
 from sinkmech.errors import ConfigError
 from sinkmech.models.families import family_of
 
 Source = Literal["hub", "local", "minilm", "tiny", "minimal"]
 SOURCES: tuple[str, ...] = ("hub", "local", "minilm", "tiny", "minimal")
-ATTN_BACKENDS: tuple[str, ...] = ("hooks", "fused")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -44,6 +44,7 @@ class ModelSpec:
     n_devices: int = 1
     seed: int = 0
     attn_backend: str = "hooks"  # "hooks" (TransformerLens patterns, the reference) or "fused"
+    attn_fallback: str = "hooks"  # a part the backend cannot serve: "hooks" (logged) or "refuse"
 
 
 @dataclass
@@ -59,7 +60,7 @@ class LoadedModel:
     qk_norm: bool
     source: str
     untrained_head: bool = False  # logits come from a randomly initialised head (e.g. MiniLM's)
-    attn_backend: str = "hooks"  # how streamed analyses read attention (sinkmech.attention)
+    backend: AttentionBackend = field(default_factory=HookBackend)  # how analyses read attention
     learned_sink: str = "none"  # learned per-head sink logit: none, virtual_key or output_scale
     gate: str = "none"  # sigmoid gate on the head output: none, per_element or per_head
 
@@ -97,10 +98,11 @@ def validate_spec(spec: ModelSpec) -> None:
             family_of(spec.family)
         except KeyError as err:
             raise ConfigError(str(err.args[0])) from None
-    if spec.attn_backend not in ATTN_BACKENDS:
+    if spec.attn_backend not in BACKENDS:
         raise ConfigError(
-            f"model.attn_backend={spec.attn_backend!r} is not one of {list(ATTN_BACKENDS)}"
+            f"model.attn_backend={spec.attn_backend!r} is not one of {list(BACKENDS)}"
         )
+    backend_named(spec.attn_backend, spec.attn_fallback)  # one-line error for a bad fallback
     if spec.attn_backend == "fused" and spec.source == "minimal":
         raise ConfigError(
             "model.attn_backend=fused needs a Hugging Face model; minimal-problem checkpoints "

@@ -12,28 +12,28 @@ embedding and position probes.
 
 from __future__ import annotations
 
-import matplotlib
+from dataclasses import dataclass, replace
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from sinkmech.data.statements import (  # noqa: E402
+from sinkmech.data.statements import (
     is_sentiment_set,
     load_statements,
     validate_statements,
 )
-from sinkmech.mechanism.sinks import SINK_THRESHOLD  # noqa: E402
-from sinkmech.models import LoadedModel  # noqa: E402
-from sinkmech.probing.features import (  # noqa: E402
+from sinkmech.errors import ConfigError
+from sinkmech.mechanism.thresholds import SinkThresholds
+from sinkmech.models import LoadedModel
+from sinkmech.probing.features import (
+    PROBE_MIN_QUERIES,
     PROBE_SUFFIX,
     HeadKey,
     TruthFeatures,
     extract_truth_features,
     final_sink_frequency,
 )
-from sinkmech.probing.probes import (  # noqa: E402
+from sinkmech.probing.probes import (
     PROBE_COMPARISON,
     abs_cosine,
     auroc,
@@ -41,11 +41,11 @@ from sinkmech.probing.probes import (  # noqa: E402
     probe_direction,
     top_direction,
 )
-from sinkmech.probing.segments import extract_segment_features, segment_prompts  # noqa: E402
-from sinkmech.probing.sentiment import sentiment_baselines  # noqa: E402
-from sinkmech.tolerance import Estimate, Rule  # noqa: E402
+from sinkmech.probing.segments import extract_segment_features, segment_prompts
+from sinkmech.probing.sentiment import sentiment_baselines
+from sinkmech.tolerance import Estimate, Rule
 
-__all__ = ["run_probing", "load_statements", "plot_probe_summary"]
+__all__ = ["run_probing", "ProbingSettings", "load_statements"]
 
 SINK_FREQUENCY = 0.5  # a head is a sink head of the final punctuation in at least half the prompts
 TRUTH_FEATURES = ("tag", "tag_sink", "no_tag", "head_out", "resid", "resid_random")
@@ -269,26 +269,53 @@ def position_baselines(position: np.ndarray, length: np.ndarray) -> dict[str, np
     return {"position": where, "position_length": np.hstack([where, one_hot(length)])}
 
 
+@dataclass
+class ProbingSettings:
+    """How the probes are fitted and which heads they read."""
+
+    n_folds: int = 5  # cross-validation folds over entities
+    seed: int = 0
+    max_heads: int | None = (
+        None  # the most frequent final-punctuation sink heads probed (None: all)
+    )
+
+    def __post_init__(self) -> None:
+        if self.n_folds < 2:
+            raise ConfigError(f"probing.n_folds must be >= 2, got {self.n_folds}")
+        if self.max_heads is not None and self.max_heads < 1:
+            raise ConfigError(f"probing.max_heads must be >= 1 or null, got {self.max_heads}")
+
+
+def probe_criterion(sinks: SinkThresholds) -> SinkThresholds:
+    """The run's sink criterion for the statement-final punctuation: under causal attention only
+    the mark itself and ``PROBE_SUFFIX``'s tokens see it, so ``min_queries`` is capped at
+    ``PROBE_MIN_QUERIES``; threshold and null margin are the run's."""
+    return replace(sinks, min_queries=min(sinks.min_queries, PROBE_MIN_QUERIES))
+
+
 def run_probing(
     loaded: LoadedModel,
     statements: pd.DataFrame,
+    settings: ProbingSettings | None = None,
     *,
+    sinks: SinkThresholds | None = None,
     batch_size: int = 16,
-    sink_threshold: float = SINK_THRESHOLD,
-    n_folds: int = 5,
-    seed: int = 0,
-    max_heads: int | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Truth probes per (layer, head, feature, probe), tag directions, segment probes, and the
     final-punctuation sink frequency of every head; each table has a ``model`` column. A
-    sentiment set's probes are named ``sentiment_probes``, with ``sentiment_baselines`` beside."""
+    sentiment set's probes are named ``sentiment_probes``, with ``sentiment_baselines`` beside.
+    ``sinks`` is the run's sink criterion (``probe_criterion``)."""
+    settings = settings or ProbingSettings()
+    sinks = probe_criterion(sinks or SinkThresholds())
+    n_folds, seed, max_heads = settings.n_folds, settings.seed, settings.max_heads
+    sink_threshold = sinks.sink
     validate_statements(statements)
     statements = statements.sort_values("statement_id", ignore_index=True)
     prompts = [text + PROBE_SUFFIX for text in statements.statement]
     y = statements.label.to_numpy()
     groups = pd.factorize(statements.entity)[0]
     is_test = (statements.split == "test").to_numpy()
-    frequency = final_sink_frequency(loaded, prompts, batch_size, sink_threshold)
+    frequency = final_sink_frequency(loaded, prompts, batch_size, sinks)
     sinks, others = choose_heads(frequency, max_heads)
     features = extract_truth_features(loaded, prompts, sinks + others, batch_size, sink_threshold)
     layer, head = np.indices(frequency.shape)
@@ -314,82 +341,3 @@ def run_probing(
             loaded, statements, batch_size=batch_size, n_folds=n_folds, seed=seed
         )
     return {name: table.assign(model=loaded.name) for name, table in tables.items()}
-
-
-def _head_labels(frame: pd.DataFrame) -> pd.Series:
-    return frame["layer"].astype(str) + "." + frame["head"].astype(str)
-
-
-def plot_probe_summary(tables: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Test accuracy (95% Wilson CI) of logistic truth probes per head and feature, and of the
-    segment-identity probes against the majority class."""
-    truth = tables["sentiment_probes" if "sentiment_probes" in tables else "truth_probes"]
-    truth = truth[truth.probe == "logistic"].sort_values(
-        ["head_role", "layer", "head"], ascending=[False, True, True]
-    )
-    truth = truth.assign(
-        series=truth.feature.where(truth.labels == "true", truth.feature + " (shuffled)"),
-        head_label=_head_labels(truth) + np.where(truth.head_role == "sink", "", "*"),
-    )
-    heads = truth.head_label.unique().tolist()
-    segment = tables["segment_probes"]
-    segment = segment[segment.skipped == ""] if "test_accuracy" in segment else segment.iloc[0:0]
-    figure, axes = plt.subplots(
-        1, 2, figsize=(max(10, 0.4 * len(heads) + 6), 4), width_ratios=[2, 1]
-    )
-    position = {label: i for i, label in enumerate(heads)}
-    series = truth.series.unique().tolist()
-    for k, name in enumerate(series):
-        part = truth[truth.series == name]
-        offset = (k - (len(series) - 1) / 2) * 0.8 / len(series)
-        errors = [
-            part.test_accuracy - part.test_accuracy_lo,
-            part.test_accuracy_hi - part.test_accuracy,
-        ]
-        axes[0].errorbar(
-            [position[label] + offset for label in part.head_label],
-            part.test_accuracy,
-            yerr=errors,
-            fmt="o",
-            ms=3,
-            label=name,
-            alpha=0.85,
-        )
-    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
-    axes[0].set_xticks(range(len(heads)), heads, rotation=90, fontsize=7)
-    axes[0].set(
-        xlabel="layer.head (* = non-sink head)",
-        ylabel="test accuracy, label vs other",
-        ylim=(0.3, 1.02),
-    )
-    axes[0].legend(fontsize=7, ncol=2)
-    axes[0].set_title(
-        f"{'sentiment' if 'sentiment_probes' in tables else 'truth'} probes (logistic, 95% CI)"
-    )
-    if segment.empty:
-        axes[1].text(
-            0.5,
-            0.5,
-            "no head caught tokens\nfor two or more segments",
-            ha="center",
-            transform=axes[1].transAxes,
-        )
-    else:
-        labels = _head_labels(segment.drop_duplicates(["layer", "head"])).tolist()
-        for name, part in segment.groupby(
-            segment.feature + np.where(segment.labels == "true", "", " (shuffled)")
-        ):
-            axes[1].plot(
-                [labels.index(l) for l in _head_labels(part)], part.test_accuracy, "o", label=name
-            )
-        chance = segment.drop_duplicates(["layer", "head"])
-        axes[1].plot(range(len(chance)), chance.chance, "k_", ms=12, label="majority class")
-        axes[1].set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-        axes[1].legend(fontsize=7)
-    axes[1].set(xlabel="layer.head", ylabel="test accuracy, which sink caught it", ylim=(0, 1.02))
-    axes[1].set_title("segment identity (logistic)")
-    figure.suptitle(
-        f"{truth.model.iloc[0] if len(truth) else ''}: do tags carry semantics? (Sec. 4.4)"
-    )
-    figure.tight_layout()
-    return figure

@@ -25,9 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sinkmech.data.prompts import TokenBatch, iter_batches
-from sinkmech.data.tokens import is_punctuation
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     expand_kv_heads,
     gate_name,
     gather_per_layer,
@@ -39,8 +37,11 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
+from sinkmech.data.prompts import TokenBatch, iter_batches
+from sinkmech.data.tokens import is_punctuation
 from sinkmech.mechanism.sinks import layer_windows, special_token_strings
 from sinkmech.mechanism.tags import sink_mask
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.mechanism.variance import output_basis
 from sinkmech.models import LoadedModel
 
@@ -84,11 +85,12 @@ def last_punctuation(batch: TokenBatch, special: frozenset[str]) -> torch.Tensor
 
 
 def final_sink_frequency(
-    loaded: LoadedModel, prompts: Sequence[str], batch_size: int, threshold: float
+    loaded: LoadedModel, prompts: Sequence[str], batch_size: int, criterion: SinkThresholds
 ) -> np.ndarray:
-    """[layer, head]: share of prompts whose final punctuation is a sink (mean received
-    attention > ``threshold`` and twice its uniform-attention null, ``tags.sink_mask``) of the
-    head. Attention patterns only."""
+    """[layer, head]: share of prompts whose final punctuation is a sink of the head under
+    ``criterion`` (mean received attention > ``criterion.sink`` and ``null_margin`` x its
+    uniform-attention null, seen by ``min_queries`` queries: ``tags.sink_mask``). Attention
+    patterns only."""
     special = special_token_strings(loaded.tokenizer)
     windows = layer_windows(loaded)
     counts = torch.zeros(loaded.n_layers, loaded.n_heads)
@@ -100,15 +102,16 @@ def final_sink_frequency(
         def reduce(layer: int):
             def hook(pattern: torch.Tensor, hook: object) -> None:
                 device = pattern.device  # a later layer of a split model sits on another GPU
-                sinks = sink_mask(
+                is_sink = sink_mask(
                     pattern.float(),
                     mask.to(device),
                     loaded.causal,
-                    threshold,
-                    min_queries=PROBE_MIN_QUERIES,
+                    criterion.sink,
+                    min_queries=criterion.min_queries,
+                    null_margin=criterion.null_margin,
                     window=windows[layer],
                 )  # [b, h, key]
-                counts[layer] += sinks[rows.to(device), :, final.to(device)].float().sum(0).cpu()
+                counts[layer] += is_sink[rows.to(device), :, final.to(device)].float().sum(0).cpu()
 
             return hook
 

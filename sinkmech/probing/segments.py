@@ -21,9 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sinkmech.data.prompts import TokenBatch, iter_batches
-from sinkmech.data.tokens import is_punctuation
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     expand_kv_heads,
     gate_name,
     gather_per_layer,
@@ -33,6 +31,8 @@ from sinkmech.mechanism.hooks import (
     run_hooked,
     value_name,
 )
+from sinkmech.data.prompts import TokenBatch, iter_batches
+from sinkmech.data.tokens import is_punctuation
 from sinkmech.mechanism.sinks import special_token_strings
 from sinkmech.mechanism.tags import tag_z
 from sinkmech.models import LoadedModel

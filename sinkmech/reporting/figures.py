@@ -8,15 +8,13 @@ baselines for probes, the base or non-QK-norm model for the paired sink counts.
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from sinkmech.reporting import ledger, matrix  # noqa: E402
-from sinkmech.reporting.plots import sink_heatmap  # noqa: E402
+from sinkmech.mechanism.thresholds import SINK_THRESHOLD
+from sinkmech.reporting import ledger, matrix
+from sinkmech.reporting.plots import sink_heatmap
 
 # Truth-probe features in the order of the paper's Table 1, then our controls.
 # (feature, labels) bars: the tag, the tag-free part, the residual, and the ledger's controls.
@@ -38,11 +36,15 @@ EMERGENCE_METRICS = {
 }
 
 
-def sink_heatmaps(sinks: pd.DataFrame, threshold: float) -> dict[str, plt.Figure]:
-    """Fig. 1 style: per model, layers x heads of the first token's and punctuation's scores."""
+def sink_heatmaps(sinks: pd.DataFrame, thresholds: dict[str, float]) -> dict[str, plt.Figure]:
+    """Fig. 1 style: per model, layers x heads of the first token's and punctuation's scores,
+    each against the sink threshold its unit ran with (``thresholds`` by model label)."""
     if sinks.empty:
         return {}
-    return {model: sink_heatmap(frame, threshold) for model, frame in sinks.groupby("model")}
+    return {
+        model: sink_heatmap(frame, thresholds.get(model, SINK_THRESHOLD))
+        for model, frame in sinks.groupby("model")
+    }
 
 
 def variance_figure(variance: pd.DataFrame) -> plt.Figure | None:

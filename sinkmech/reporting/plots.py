@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from sinkmech.data.tokens import CONTENT, FIRST  # noqa: E402
+from sinkmech.data.tokens import CONTENT, FIRST
 
 
 def _grid(frame: pd.DataFrame, value: str) -> np.ndarray:
@@ -62,5 +59,84 @@ def intervention_figure(interventions: pd.DataFrame) -> plt.Figure:
         axis.set(title=column.replace("_", " "), xlabel="")
         axis.tick_params(axis="x", rotation=30)
     figure.suptitle(f"{interventions.model.iloc[0]}: tag ablation and patching (top tag heads)")
+    figure.tight_layout()
+    return figure
+
+
+def _head_labels(frame: pd.DataFrame) -> pd.Series:
+    return frame["layer"].astype(str) + "." + frame["head"].astype(str)
+
+
+def probe_summary_figure(tables: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Test accuracy (95% Wilson CI) of logistic truth probes per head and feature, and of the
+    segment-identity probes against the majority class."""
+    truth = tables["sentiment_probes" if "sentiment_probes" in tables else "truth_probes"]
+    truth = truth[truth.probe == "logistic"].sort_values(
+        ["head_role", "layer", "head"], ascending=[False, True, True]
+    )
+    truth = truth.assign(
+        series=truth.feature.where(truth.labels == "true", truth.feature + " (shuffled)"),
+        head_label=_head_labels(truth) + np.where(truth.head_role == "sink", "", "*"),
+    )
+    heads = truth.head_label.unique().tolist()
+    segment = tables["segment_probes"]
+    segment = segment[segment.skipped == ""] if "test_accuracy" in segment else segment.iloc[0:0]
+    figure, axes = plt.subplots(
+        1, 2, figsize=(max(10, 0.4 * len(heads) + 6), 4), width_ratios=[2, 1]
+    )
+    position = {label: i for i, label in enumerate(heads)}
+    series = truth.series.unique().tolist()
+    for k, name in enumerate(series):
+        part = truth[truth.series == name]
+        offset = (k - (len(series) - 1) / 2) * 0.8 / len(series)
+        errors = [
+            part.test_accuracy - part.test_accuracy_lo,
+            part.test_accuracy_hi - part.test_accuracy,
+        ]
+        axes[0].errorbar(
+            [position[label] + offset for label in part.head_label],
+            part.test_accuracy,
+            yerr=errors,
+            fmt="o",
+            ms=3,
+            label=name,
+            alpha=0.85,
+        )
+    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes[0].set_xticks(range(len(heads)), heads, rotation=90, fontsize=7)
+    axes[0].set(
+        xlabel="layer.head (* = non-sink head)",
+        ylabel="test accuracy, label vs other",
+        ylim=(0.3, 1.02),
+    )
+    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].set_title(
+        f"{'sentiment' if 'sentiment_probes' in tables else 'truth'} probes (logistic, 95% CI)"
+    )
+    if segment.empty:
+        axes[1].text(
+            0.5,
+            0.5,
+            "no head caught tokens\nfor two or more segments",
+            ha="center",
+            transform=axes[1].transAxes,
+        )
+    else:
+        labels = _head_labels(segment.drop_duplicates(["layer", "head"])).tolist()
+        for name, part in segment.groupby(
+            segment.feature + np.where(segment.labels == "true", "", " (shuffled)")
+        ):
+            axes[1].plot(
+                [labels.index(l) for l in _head_labels(part)], part.test_accuracy, "o", label=name
+            )
+        chance = segment.drop_duplicates(["layer", "head"])
+        axes[1].plot(range(len(chance)), chance.chance, "k_", ms=12, label="majority class")
+        axes[1].set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        axes[1].legend(fontsize=7)
+    axes[1].set(xlabel="layer.head", ylabel="test accuracy, which sink caught it", ylim=(0, 1.02))
+    axes[1].set_title("segment identity (logistic)")
+    figure.suptitle(
+        f"{truth.model.iloc[0] if len(truth) else ''}: do tags carry semantics? (Sec. 4.4)"
+    )
     figure.tight_layout()
     return figure

@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
-import matplotlib
+import markdown_it
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import markdown_it  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from sinkmech import io  # noqa: E402
-from sinkmech.reporting import figures, ledger, matrix, sensitivity  # noqa: E402
-
-META = ["experiment", "model", "family", "qk_norm", "role", "pair"]
+from sinkmech import io
+from sinkmech.analyses import REGISTRY, ReportSection
+from sinkmech.reporting import figures, ledger, matrix, sensitivity
 
 
 def complete_units(results_dir: Path) -> list[Path]:
@@ -68,155 +64,6 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
     )
 
 
-def sink_section(summary: pd.DataFrame) -> pd.DataFrame:
-    if summary.empty:
-        return summary
-    out = summary.copy()
-    out["first_token_sink_share"] = out.first_token_sink_heads / out.n_heads
-    out["prompt_dependent_sink_share"] = out.prompt_dependent_sink_heads / out.n_heads
-    columns = [c for c in META if c in out] + [
-        "n_heads",
-        "first_token_sink_share",
-        "prompt_dependent_sink_share",
-        "distinct_sink_labels_per_head",
-        "sink_occurrences_per_prompt_head",
-        "sink_eps_gu",
-        "first_token_null",
-        "n_short_prompts",
-    ]
-    return out[[c for c in columns if c in out]].sort_values(["experiment", "model"])
-
-
-def variance_section(variance: pd.DataFrame) -> pd.DataFrame:
-    if variance.empty:
-        return variance
-    rank1 = variance[variance["rank"] == 1]
-    grouped = rank1.groupby(["experiment", "model"])
-    return grouped.agg(
-        qk_norm=("qk_norm", "first"),
-        heads_with_sinks=("tag_variance_explained", "count"),
-        tag_mean=("tag_variance_explained", "mean"),
-        tag_max=("tag_variance_explained", "max"),
-        random_mean=("random_variance_explained", "mean"),
-        pca_mean=("pca_variance_explained", "mean"),
-        **{
-            name: (column, "mean")
-            for name, column in (
-                ("nonsink_key_mean", "nonsink_key_variance_explained"),
-                ("uniform_attention_mean", "uniform_attention_tag_variance_explained"),
-                ("tag_uncentred_mean", "tag_variance_explained_uncentred"),
-                ("nonsink_key_uncentred_mean", "nonsink_key_variance_explained_uncentred"),
-            )
-            if column in rank1
-        },
-    ).reset_index()
-
-
-def measures_section(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per model: the neighbouring papers' sink measures (issue 19) beside the census's
-    first-token and prompt-dependent sink heads, each next to its null or control."""
-    rows: dict[str, dict[str, object]] = {}
-
-    def put(model: str, **values: object) -> None:
-        rows.setdefault(model, {"model": model}).update(values)
-
-    summary = tables.get("sinks_summary", pd.DataFrame())
-    massive = tables.get("massive_summary", pd.DataFrame())
-    for model, frame in massive.groupby("model") if not massive.empty else ():
-        put(
-            model,
-            massive_top_ratio=frame.top_ratio.max(),  # Sun et al.: >= 1000 for massive
-            massive_tokens=int(frame.n_massive_tokens.max()),
-        )
-    edits = tables.get("massive_interventions", pd.DataFrame())
-    for (model, mode), frame in edits.groupby(["model", "intervention"]) if not edits.empty else ():
-        put(model, **{f"delta_loss_{mode}": frame.delta_loss.mean()})
-    secondary = tables.get("secondary", pd.DataFrame())
-    for model, frame in secondary.groupby("model") if not secondary.empty else ():
-        put(
-            model,
-            similarity_sinks_max=int(frame.n_similarity.max()),
-            similar_to_second_max=int(frame.n_similar_to_second.max()),  # the null
-            overlap_with_attention=int(frame.n_both.sum()),
-        )
-    eviction = tables.get("eviction", pd.DataFrame())
-    for model, frame in eviction.groupby("model") if not eviction.empty else ():
-        ratios = frame.set_index("condition").ppl_ratio_to_full
-        put(model, **{f"ppl_ratio_{c}": r for c, r in ratios.items() if c != "full"})
-    gu = tables.get("gu_sink", pd.DataFrame())
-    for _, row in gu.iterrows() if not gu.empty else ():
-        put(
-            row.model,
-            sink_eps_pct=row.sink_eps_pct,
-            sink_eps_second_token_pct=row.second_token_sink_eps_pct,  # the null
-        )
-    if not rows:
-        return pd.DataFrame()
-    out = pd.DataFrame(list(rows.values()))
-    if not summary.empty:
-        census = summary.groupby("model")[
-            ["first_token_sink_heads", "prompt_dependent_sink_heads", "n_heads"]
-        ].first()
-        out = out.merge(census, left_on="model", right_index=True, how="left")
-    return out.sort_values("model")
-
-
-def long_context_section(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, length): first-token sink heads, mean first-token score and its ratio
-    to the uniform-attention null, and the first token's attention share from the last position
-    bin as a multiple of uniform attention's share."""
-    if summary.empty:
-        return summary
-    table = pd.DataFrame(
-        {
-            "model": summary.model.str.split("@").str[0],
-            "tokens": summary.seq_len,
-            "first-token sink heads": summary.frac_first_token_sink_heads,
-            "first-token score": summary.mean_first_token_score,
-            "score / null": summary.mean_first_token_score / summary.mean_first_token_null,
-            "last queries' share / uniform": summary.first_token_share_last_bin
-            / summary.uniform_share_last_bin,
-        }
-    )
-    return table.sort_values(["model", "tokens"]).drop_duplicates(["model", "tokens"])
-
-
-def intervention_section(interventions: pd.DataFrame) -> pd.DataFrame:
-    if interventions.empty:
-        return interventions
-    means = interventions.groupby(["experiment", "model", "intervention"])[
-        [
-            c
-            for c in ("kl", "delta_loss", "final_resid_change", "downstream_attention_change")
-            if c in interventions
-        ]
-    ].mean()
-    return means.reset_index()
-
-
-def probe_section(probes: pd.DataFrame) -> pd.DataFrame:
-    """Logistic-probe test accuracy / AUROC per model, head role, feature and label kind."""
-    if probes.empty:
-        return probes
-    if "probe" in probes:
-        probes = probes[probes.probe == "logistic"]
-    if "skipped" in probes:
-        probes = probes[probes.skipped.isna() | (probes.skipped == "")]
-    keys = [c for c in ("experiment", "model", "head_role", "feature", "labels") if c in probes]
-    probes = probes[[*keys, "test_accuracy", "test_auroc", "chance"]]
-    summary = probes.groupby(keys, dropna=False)[["test_accuracy", "test_auroc", "chance"]].agg(
-        ["mean", "max"]
-    )
-    return _flatten(summary.reset_index()).drop(columns=["chance_max"])
-
-
-def _flatten(frame: pd.DataFrame) -> pd.DataFrame:
-    frame.columns = [
-        "_".join(c for c in col if c) if isinstance(col, tuple) else col for col in frame.columns
-    ]
-    return frame
-
-
 @dataclass(frozen=True)
 class Rich:
     """A block written by hand for each format (the verdict matrix)."""
@@ -237,10 +84,7 @@ def load_tables(
 ) -> dict[str, pd.DataFrame]:
     """Every table the ledger and figures read, concatenated over complete units; the minimal
     problem's tables from ``minimal_dir`` (paper size if present, else CPU size)."""
-    names = ("sinks", "sinks_summary", "variance", "interventions", "release")
-    names += ("truth_probes", "segment_probes", "sentiment_probes", "sentiment_baselines")
-    names += ("massive_summary", "massive_interventions", "secondary", "eviction", "gu_sink")
-    names += ("long_context_summary",)
+    names = dict.fromkeys(name for analysis in REGISTRY.values() for name in analysis.tables)
     tables = {name: collect(results_dir, name) for name in names}
     first = results_dir if isinstance(results_dir, (str, Path)) else results_dir[0]
     minimal_dir = Path(minimal_dir) if minimal_dir else Path(first) / "minimal"
@@ -255,7 +99,39 @@ def load_tables(
     return tables
 
 
-def _figure_blocks(tables: dict[str, pd.DataFrame], threshold: float) -> list[Block]:
+def sink_thresholds(units: Sequence[Path]) -> dict[str, float]:
+    """The sink threshold (``sinks.sink``) each unit ran with, by its model label."""
+    out = {}
+    for unit in units:
+        config = unit / "config.json"
+        if config.is_file():
+            sink = json.loads(config.read_text()).get("sinks", {}).get("sink")
+            if sink is not None:
+                out[unit.name] = sink
+    return out
+
+
+def sections(per_model: bool) -> list[ReportSection]:
+    """The registered report sections of the summary or of each model's page, in registry order,
+    each once (analyses may share one)."""
+    seen: dict[int, ReportSection] = {}
+    for analysis in REGISTRY.values():
+        for section in analysis.report:
+            if section.per_model == per_model:
+                seen.setdefault(id(section), section)
+    return list(seen.values())
+
+
+def _section_blocks(
+    section: ReportSection, tables: dict[str, pd.DataFrame], level: str
+) -> list[Block]:
+    blocks: list[Block] = [f"{level} {section.title}"]
+    if section.text:
+        blocks.append(section.text)
+    return [*blocks, section.build(tables)]
+
+
+def _figure_blocks(tables: dict[str, pd.DataFrame], thresholds: dict[str, float]) -> list[Block]:
     drawn = [
         (
             "Fig. 3: variance explained per head against its controls",
@@ -290,7 +166,7 @@ def _figure_blocks(tables: dict[str, pd.DataFrame], threshold: float) -> list[Bl
     sinks = tables["sinks"]
     if "source" in sinks:  # random-weight models have no sinks to look at
         sinks = sinks[sinks.source != "tiny"]
-    heatmaps = figures.sink_heatmaps(sinks, threshold)
+    heatmaps = figures.sink_heatmaps(sinks, thresholds)
     if heatmaps:
         blocks.append("### Fig. 1 style: sink scores per layer and head")
         blocks += [(f"sinks_{model}", figure) for model, figure in heatmaps.items()]
@@ -306,14 +182,11 @@ def _model_pages(tables: dict[str, pd.DataFrame]) -> dict[str, list[Block]]:
         pages[model] = [
             f"# {model}: tables",
             "[back to the report](../REPORT.md)",
-            "## Interventions (mean over prompts and top tag heads)",
-            intervention_section(pick["interventions"]),
-            "## Truth probes",
-            probe_section(pick["truth_probes"]),
-            "## Segment probes",
-            probe_section(pick["segment_probes"]),
-            "## Sinks (heads with a sink only)",
-            pick["sinks"][pick["sinks"].is_sink] if "is_sink" in pick["sinks"] else pick["sinks"],
+            *(
+                block
+                for section in sections(True)
+                for block in _section_blocks(section, pick, "##")
+            ),
         ]
     return pages
 
@@ -370,7 +243,6 @@ def write_report(
     out_dir: Path | None = None,
     minimal_dir: Path | None = None,
     html: bool = False,
-    threshold: float = 0.2,
     extra_dirs: Sequence[Path] = (),
 ) -> Path:
     """Write ``REPORT.md`` (ledger, findings, figures, summary tables), per-model pages and
@@ -400,7 +272,7 @@ def write_report(
         "sensitivity of every verdict are in the claims ledger below. Randomly initialised "
         "`tiny_*` models check the pipeline and are left out.",
         "## Figures",
-        *_figure_blocks(tables, threshold),
+        *_figure_blocks(tables, sink_thresholds(units)),
         "## Claims ledger",
         "Generated from the tables (sources at the end of the findings); no number in this file "
         "is written by hand. One row per claim and model run; intervals "
@@ -418,24 +290,11 @@ def write_report(
         f"({', '.join(f'{u.parent.name}/{u.name}' for u in units)}).",
         "## Summary tables",
         f"Per-model pages with the long tables (interventions, probes, sinks): {links}.",
-        "### Neighbouring sink measures beside catch-tag-release (`experiment=measures`)",
-        "Massive activations (Sun et al.; top |h| / median, >= 1000 counts as massive) and the "
-        "loss change when they are set to zero or to their mean; secondary sinks by hidden-state "
-        "similarity to the first token (null: similarity to the second token) and their overlap "
-        "with the census's attention sinks; perplexity with a sliding-window KV cache relative to "
-        "full attention, with the first tokens or the prompt-dependent sinks kept (control: as "
-        "many random positions); Gu et al.'s Sink_eps (null: the second token).",
-        measures_section(tables),
-        "### Sinks as context grows (`experiment=long_context`)",
-        "Per length: heads whose first-token score exceeds the threshold, the mean first-token "
-        "score and its ratio to the uniform-attention null, and the first token's mean attention "
-        "share from the last position bin of queries as a multiple of uniform attention's share "
-        "(1 = no preference). Rotary models run past their trained context with RoPE unchanged.",
-        long_context_section(tables["long_context_summary"]),
-        "### Sinks (Sec. 2)",
-        sink_section(tables["sinks_summary"]),
-        "### Variance explained, rank 1 (Sec. 3.2)",
-        variance_section(tables["variance"]),
+        *(
+            block
+            for section in sections(False)
+            for block in _section_blocks(section, tables, "###")
+        ),
     ]
     if html:  # first: writing the Markdown saves and closes the figures
         with io.atomic_path(out_dir / "REPORT.html") as tmp:

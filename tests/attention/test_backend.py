@@ -13,11 +13,12 @@ import transformers
 
 from sinkmech.attention import backend, ops
 from sinkmech.attention.backend import fused_attention, fused_pass
+from sinkmech.attention.backends import FusedBackend, received_attention
+from sinkmech.attention.hooks import gather_per_layer, pattern_name, run_hooked, z_name
 from sinkmech.data.prompts import iter_batches, load_prompts
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import CTRSettings, _stream_pass
-from sinkmech.mechanism.hooks import gather_per_layer, pattern_name, run_hooked, z_name
-from sinkmech.mechanism.sinks import SinkThresholds, received_attention
+from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models import ModelSpec, load_model
 from sinkmech.models.families import family_of
 from sinkmech.models.loading import describe, offline_tokenizer, validate_spec, wrap_hf
@@ -77,7 +78,7 @@ def _assert_same_pass(loaded, batches):
     settings = CTRSettings(sinks=SinkThresholds(min_prompt_tokens=1))
     census, moments, catch = _stream_pass(loaded, batches, settings)
     f_census, f_moments, f_catch = _stream_pass(
-        replace(loaded, attn_backend="fused"), batches, settings
+        replace(loaded, backend=FusedBackend()), batches, settings
     )
     delta = _float32_bound(loaded, batches)
     table, f_table = census.table(), f_census.table()
@@ -123,7 +124,7 @@ def test_bridge_hooks_work_after_a_fused_pass(tiny):
     loaded = tiny("llama")
     batch = _batches(loaded, 2)[0]
     before = run_hooked(loaded, batch, [])
-    fused_pass(replace(loaded, attn_backend="fused"), batch, lambda layer: None)
+    fused_pass(replace(loaded, backend=FusedBackend()), batch, lambda layer: None)
     assert torch.equal(run_hooked(loaded, batch, []), before)
 
 
@@ -158,7 +159,7 @@ def test_fused_backend_honours_the_learned_sink(monkeypatch):
         batch,
         gather_per_layer(range(loaded.n_layers), names, lambda l, a: hooked.update({l: a})),
     )
-    fused = replace(loaded, attn_backend="fused")
+    fused = replace(loaded, backend=FusedBackend())
 
     def fused_z() -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -187,6 +188,6 @@ def test_fused_attention_refuses_an_argument_it_does_not_know():
 
 
 def test_fused_backend_refuses_gated_heads(tiny):
-    loaded = replace(tiny("qwen3_next"), attn_backend="fused")
+    loaded = replace(tiny("qwen3_next"), backend=FusedBackend())
     with pytest.raises(ConfigError, match="per_element output gate"):
         fused_pass(loaded, _batches(loaded, 2)[0], lambda layer: None)

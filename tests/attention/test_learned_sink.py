@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sinkmech.attention import ops
+from sinkmech.attention.backends import FusedBackend, HookBackend
 from sinkmech.attention.span import AttentionSpan
 from sinkmech.mechanism.learned_sinks import learned_sink_census
 from sinkmech.mechanism.sinks import SinkThresholds
@@ -72,7 +73,7 @@ def test_folded_sink_equals_eager_sink_key(device, window, padding):
 @pytest.mark.parametrize("family", ["gpt_oss", "granite_swa"])
 def test_fused_equals_hooks_with_learned_sinks_on_gpu(family):
     loaded = _with_large_sinks(load_model(ModelSpec(family, "tiny", family=family, device="cuda")))
-    _assert_same_pass(replace(loaded, attn_backend="hooks"), _batches(loaded))
+    _assert_same_pass(replace(loaded, backend=HookBackend()), _batches(loaded))
 
 
 @GPU
@@ -82,5 +83,5 @@ def test_fused_learned_sink_census_equals_hooks_on_gpu(family):
     thresholds = SinkThresholds(min_prompt_tokens=1)
     batches = _batches(loaded)
     hooked = learned_sink_census(loaded, batches, thresholds)
-    fused = learned_sink_census(replace(loaded, attn_backend="fused"), batches, thresholds)
+    fused = learned_sink_census(replace(loaded, backend=FusedBackend()), batches, thresholds)
     assert (fused.mean_score - hooked.mean_score).abs().max() < 1e-5

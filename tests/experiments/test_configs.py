@@ -13,8 +13,8 @@ import experiments.sweep_minimal  # noqa: F401 - registers sweep_minimal_schema
 import experiments.train_lm  # noqa: F401 - registers train_lm_schema
 import experiments.train_minimal  # noqa: F401 - registers train_minimal_schema
 from experiments.config import CONF_DIR, RunConf, register
-from experiments.pipeline import ctr_settings, model_spec, probe_kwargs
-from sinkmech.mechanism.ctr import CTRSettings
+from experiments.pipeline import model_spec, settings_of
+from sinkmech.analyses import REGISTRY
 from sinkmech.models import load_model
 
 register()
@@ -48,8 +48,12 @@ def test_config_file_composes_and_builds_its_objects(top, override):
     if top == "config":
         assert isinstance(cfg, RunConf)
         model_spec(cfg)
-        assert isinstance(ctr_settings(cfg), CTRSettings)
-        assert probe_kwargs(cfg)["sink_threshold"] == cfg.sinks.sink
+        for name, analysis in REGISTRY.items():  # every analysis's settings build and validate
+            settings = settings_of(cfg, name)
+            if analysis.settings is not None:
+                assert isinstance(settings, analysis.settings)
+            if hasattr(settings, "sinks"):  # the run's one criterion, whole
+                assert settings.sinks == cfg.sinks
 
 
 @pytest.mark.parametrize(

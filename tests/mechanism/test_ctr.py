@@ -8,9 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sinkmech.data.prompts import iter_batches, load_prompts, tokenize
-from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     expand_kv_heads,
     gate_name,
     gather_per_layer,
@@ -21,6 +19,8 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
+from sinkmech.data.prompts import iter_batches, load_prompts, tokenize
+from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.interventions import TagEditSpec, capture_tags, measure_edit, tag_edit_hooks
 from sinkmech.mechanism.release import read_strength
 from sinkmech.mechanism.sinks import detect_sinks

@@ -6,6 +6,7 @@ import pytest
 import torch
 import transformers
 
+from sinkmech.analyses import REGISTRY, Context
 from sinkmech.data.prompts import TokenBatch, iter_batches, load_prompts
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.eviction import (
@@ -16,7 +17,7 @@ from sinkmech.mechanism.eviction import (
     long_sequences,
     summarise_eviction,
 )
-from sinkmech.mechanism.measures import run_eviction
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import ModelSpec
 from sinkmech.models.families import FAMILIES
 from sinkmech.models.loading import describe, offline_tokenizer, wrap_hf
@@ -77,7 +78,7 @@ def test_eviction_changes_a_full_attention_model(tiny):
 def test_bidirectional_model_is_refused_before_compute(minilm):
     batches = [TokenBatch(torch.ones(1, 4, dtype=torch.long), torch.ones(1, 4), [["a"] * 4])]
     with pytest.raises(ConfigError, match="needs a causal model"):
-        run_eviction(minilm, batches, EvictionSettings())
+        REGISTRY["eviction"].run(Context(minilm, batches, SinkThresholds()), EvictionSettings())
 
 
 def test_settings_are_validated():

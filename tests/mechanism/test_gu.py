@@ -9,6 +9,7 @@ from sinkmech.data.prompts import TokenBatch, iter_batches, load_prompts
 from sinkmech.errors import ConfigError, PromptError
 from sinkmech.mechanism.gu import GuSettings, cut_batches, gu_sink_table, sink_eps
 from sinkmech.mechanism.sinks import detect_sinks
+from sinkmech.mechanism.thresholds import SinkThresholds
 
 
 def test_sink_eps_known_answer():
@@ -32,7 +33,9 @@ def test_cut_batches_cuts_and_drops():
 def test_matches_the_census_and_has_its_nulls(tiny):
     loaded = tiny("qwen3")
     batches = list(iter_batches(loaded.tokenizer, load_prompts(limit=8), 4, 512, True))
-    row, layers = gu_sink_table(loaded, batches, GuSettings(eps=0.1, length=None))
+    row, layers = gu_sink_table(
+        loaded, batches, GuSettings(sinks=SinkThresholds(gu_eps=0.1), length=None)
+    )
     _, summary = detect_sinks(loaded, batches)
     # The census's sink_eps_gu at eps 0.3 is the same statistic.
     census_row, _ = gu_sink_table(loaded, batches, GuSettings(length=None))
@@ -43,5 +46,5 @@ def test_matches_the_census_and_has_its_nulls(tiny):
 
 
 def test_settings_are_validated():
-    with pytest.raises(ConfigError, match="gu_sink.eps"):
-        GuSettings(eps=1.5)
+    with pytest.raises(ConfigError, match="sinks.gu_eps"):
+        GuSettings(sinks=SinkThresholds(gu_eps=1.5))

@@ -10,14 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from sinkmech.attention.backends import FusedBackend, learned_sink_mass, visible_keys
+from sinkmech.attention.hooks import gather_per_layer, pattern_name, run_hooked
 from sinkmech.data.tokens import LEARNED
-from sinkmech.mechanism.hooks import gather_per_layer, pattern_name, run_hooked
-from sinkmech.mechanism.learned_sinks import (
-    learned_sink_census,
-    learned_sink_mass,
-    prompt_scores,
-    visible_keys,
-)
+from sinkmech.mechanism.learned_sinks import learned_sink_census, prompt_scores
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import ModelSpec, load_model
 from tests.attention.test_backend import _batches
@@ -101,6 +97,6 @@ def test_fused_census_equals_hooked_census(family):
     loaded = _model(family, 1.0)
     batches = _batches(loaded)
     hooked = learned_sink_census(loaded, batches, THRESHOLDS)
-    fused = learned_sink_census(replace(loaded, attn_backend="fused"), batches, THRESHOLDS)
+    fused = learned_sink_census(replace(loaded, backend=FusedBackend()), batches, THRESHOLDS)
     for column in ("mean_score", "null_mean_score", "max_score", "frac_above_sink"):
         assert np.allclose(fused[column], hooked[column], rtol=1e-5, atol=1e-7), column

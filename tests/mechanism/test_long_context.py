@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from sinkmech.attention.backends import FusedBackend
 from sinkmech.data.prompts import load_prompts
 from sinkmech.errors import ConfigError, PromptError
 from sinkmech.mechanism.long_context import (
@@ -28,7 +29,7 @@ def test_profiles_agree_between_backends_and_respect_causality(tiny, text_file):
     loaded = tiny("llama")
     settings = LongContextSettings(lengths=(32, 96), n_sequences=2, text=text_file, n_random=2)
     hooks = long_context_profile(loaded, settings)
-    fused = long_context_profile(replace(loaded, attn_backend="fused"), settings)
+    fused = long_context_profile(replace(loaded, backend=FusedBackend()), settings)
     for name, table in hooks.items():
         assert table.shape == fused[name].shape, name
         numeric = table.select_dtypes("number").columns

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from sinkmech.attention.backends import received_attention
 from sinkmech.data.prompts import short_prompts
 from sinkmech.data.tokens import CONTENT, FIRST, PUNCTUATION, SPECIAL
 from sinkmech.errors import ConfigError, PromptError
@@ -20,7 +21,6 @@ from sinkmech.mechanism.sinks import (
     is_sink_score,
     key_null,
     key_scores,
-    received_attention,
     summarise,
     visibility,
 )

@@ -8,6 +8,7 @@ import torch
 from sinkmech.data.prompts import tokenize
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.secondary import SecondarySettings, capture_similarity, secondary_sinks
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import ModelSpec, load_model
 
 PROMPTS = [
@@ -39,7 +40,7 @@ def test_planted_copy_is_the_only_similarity_sink_of_layer_zero(planted):
         ]
     )
     assert torch.allclose(first[:, 0][is_copy], torch.ones(int(is_copy.sum())), atol=1e-5)
-    settings = SecondarySettings(min_queries=1)
+    settings = SecondarySettings(sinks=SinkThresholds(min_queries=1))
     overlap, tokens = secondary_sinks(planted, [batch], settings)
     layer0 = overlap.set_index("layer").loc[0]
     assert layer0.n_similarity == int(is_copy.sum())  # found, and nothing else at cosine 0.8
@@ -51,7 +52,9 @@ def test_planted_copy_is_the_only_similarity_sink_of_layer_zero(planted):
 def test_overlap_counts_add_up(tiny):
     loaded = tiny("qwen2")
     batch = tokenize(loaded.tokenizer, PROMPTS, loaded.max_length, loaded.causal)
-    overlap, _ = secondary_sinks(loaded, [batch], SecondarySettings(cosine=0.0, min_queries=2))
+    overlap, _ = secondary_sinks(
+        loaded, [batch], SecondarySettings(cosine=0.0, sinks=SinkThresholds(min_queries=2))
+    )
     assert (overlap.n_both + overlap.n_similarity_only == overlap.n_similarity).all()
     assert (overlap.n_both + overlap.n_attention_only == overlap.n_attention).all()
     assert (overlap.n_similarity <= overlap.n_compared).all()

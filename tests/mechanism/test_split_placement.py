@@ -16,12 +16,14 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from sinkmech.attention import hooks
 from sinkmech.data.prompts import iter_batches, load_prompts
 from sinkmech.data.statements import load_statements
-from sinkmech.mechanism import ctr, hooks, interventions
+from sinkmech.mechanism import ctr, interventions
 from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks, key_scores
 from sinkmech.probing import features as probe_features
+from sinkmech.probing.analysis import probe_criterion
 from sinkmech.probing.features import (
     PROBE_SUFFIX,
     extract_truth_features,
@@ -183,7 +185,7 @@ def test_probing_features_of_a_split_model_equal_one_device(minilm, split):
 
     def run():
         return (
-            final_sink_frequency(minilm, prompts, 4, 0.2),
+            final_sink_frequency(minilm, prompts, 4, probe_criterion(SinkThresholds())),
             extract_truth_features(minilm, prompts, heads, 4, 0.2).arrays,
             extract_segment_features(minilm, segments, heads, 4, 0.2).arrays,
         )

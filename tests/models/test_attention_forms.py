@@ -12,9 +12,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from sinkmech.data.prompts import tokenize
-from sinkmech.errors import ConfigError
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     expand_kv_heads,
     gate_name,
     gather_per_layer,
@@ -24,6 +22,8 @@ from sinkmech.mechanism.hooks import (
     run_hooked,
     value_name,
 )
+from sinkmech.data.prompts import tokenize
+from sinkmech.errors import ConfigError
 from sinkmech.mechanism.tags import decompose_head_outputs
 from sinkmech.models import ModelSpec
 from sinkmech.models.families import FAMILIES, family_of_model_type

@@ -10,9 +10,9 @@ import pytest
 import torch
 import transformers
 
+from sinkmech.attention.hooks import pattern_name, run_hooked
 from sinkmech.data.prompts import tokenize
 from sinkmech.errors import ConfigError, ModelUnavailableError
-from sinkmech.mechanism.hooks import pattern_name, run_hooked
 from sinkmech.models import ModelSpec, load_model
 from sinkmech.models.families import FAMILIES
 from sinkmech.models.loading import _build_tiny, minilm_path

@@ -9,9 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from sinkmech.data.prompts import tokenize
-from sinkmech.data.statements import load_statements
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     expand_kv_heads,
     gate_name,
     gather_per_layer,
@@ -22,9 +20,11 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
+from sinkmech.data.prompts import tokenize
+from sinkmech.data.statements import load_statements
 from sinkmech.mechanism.sinks import special_token_strings
 from sinkmech.mechanism.tags import decompose_head_outputs
-from sinkmech.probing.analysis import plot_probe_summary, run_probing
+from sinkmech.probing.analysis import ProbingSettings, run_probing
 from sinkmech.probing.features import (
     PROBE_SUFFIX,
     HeadBasis,
@@ -41,6 +41,7 @@ from sinkmech.probing.probes import (
     evaluate_probe,
     probe_direction,
 )
+from sinkmech.reporting.plots import probe_summary_figure
 
 N, D = 800, 24
 
@@ -194,7 +195,7 @@ def test_tag_features_match_the_tag_decomposition(request, tiny, model, layer, h
 def test_run_probing_tables_are_tidy_and_honest(minilm):
     statements = load_statements()
     statements = statements[statements.groupby("split").cumcount() < 48]
-    tables = run_probing(minilm, statements, batch_size=32, n_folds=3, max_heads=2)
+    tables = run_probing(minilm, statements, ProbingSettings(n_folds=3, max_heads=2), batch_size=32)
     assert set(tables) == {
         "truth_probes",
         "tag_direction",
@@ -226,7 +227,7 @@ def test_run_probing_tables_are_tidy_and_honest(minilm):
         == (truth.head_role == "sink").groupby([truth.layer, truth["head"]]).any().sum()
     )
     assert directions.filter(like="cos_").stack().between(0, 1 + 1e-9).all()
-    plot_probe_summary(tables)
+    probe_summary_figure(tables)
 
 
 def test_bootstrap_auroc_of_a_single_class_is_undefined_not_an_error():
@@ -243,7 +244,7 @@ def test_sentiment_set_gets_its_own_tables_and_word_baselines(minilm):
         [part.drop_duplicates("word").head(4) for _, part in statements.groupby(["split", "label"])]
     ).word
     statements = statements[statements.word.isin(words)]
-    tables = run_probing(minilm, statements, batch_size=32, n_folds=2, max_heads=1)
+    tables = run_probing(minilm, statements, ProbingSettings(n_folds=2, max_heads=1), batch_size=32)
     assert "truth_probes" not in tables and {"sentiment_probes", "sentiment_baselines"} <= set(
         tables
     )

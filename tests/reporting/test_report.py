@@ -57,7 +57,7 @@ def test_figures_are_skipped_when_their_tables_are_absent():
 
 
 def test_measures_section_puts_each_measure_beside_the_census():
-    from sinkmech.reporting.report import measures_section
+    from sinkmech.reporting.sections import measures_section
 
     tables = {
         "sinks_summary": pd.DataFrame(
@@ -81,7 +81,7 @@ def test_measures_section_puts_each_measure_beside_the_census():
 
 
 def test_long_context_section_gives_ratios_to_the_nulls():
-    from sinkmech.reporting.report import long_context_section
+    from sinkmech.reporting.sections import long_context_section
 
     summary = pd.DataFrame(
         {

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sinkmech.mechanism.hooks import pattern_name, run_hooked  # noqa: E402
+from sinkmech.attention.hooks import pattern_name, run_hooked  # noqa: E402
 from sinkmech.models import ModelSpec  # noqa: E402
 from sinkmech.training.minimal.checkpoint import load_minimal, step_files  # noqa: E402
 from sinkmech.training.minimal.emergence import (  # noqa: E402

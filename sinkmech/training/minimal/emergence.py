@@ -21,8 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from sinkmech.data.prompts import TokenBatch
-from sinkmech.mechanism.hooks import (
+from sinkmech.attention.hooks import (
     expand_kv_heads,
     gather_per_layer,
     output_weights,
@@ -32,6 +31,7 @@ from sinkmech.mechanism.hooks import (
     value_name,
     z_name,
 )
+from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.interventions import TagEditSpec, tag_edit_hooks
 from sinkmech.mechanism.sinks import SINK_THRESHOLD, SinkThresholds, detect_sinks
 from sinkmech.mechanism.tags import sink_mask, tag_z

@@ -4,11 +4,8 @@ figure, reproduced with the suite's metrics)."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 # (column, title, reference columns drawn dashed)
 PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (

@@ -7,12 +7,14 @@ so no full cache is ever held.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from sinkmech.data.prompts import TokenBatch
-from sinkmech.models import LoadedModel
+
+if TYPE_CHECKING:
+    from sinkmech.models import LoadedModel
 
 HookFn = Callable[[torch.Tensor, object], torch.Tensor | None]
 
@@ -50,7 +52,7 @@ def head_gate(gate: torch.Tensor, n_heads: int) -> torch.Tensor:
     return torch.sigmoid(gate.float()).view(*gate.shape[:2], n_heads, -1)
 
 
-def learned_sink_logits(loaded: LoadedModel, layer: int) -> torch.Tensor:
+def learned_sink_logits(loaded: "LoadedModel", layer: int) -> torch.Tensor:
     """The learned per-head sink logit s_h of one layer, [head] (GPT-OSS, Granite-SWA: the
     attention module's ``sinks``, passed to the attention function as ``s_aux``)."""
     return loaded.model.blocks[layer].attn.original_component.sinks.detach()
@@ -67,19 +69,19 @@ def expand_kv_heads(values: torch.Tensor, n_heads: int) -> torch.Tensor:
     return values if group == 1 else values.repeat_interleave(group, dim=2)
 
 
-def output_weights(loaded: LoadedModel, layer: int) -> torch.Tensor:
+def output_weights(loaded: "LoadedModel", layer: int) -> torch.Tensor:
     """W_O of one layer, [head, d_head, d_model]: head h writes z_h @ W_O[h] to the residual."""
     return loaded.model.blocks[layer].attn.W_O.detach()
 
 
-def layer_device(loaded: LoadedModel, layer: int) -> torch.device:
+def layer_device(loaded: "LoadedModel", layer: int) -> torch.device:
     """Device a layer's activations live on: its weights' (a model split over GPUs with
     ``model.n_devices`` runs each layer where its weights are)."""
     return output_weights(loaded, layer).device
 
 
 def run_hooked(
-    loaded: LoadedModel, batch: TokenBatch, fwd_hooks: Sequence[tuple[str, HookFn]]
+    loaded: "LoadedModel", batch: TokenBatch, fwd_hooks: Sequence[tuple[str, HookFn]]
 ) -> torch.Tensor:
     """One forward pass over a padded batch with the given hooks; returns logits."""
     batch = batch.to(loaded.device)
