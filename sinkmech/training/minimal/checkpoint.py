@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from sinkmech.errors import CheckpointError, ConfigError
 from sinkmech.io import atomic_path, write_json
+from sinkmech.models.loading import register_checkpoint_format
 from sinkmech.models.spec import LoadedModel, ModelSpec
 from sinkmech.provenance import config_diff
 from sinkmech.training.minimal.model import ArchSpec, build_native, to_bridge
@@ -181,3 +182,6 @@ def load_minimal(spec: ModelSpec) -> LoadedModel:
         qk_norm=arch.qk_norm,
         source="minimal",
     )
+
+
+register_checkpoint_format("minimal", load_minimal)

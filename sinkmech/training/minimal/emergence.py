@@ -15,7 +15,7 @@ emergence figure of arXiv 2502.00919), with the suite's own analyses:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +33,7 @@ from sinkmech.attention.hooks import (
 )
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.interventions import TagEditSpec, tag_edit_hooks
-from sinkmech.mechanism.sinks import SINK_THRESHOLD, SinkThresholds, detect_sinks
+from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
 from sinkmech.mechanism.tags import sink_mask, tag_z
 from sinkmech.mechanism.variance import HeadMoments, variance_explained
 from sinkmech.models.spec import LoadedModel, ModelSpec
@@ -52,6 +52,7 @@ from sinkmech.training.minimal.task import (
     token_strings,
 )
 
+SEP_MIN_QUERIES = 3  # queries the task guarantees to see [SEP] (task.TaskSpec)
 STRICT_CONTROLS = ("loss_orth_edit", "loss_tag_only", "tag_variance_share")
 
 
@@ -61,7 +62,7 @@ class EmergenceSpec:
 
     n_eval: int = 256
     eval_seed: int = 2_502_00919
-    sink_threshold: float = SINK_THRESHOLD
+    sinks: SinkThresholds = field(default_factory=SinkThresholds)  # the one sink criterion
     solved_ratio: float = 0.2
     release_mass: float = 0.8
     ablation_ratio: float = 2.0
@@ -74,9 +75,8 @@ class EmergenceSpec:
         """The fields ``run_emergence`` reads: its metrics are cached under exactly these. The
         others are verdict criteria, applied afresh to the cached metrics by every report."""
         return {
-            name: getattr(self, name)
-            for name in ("n_eval", "eval_seed", "sink_threshold", "probe", "probe_folds")
-        }
+            name: getattr(self, name) for name in ("n_eval", "eval_seed", "probe", "probe_folds")
+        } | {"sinks": asdict(self.sinks)}
 
 
 def eval_batch(task: TaskSpec, spec: EmergenceSpec) -> TokenBatch:
@@ -91,7 +91,7 @@ def _task_loss(logits: torch.Tensor, tokens: torch.Tensor, vocab_size: int) -> f
 
 
 def _catch(loaded: LoadedModel, batch: TokenBatch, spec: EmergenceSpec) -> dict[str, float]:
-    table, _ = detect_sinks(loaded, [batch], SinkThresholds(sink=spec.sink_threshold))
+    table, _ = detect_sinks(loaded, [batch], spec.sinks)
     sep = table[table.token == "[SEP]"]
     first = table[table.sink_kind == "first"]
     row: dict[str, float] = {}
@@ -140,9 +140,16 @@ def checkpoint_metrics(
     heads = list(range(loaded.n_heads))
     acts = _layer_acts(loaded, batch)
     pattern0, values0 = acts[0]["pattern"], expand_kv_heads(acts[0]["values"], loaded.n_heads)
-    # The task guarantees the [SEP] key >= 3 visible queries (task.TaskSpec), not the census's 8.
+    # The task guarantees the [SEP] key >= 3 visible queries (task.TaskSpec), not the census's 8,
+    # so min_queries is capped there; threshold and null margin are the criterion's.
     sinks = sink_mask(
-        pattern0, mask, True, spec.sink_threshold, min_queries=3, positions=tokens == SEP
+        pattern0,
+        mask,
+        True,
+        spec.sinks.sink,
+        min_queries=min(spec.sinks.min_queries, SEP_MIN_QUERIES),
+        positions=tokens == SEP,
+        null_margin=spec.sinks.null_margin,
     )
     z_tag = tag_z(pattern0, values0, sinks)  # [batch, query, head, d_head]
     w_o = output_weights(loaded, 0).float().cpu()
@@ -208,7 +215,7 @@ def emerged(row: pd.Series, spec: EmergenceSpec) -> dict[str, bool]:
     strict one ``emerged_strict`` (issue 15; rule fixed before the sweep).
 
     Old: solved (loss <= ``solved_ratio`` x SEP-blind baseline), catch ([SEP] sink score in
-    layer 0 > ``sink_threshold``), release (layer-1 mass on the segment >= ``release_mass``),
+    layer 0 > ``sinks.sink``), release (layer-1 mass on the segment >= ``release_mass``),
     tag_needed (tag removal multiplies the loss by >= ``ablation_ratio``).
     Strict = solved, catch, release, tag_needed and both of
     - tag_beats_orth: the damage of removing the tag (loss_tag_removed - loss) is >=
@@ -220,7 +227,7 @@ def emerged(row: pd.Series, spec: EmergenceSpec) -> dict[str, bool]:
     damage = row.loss_tag_removed - row.loss
     verdict = {
         "solved": bool(row.loss <= spec.solved_ratio * row.baseline_ignore_sep),
-        "catch": bool(row.catch_sep_l0 > spec.sink_threshold),
+        "catch": bool(row.catch_sep_l0 > spec.sinks.sink),
         "release": bool(row.release_mass_l1 >= spec.release_mass),
         "tag_needed": bool(row.loss_tag_removed >= spec.ablation_ratio * max(row.loss, 1e-12)),
     }
