@@ -34,7 +34,7 @@ EVICTION = register(
         name="eviction",
         run=run,
         tables=("eviction", "eviction_sequences"),
-        needs={"census": RECEIVED, "eviction": frozenset({"edits", "logits"})},
+        needs={"census": RECEIVED, "eviction": frozenset({"masks", "logits"})},
         settings=EvictionSettings,
         figures=lambda tables, sinks: {
             "eviction": measures_plots.eviction_figure(tables["eviction"])

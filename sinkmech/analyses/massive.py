@@ -7,6 +7,7 @@ import pandas as pd
 from sinkmech.analyses.measures_section import MEASURES
 from sinkmech.analyses.registry import Analysis, Context, Tables, register
 from sinkmech.mechanism.massive import (
+    NEEDS,
     MassiveSettings,
     edit_layer,
     massive_activations,
@@ -30,7 +31,7 @@ MASSIVE = register(
         name="massive",
         run=run,
         tables=("massive", "massive_summary", "massive_interventions"),
-        needs={"activations": frozenset({"received", "resid", "edits", "logits"})},
+        needs={"activations": NEEDS},
         settings=MassiveSettings,
         figures=lambda tables, sinks: {
             "massive": measures_plots.massive_figure(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sinkmech.analyses.measures_section import MEASURES
 from sinkmech.analyses.registry import Analysis, Context, Tables, register
-from sinkmech.mechanism.secondary import SecondarySettings, secondary_sinks
+from sinkmech.mechanism.secondary import NEEDS, SecondarySettings, secondary_sinks
 from sinkmech.reporting import measures_plots
 
 
@@ -18,7 +18,7 @@ SECONDARY = register(
         name="secondary",
         run=run,
         tables=("secondary", "secondary_tokens"),
-        needs={"similarity": frozenset({"received", "resid"})},
+        needs={"similarity": NEEDS},
         settings=SecondarySettings,
         figures=lambda tables, sinks: {
             "secondary": measures_plots.secondary_figure(tables["secondary"])

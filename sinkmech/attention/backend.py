@@ -15,8 +15,9 @@ function never sees the gate.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from transformers import AttentionInterface
@@ -83,7 +84,16 @@ class LayerAttention:
         )
 
 
-_consumer: list[Callable[[LayerAttention], None]] = []
+@dataclass
+class _Pass:
+    """What one fused pass hands its attention calls: the layer callback and the ``hook_z`` hooks
+    (TransformerLens's [batch, T, head, d_head] layout, which is the function's output)."""
+
+    on_layer: Callable[[LayerAttention], None]
+    z_hooks: dict[int, list[tuple[str, Callable]]]
+
+
+_consumer: list[_Pass] = []
 
 
 def fused_attention(
@@ -116,9 +126,13 @@ def fused_attention(
     if s_aux is not None:
         out, lse = ops.with_learned_sink(out, lse, s_aux)
     z = out.transpose(1, 2)
-    _consumer[-1](
+    current, layer = _consumer[-1], int(module.layer_idx)
+    for name, hook in current.z_hooks.get(layer, ()):  # edits first, as the hook path runs them
+        edited = hook(z, HookPoint(name))
+        z = z if edited is None else edited
+    current.on_layer(
         LayerAttention(
-            layer=int(module.layer_idx),
+            layer=layer,
             z=z,
             values=value.transpose(1, 2),
             received=ops.received_attention(query, key, lse, scale, span),
@@ -178,27 +192,124 @@ def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None
             config._attn_implementation = before[k]
 
 
+@dataclass(frozen=True)
+class HookPoint:
+    """The ``hook`` argument a TransformerLens hook function receives, reduced to its name."""
+
+    name: str
+
+
+# TransformerLens hook points the fused pass provides natively, without the bridge: a head's z
+# (inside the attention function) and the residual stream entering and leaving a block (torch
+# hooks on the Hugging Face layer, whose input and output the bridge's hooks see).
+_HOOK_POINT = re.compile(r"blocks\.(\d+)\.(attn\.hook_z|hook_resid_pre|hook_resid_post)")
+
+
+def _hook_points(
+    hooks: Sequence[tuple[str, Callable]],
+) -> dict[str, dict[int, list[tuple[str, Callable]]]]:
+    """``hooks`` by kind and layer; a hook point the fused pass does not provide is refused."""
+    kinds: dict[str, dict[int, list[tuple[str, Callable]]]] = {}
+    for name, hook in hooks:
+        match = _HOOK_POINT.fullmatch(name)
+        if match is None:
+            raise ConfigError(
+                f"model.attn_backend=fused does not provide hook point {name!r} (it provides "
+                "attn.hook_z, hook_resid_pre and hook_resid_post); use model.attn_backend=hooks"
+            )
+        layer, kind = int(match.group(1)), match.group(2)
+        kinds.setdefault(kind, {}).setdefault(layer, []).append((name, hook))
+    return kinds
+
+
+def decoder_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
+    """The Hugging Face model's list of blocks: the ``ModuleList`` of ``n_layers`` modules whose
+    i-th holds the attention module of ``layer_idx`` i (``layers``, ``h``, ``encoder.layer``)."""
+    for modules in model.modules():
+        if isinstance(modules, torch.nn.ModuleList) and len(modules) == n_layers:
+            indices = [
+                {int(m.layer_idx) for m in block.modules() if hasattr(m, "layer_idx")}
+                for block in modules
+            ]
+            if all(index == {i} for i, index in enumerate(indices)):
+                return modules
+    raise ConfigError("model.attn_backend=fused cannot find the model's blocks for its hooks")
+
+
+def _residual_hooks(
+    blocks: torch.nn.ModuleList, kinds: dict[str, dict[int, list[tuple[str, Callable]]]]
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """torch hooks that run TransformerLens-style residual hooks on the blocks' input (the
+    ``hidden_states`` argument) and output (its first element), replacing what a hook returns."""
+
+    def run(hooks: list[tuple[str, Callable]], hidden: torch.Tensor) -> torch.Tensor:
+        for name, hook in hooks:
+            edited = hook(hidden, HookPoint(name))
+            hidden = hidden if edited is None else edited
+        return hidden
+
+    def pre(hooks: list[tuple[str, Callable]]) -> Callable:
+        def call(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if args:
+                return (run(hooks, args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": run(hooks, kwargs["hidden_states"])}
+
+        return call
+
+    def post(hooks: list[tuple[str, Callable]]) -> Callable:
+        def call(module: torch.nn.Module, args: tuple, output: object) -> object:
+            if isinstance(output, tuple):
+                return (run(hooks, output[0]), *output[1:])
+            return run(hooks, output)
+
+        return call
+
+    handles = [
+        blocks[layer].register_forward_pre_hook(pre(hooks), with_kwargs=True)
+        for layer, hooks in kinds.get("hook_resid_pre", {}).items()
+    ]
+    handles += [
+        blocks[layer].register_forward_hook(post(hooks))
+        for layer, hooks in kinds.get("hook_resid_post", {}).items()
+    ]
+    return handles
+
+
 def fused_pass(
-    loaded: "LoadedModel", batch: TokenBatch, on_layer: Callable[[LayerAttention], None]
-) -> None:
+    loaded: "LoadedModel",
+    batch: TokenBatch,
+    on_layer: Callable[[LayerAttention], None],
+    hooks: Sequence[tuple[str, Callable]] = (),
+    logits: bool = False,
+) -> torch.Tensor | None:
     """One forward pass of ``loaded`` over ``batch`` through the fused backend, calling
-    ``on_layer`` once per attention layer. Runs the base model (no LM head: the statistics need
-    no logits, which at long context would dwarf everything else) without a KV cache. A gated
-    model is refused: its gate acts after the attention function, out of the backend's sight."""
+    ``on_layer`` once per attention layer, without a KV cache. ``hooks`` are TransformerLens-style
+    ``(name, fn)`` pairs at the points the pass provides (``_HOOK_POINT``), run as the hook path
+    runs them (a returned tensor replaces the activation). Returns the logits when ``logits``;
+    else runs the base model only (no LM head: at long context logits would dwarf everything
+    else). A gated model is refused: its gate acts after the attention function, out of sight."""
     if loaded.gate != "none":
         raise ConfigError(
             f"model.attn_backend=fused does not see the {loaded.gate} output gate of "
             f"{loaded.name} ({loaded.model_type}); use model.attn_backend=hooks"
         )
+    kinds = _hook_points(hooks)
     batch = batch.to(loaded.device)
     with (
         torch.inference_mode(),
         plain_model(loaded.model) as model,
         attention_implementation(model, NAME),
     ):
-        _consumer.append(on_layer)
+        handles = []
+        if kinds.keys() - {"attn.hook_z"}:
+            handles = _residual_hooks(decoder_layers(model, loaded.n_layers), kinds)
+        _consumer.append(_Pass(on_layer, kinds.get("attn.hook_z", {})))
         try:
             kwargs = {"use_cache": False} if loaded.causal else {}
-            model.base_model(input_ids=batch.tokens, attention_mask=batch.attention_mask, **kwargs)
+            runner = model if logits else model.base_model
+            output = runner(input_ids=batch.tokens, attention_mask=batch.attention_mask, **kwargs)
         finally:
             _consumer.pop()
+            for handle in handles:
+                handle.remove()
+    return output.logits if logits else None

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import torch
+from jaxtyping import Bool, Float
 
 from sinkmech.attention.backend import LayerAttention, fused_pass
 from sinkmech.attention.hooks import (
     HookFn,
+    expand_kv_heads,
     gate_name,
     gather_per_layer,
     head_gate,
@@ -45,11 +47,13 @@ DATA: dict[str, str] = {
     "z": "each head's mixed values (hook_z; gated where the model gates)",
     "values": "the value vectors",
     "sink_attention": "the attention column of chosen keys",
+    "mix": "a head's output restricted to chosen keys (the tag part of z)",
     "learned_sink": "the mass of a learned sink logit",
-    "pattern": "the full [T, T] attention pattern",
-    "resid": "the residual stream",
-    "edits": "hooks that change activations (interventions, masks)",
+    "resid": "the residual stream entering and leaving each block",
+    "edits": "hooks that change z or the residual stream (interventions)",
     "logits": "the model's logits",
+    "pattern": "the full [T, T] attention pattern",
+    "masks": "edits of the attention scores (KV-cache eviction)",
 }
 FALLBACKS = ("hooks", "refuse")
 
@@ -81,6 +85,24 @@ def learned_sink_mass(scores: torch.Tensor, sink_logits: torch.Tensor) -> torch.
     return torch.sigmoid(sink_logits.float().to(lse.device)[None, :, None] - lse)
 
 
+def tag_z(
+    pattern: Float[torch.Tensor, "batch head query key"],
+    values: Float[torch.Tensor, "batch key head d_head"],
+    sinks: Bool[torch.Tensor, "batch head key"],
+    gate: Float[torch.Tensor, "batch query head gate"] | None = None,
+) -> Float[torch.Tensor, "batch query head d_head"]:
+    """Tag part of z: sum over sinks s of A_is v_s (times the head's output gate), [batch,
+    query, head, d_head].
+
+    ``pattern`` [batch, head, query, key]; ``values`` [batch, key, head, d_head] (kv heads already
+    expanded); ``sinks`` [batch, head, key] boolean; ``gate`` the sigmoid gate of a gated head
+    (``attention.hooks.head_gate``: last axis d_head or 1), None for ungated heads.
+    """
+    caught = pattern * sinks[:, :, None, :].to(pattern.dtype)
+    z = torch.einsum("bhqk,bkhd->bqhd", caught, values.to(pattern.dtype))
+    return z if gate is None else z * gate.to(z.dtype)
+
+
 class LayerView(Protocol):
     """One layer's attention as an analysis sees it, from either backend.
 
@@ -99,6 +121,8 @@ class LayerView(Protocol):
     def sink_attention(
         self, prompt: torch.Tensor, head: torch.Tensor, position: torch.Tensor
     ) -> torch.Tensor: ...
+
+    def mix(self, heads: torch.Tensor, keys: torch.Tensor) -> torch.Tensor: ...
 
     def learned_sink_mass(self) -> torch.Tensor: ...
 
@@ -137,6 +161,12 @@ class HookedLayer:
     ) -> torch.Tensor:
         return self.acts["pattern"][prompt, head, :, position].float()
 
+    def mix(self, heads: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        pattern = self.acts["pattern"][:, heads].float()
+        values = expand_kv_heads(self.acts["values"], self.loaded.n_heads)[:, :, heads].float()
+        gate = self.gate
+        return tag_z(pattern, values, keys, None if gate is None else gate[:, :, heads])
+
     def learned_sink_mass(self) -> torch.Tensor:
         return learned_sink_mass(self.acts["scores"], learned_sink_logits(self.loaded, self.layer))
 
@@ -172,6 +202,25 @@ class FusedLayer:
         self, prompt: torch.Tensor, head: torch.Tensor, position: torch.Tensor
     ) -> torch.Tensor:
         return self.attention.sink_attention(prompt, head, position)
+
+    def mix(self, heads: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        # the columns of the marked keys only, each times its value, added into its queries' rows
+        values = self.attention.values
+        n_heads = self.attention.q.shape[1]
+        values = expand_kv_heads(values, n_heads)[:, :, heads.to(values.device)].float()
+        prompt, index, position = keys.nonzero(as_tuple=True)
+        head = heads.to(keys.device)[index]
+        columns = self.sink_attention(prompt, head, position)  # [n, T]
+        out = values.new_zeros(values.shape[0], columns.shape[-1], len(heads), values.shape[-1])
+        contribution = columns[:, :, None] * values[prompt, position, index][:, None, :]
+        flat = out.view(-1, len(heads), values.shape[-1])  # rows (prompt, query)
+        rows = (
+            prompt[:, None] * columns.shape[-1]
+            + torch.arange(columns.shape[-1], device=columns.device)
+        ).flatten()
+        heads_of = index[:, None].expand(-1, columns.shape[-1]).flatten()
+        flat.index_put_((rows, heads_of), contribution.flatten(0, 1), accumulate=True)
+        return out
 
     def learned_sink_mass(self) -> torch.Tensor:
         return self.attention.learned_sink_mass()
@@ -217,6 +266,17 @@ class AttentionBackend:
         """One forward pass over ``batch``; returns the logits where the backend computes them."""
         raise NotImplementedError
 
+    def run(
+        self,
+        loaded: "LoadedModel",
+        batch: TokenBatch,
+        hooks: Sequence[tuple[str, HookFn]] = (),
+        needs: frozenset[str] = frozenset({"logits"}),
+    ) -> torch.Tensor:
+        """A forward pass with TransformerLens-style ``hooks`` and no per-layer callback; the
+        logits."""
+        return self.layers(loaded, batch, needs, lambda view: None, hooks)
+
 
 @dataclass
 class HookBackend(AttentionBackend):
@@ -242,6 +302,10 @@ class HookBackend(AttentionBackend):
             names["z"] = z_name
             if loaded.gate != "none":  # hook_z is gated: controls that rebuild z need the gate
                 names["gate"] = gate_name
+        if "mix" in needs:
+            names.update({"pattern": pattern_name, "values": value_name})
+            if loaded.gate != "none":
+                names["gate"] = gate_name
         if "learned_sink" in needs:
             names["scores"] = scores_name
         mask = batch.attention_mask.to(loaded.device)
@@ -255,13 +319,12 @@ class HookBackend(AttentionBackend):
 
 @dataclass
 class FusedBackend(AttentionBackend):
-    """The fused pass: received attention, z, values, chosen attention columns and the learned
-    sink's mass, without patterns; no edits, no residual stream, no logits, no output gates."""
+    """The fused pass: everything but the [T, T] pattern and edits of attention scores; the
+    residual stream and edits of z or of it through the pass's own hook points
+    (``backend.fused_pass``). Output gates are not seen (gated models are not served)."""
 
     name: ClassVar[str] = "fused"
-    serves: ClassVar[frozenset[str]] = frozenset(
-        {"received", "z", "values", "sink_attention", "learned_sink"}
-    )
+    serves: ClassVar[frozenset[str]] = frozenset(DATA) - {"pattern", "masks"}
 
     def why_not(self, loaded: "LoadedModel", needs: frozenset[str]) -> str | None:
         if loaded.gate != "none":
@@ -276,11 +339,16 @@ class FusedBackend(AttentionBackend):
         on_layer: OnLayer,
         extra_hooks: Sequence[tuple[str, HookFn]] = (),
     ) -> None:
-        reason = self.why_not(loaded, needs | ({"edits"} if extra_hooks else set()))
+        reason = self.why_not(loaded, needs)
         if reason:  # resolve() sends such parts to hooks; a direct call is refused, not dropped
             raise ConfigError(f"model.attn_backend=fused cannot run this pass: {reason}")
-        fused_pass(loaded, batch, lambda attention: on_layer(FusedLayer(attention)))
-        return None
+        return fused_pass(
+            loaded,
+            batch,
+            lambda attention: on_layer(FusedLayer(attention)),
+            extra_hooks,
+            logits="logits" in needs,
+        )
 
 
 BACKENDS: dict[str, type[AttentionBackend]] = {b.name: b for b in (HookBackend, FusedBackend)}

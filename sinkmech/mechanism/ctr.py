@@ -20,6 +20,8 @@ from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.attention_form import attention_form_table
 from sinkmech.mechanism.interventions import (
+    EDITED,
+    TAGS,
     TagEditSpec,
     capture_outputs,
     capture_tags,
@@ -50,11 +52,10 @@ from sinkmech.models import LoadedModel
 from sinkmech.tolerance import Arithmetic, Rule
 from sinkmech.transfer import to_device
 
-# What the streamed pass reads of each layer (``sinkmech.attention.backends.DATA``); the
-# interventions edit z through hooks.
+# What the streamed pass reads of each layer (``sinkmech.attention.backends.DATA``), and the
+# interventions' observation and edited passes.
 STREAM = frozenset({"received", "z", "values", "sink_attention"})
-INTERVENTIONS = frozenset({"edits", "pattern", "logits"})
-NEEDS = {"stream": STREAM | LEARNED_SINK, "interventions": INTERVENTIONS}
+NEEDS = {"stream": STREAM | LEARNED_SINK, "interventions": TAGS | EDITED}
 
 # How two runs of these tables may differ (sinkmech.tolerance): a difference of larger quantities
 # inherits their rounding, so it is judged against their scale: loss changes and KL against the

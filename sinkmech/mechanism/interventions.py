@@ -17,17 +17,11 @@ from typing import Literal, Sequence
 import pandas as pd
 import torch
 
+from sinkmech.attention.backends import LayerView
 from sinkmech.attention.hooks import (
     HookFn,
-    expand_kv_heads,
-    gate_name,
-    gather_per_layer,
-    head_gate,
     output_weights,
-    pattern_name,
     resid_post_name,
-    run_hooked,
-    value_name,
     z_name,
 )
 from sinkmech.data.prompts import TokenBatch
@@ -37,9 +31,11 @@ from sinkmech.mechanism.sinks import (
     NULL_MARGIN,
     SINK_THRESHOLD,
     capture_key_scores,
+    is_sink_score,
+    key_null,
     layer_windows,
+    scores_from_received,
 )
-from sinkmech.mechanism.tags import sink_mask, tag_z
 from sinkmech.models import LoadedModel
 
 Mode = Literal["remove", "random", "patch"]
@@ -58,9 +54,15 @@ class TagEditSpec:
     null_margin: float = NULL_MARGIN
 
 
+# What the observation pass reads of the edited layer (``attention.backends.DATA``).
+TAGS = frozenset({"received", "mix"})
+# What an edited pass needs: z edits, key scores, the logits and the last block's output.
+EDITED = frozenset({"received", "edits", "logits", "resid"})
+
+
 def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> torch.Tensor:
     """z_tag of ``spec.heads`` in ``spec.layer``, [batch, query, len(heads), d_head], on the
-    layer's device (where ``tag_edit_hooks`` uses it).
+    layer's device (where ``tag_edit_hooks`` uses it), through ``loaded.backend``.
 
     Edits of a layer's z never change that layer's own pattern or values, so tags captured in
     this observation pass are exactly those the edited pass would compute (and BERT's bridge fires
@@ -69,27 +71,20 @@ def capture_tags(loaded: LoadedModel, batch: TokenBatch, spec: TagEditSpec) -> t
     """
     heads = torch.tensor(spec.heads)
     mask = batch.attention_mask.to(loaded.device)
+    window = layer_windows(loaded)[spec.layer]
     captured: dict[str, torch.Tensor] = {}
 
-    def observe(layer: int, acts: dict[str, torch.Tensor]) -> None:
-        pattern = acts["pattern"][:, heads].float()
-        values = expand_kv_heads(acts["values"], loaded.n_heads)[:, :, heads].float()
-        sinks = sink_mask(
-            pattern,
-            mask.to(pattern.device),
-            loaded.causal,
-            spec.threshold,
-            spec.min_queries,
-            null_margin=spec.null_margin,
-            window=layer_windows(loaded)[layer],
-        )
-        gate = head_gate(acts["gate"], loaded.n_heads)[:, :, heads] if "gate" in acts else None
-        captured["z_tag"] = tag_z(pattern, values, sinks, gate)
+    def observe(view: LayerView) -> None:
+        if view.layer != spec.layer:
+            return
+        received = view.received
+        here = mask.to(received.device)
+        null = key_null(here, loaded.causal, window)
+        scores = scores_from_received(received[:, heads.to(received.device)].float(), here, null)
+        sinks = is_sink_score(scores, null, spec.threshold, spec.null_margin, spec.min_queries)
+        captured["z_tag"] = view.mix(heads, sinks & here.bool()[:, None, :])
 
-    names = {"pattern": pattern_name, "values": value_name}
-    if loaded.gate != "none":
-        names["gate"] = gate_name
-    run_hooked(loaded, batch, gather_per_layer([spec.layer], names, observe))
+    loaded.backend.layers(loaded, batch, TAGS, observe)
     return captured["z_tag"]
 
 
@@ -112,7 +107,9 @@ def tag_edit_hooks(
     if spec.mode == "patch" and source_tags is None:
         raise ValueError("patch mode needs source_tags captured from another run")
     heads = torch.tensor(spec.heads)
+    # read from the model before the pass (the fused pass runs its unwrapped modules)
     w_o = output_weights(loaded, spec.layer)[spec.heads]  # [k, d_head, d_model]
+    random_direction = _random_in_head_space(loaded, spec) if spec.mode == "random" else None
 
     def edit_z(z: torch.Tensor, hook: object) -> torch.Tensor:
         tag = z_tag.to(z.device, z.dtype)
@@ -120,7 +117,7 @@ def tag_edit_hooks(
         if spec.mode == "remove":
             edited[:, :, heads] = z[:, :, heads] - tag
         elif spec.mode == "random":
-            direction = _random_in_head_space(loaded, spec).to(z.device, z.dtype)  # [k, d]
+            direction = random_direction.to(z.device, z.dtype)  # [k, d]
             w = w_o.to(z.device, z.dtype)
             tag_norm = torch.einsum("bqkd,kdm->bqkm", tag, w).norm(dim=-1)
             unit_out_norm = torch.einsum("kd,kdm->km", direction, w).norm(dim=-1)
@@ -169,7 +166,7 @@ def capture_outputs(
         final["resid"] = resid
 
     scores, logits = capture_key_scores(
-        loaded, batch, [*hooks, (resid_post_name(loaded.n_layers - 1), keep)]
+        loaded, batch, [*hooks, (resid_post_name(loaded.n_layers - 1), keep)], EDITED
     )
     return scores, logits, final["resid"]
 

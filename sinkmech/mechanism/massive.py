@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from sinkmech.attention.hooks import HookFn, run_hooked
+from sinkmech.attention.hooks import HookFn
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.losses import prompt_losses
@@ -30,6 +30,11 @@ from sinkmech.mechanism.sinks import capture_key_scores, special_token_strings
 from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import LoadedModel
 
+# What the passes read (``attention.backends.DATA``): the residual stream beside key scores, and
+# edits of it with the loss.
+RESID = frozenset({"resid"})
+EDITS = frozenset({"resid", "edits", "logits"})
+NEEDS = frozenset({"received"}) | EDITS
 MEDIAN_FLOOR = 1e-12  # guards the ratio against an all-zero hidden state
 
 
@@ -124,7 +129,7 @@ def _observe(loaded: LoadedModel, batch: TokenBatch, settings: MassiveSettings):
         return hook
 
     hooks = [(resid_post_name(layer), reduce(layer)) for layer in range(loaded.n_layers)]
-    scores, _ = capture_key_scores(loaded, batch, hooks)
+    scores, _ = capture_key_scores(loaded, batch, hooks, RESID)
     return scores, tops
 
 
@@ -264,10 +269,12 @@ def massive_interventions(
     means = _target_means(loaded, batches, layer, settings)
     frames = []
     for batch_index, batch in enumerate(batches):
-        clean = run_hooked(loaded, batch, [])
+        clean = loaded.backend.run(loaded, batch)
         loss_clean = prompt_losses(clean, batch)
         hidden = {}
-        run_hooked(loaded, batch, [(resid_post_name(layer), lambda h, hook: hidden.update(h=h))])
+        loaded.backend.run(
+            loaded, batch, [(resid_post_name(layer), lambda h, hook: hidden.update(h=h))], RESID
+        )
         targets = edit_targets(hidden["h"].float(), batch.attention_mask, settings)
         target = (
             "massive"
@@ -276,7 +283,7 @@ def massive_interventions(
         )
         for mode in ("zero", "mean", "random_zero"):
             hook = _edit_hook(layer, mode, settings, batch.attention_mask, means)
-            loss = prompt_losses(run_hooked(loaded, batch, [hook]), batch)
+            loss = prompt_losses(loaded.backend.run(loaded, batch, [hook], EDITS), batch)
             frames.append(
                 pd.DataFrame(
                     {
@@ -306,7 +313,9 @@ def _target_means(
     total = count = 0.0
     for batch in batches:
         hidden = {}
-        run_hooked(loaded, batch, [(resid_post_name(layer), lambda h, hook: hidden.update(h=h))])
+        loaded.backend.run(
+            loaded, batch, [(resid_post_name(layer), lambda h, hook: hidden.update(h=h))], RESID
+        )
         h = hidden["h"].float()
         targets = edit_targets(h, batch.attention_mask, settings).float()
         total = total + (h * targets).sum(dim=(0, 1))

@@ -28,6 +28,10 @@ from sinkmech.models import LoadedModel
 METHODS = ("both", "similarity_only", "attention_only")
 
 
+# What the pass reads (``attention.backends.DATA``): key scores and the residual stream.
+NEEDS = frozenset({"received", "resid"})
+
+
 @dataclass
 class SecondarySettings:
     """Cosine criterion for similarity sinks and the census criterion for attention sinks."""
@@ -61,7 +65,7 @@ def capture_similarity(
         return hook
 
     hooks = [(resid_pre_name(layer), reduce(layer)) for layer in range(loaded.n_layers)]
-    scores, _ = capture_key_scores(loaded, batch, hooks)
+    scores, _ = capture_key_scores(loaded, batch, hooks, NEEDS)
     layers = range(loaded.n_layers)
     first = torch.stack([to_first[l] for l in layers], dim=1)
     second = torch.stack([to_second[l] for l in layers], dim=1)

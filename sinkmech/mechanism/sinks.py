@@ -228,13 +228,17 @@ RECEIVED = frozenset({"received"})
 
 
 def capture_key_scores(
-    loaded: LoadedModel, batch: TokenBatch, extra_hooks: Sequence[tuple[str, HookFn]] = ()
+    loaded: LoadedModel,
+    batch: TokenBatch,
+    extra_hooks: Sequence[tuple[str, HookFn]] = (),
+    needs: frozenset[str] = RECEIVED,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Key scores of every layer, [batch, layer, head, key], and the logits of one forward pass.
 
     Each layer's attention reaches the scores through ``loaded.backend`` (hooks reduce the pattern
-    inside its hook; the fused backend gives received attention without one and no logits).
-    ``extra_hooks`` (an intervention) need the hook backend: the fused one refuses them.
+    inside its hook; the fused backend gives received attention without one). ``extra_hooks``
+    observe or edit activations at TransformerLens hook points; ``needs`` names what else the
+    pass must give (``"logits"``: the fused backend runs no LM head without it).
     """
     mask = batch.attention_mask.to(loaded.device)
     nulls = NullCache(mask, loaded.causal)
@@ -250,7 +254,7 @@ def capture_key_scores(
         scores = scores_from_received(received, nulls.mask_on(device), null)
         per_layer[view.layer] = scores.to(mask.device)
 
-    logits = loaded.backend.layers(loaded, batch, RECEIVED, keep, extra_hooks)
+    logits = loaded.backend.layers(loaded, batch, RECEIVED | needs, keep, extra_hooks)
     return torch.stack([per_layer[layer] for layer in range(loaded.n_layers)], dim=1), logits
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 
+from sinkmech.attention.backends import tag_z
 from sinkmech.mechanism.sinks import (
     MIN_QUERIES,
     NULL_MARGIN,
@@ -59,24 +60,6 @@ def sink_mask(
     if positions is not None:
         sinks = sinks & positions.bool()[:, None, :]
     return sinks
-
-
-def tag_z(
-    pattern: Float[torch.Tensor, "batch head query key"],
-    values: Float[torch.Tensor, "batch key head d_head"],
-    sinks: Bool[torch.Tensor, "batch head key"],
-    gate: Float[torch.Tensor, "batch query head gate"] | None = None,
-) -> Float[torch.Tensor, "batch query head d_head"]:
-    """Tag part of z: sum over sinks s of A_is v_s (times the head's output gate), [batch,
-    query, head, d_head].
-
-    ``pattern`` [batch, head, query, key]; ``values`` [batch, key, head, d_head] (kv heads already
-    expanded); ``sinks`` [batch, head, key] boolean; ``gate`` the sigmoid gate of a gated head
-    (``hooks.head_gate``: last axis d_head or 1), None for ungated heads.
-    """
-    caught = pattern * sinks[:, :, None, :].to(pattern.dtype)
-    z = torch.einsum("bhqk,bkhd->bqhd", caught, values.to(pattern.dtype))
-    return z if gate is None else z * gate.to(z.dtype)
 
 
 def decompose_head_outputs(

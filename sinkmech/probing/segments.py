@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sinkmech.attention.backends import tag_z
 from sinkmech.attention.hooks import (
     expand_kv_heads,
     gate_name,
@@ -34,7 +35,6 @@ from sinkmech.attention.hooks import (
 from sinkmech.data.prompts import TokenBatch, iter_batches
 from sinkmech.data.tokens import is_punctuation
 from sinkmech.mechanism.sinks import special_token_strings
-from sinkmech.mechanism.tags import tag_z
 from sinkmech.models import LoadedModel
 from sinkmech.probing.features import HeadBasis, HeadKey
 

@@ -178,7 +178,7 @@ def test_fused_backend_honours_the_learned_sink(monkeypatch):
 
 def test_fused_attention_refuses_an_argument_it_does_not_know():
     q = torch.zeros(1, 1, 4, 8)
-    backend._consumer.append(lambda layer: None)
+    backend._consumer.append(backend._Pass(lambda layer: None, {}))
     try:
         with pytest.raises(ConfigError, match="attention argument 'block_mask'") as error:
             fused_attention(torch.nn.Module(), q, q, q, None, block_mask=object())

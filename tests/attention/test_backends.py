@@ -8,11 +8,13 @@ import json
 import logging
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 
 from experiments.pipeline import run_unit
 from sinkmech import io
+from sinkmech.analyses import REGISTRY, Context
 from sinkmech.attention.backends import (
     FusedBackend,
     HookBackend,
@@ -20,8 +22,11 @@ from sinkmech.attention.backends import (
     resolve,
 )
 from sinkmech.errors import ConfigError
-from sinkmech.mechanism.ctr import NEEDS
+from sinkmech.mechanism.ctr import NEEDS, CTRSettings
+from sinkmech.mechanism.massive import MassiveSettings
+from sinkmech.mechanism.secondary import SecondarySettings
 from sinkmech.mechanism.sinks import capture_key_scores
+from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import ModelSpec, load_model
 from tests.attention.test_backend import _batches
 from tests.experiments.test_pipeline import _conf
@@ -58,20 +63,66 @@ def test_both_backends_hand_the_same_layer_view(tiny):
         assert torch.allclose(hooked[0], seen["fused"][layer][0], atol=1e-5)
 
 
-def test_fused_backend_refuses_edits_instead_of_dropping_them(tiny):
-    loaded = replace(tiny("llama"), backend=FusedBackend())
-    edit = ("blocks.0.attn.hook_z", lambda z, hook: z * 0)
-    with pytest.raises(ConfigError, match="cannot run this pass: it does not give hooks"):
-        capture_key_scores(loaded, _batches(loaded, 2)[0], [edit])
+def test_fused_backend_runs_hook_points_as_the_hook_path_does(tiny):
+    """z edits and residual edits at TransformerLens hook points give the hook path's logits;
+    a hook point the fused pass does not provide is refused, never dropped."""
+    loaded = tiny("llama")
+    batch = _batches(loaded, 2)[0]
+    hooks = [
+        ("blocks.0.attn.hook_z", lambda z, hook: z * 0.5),
+        ("blocks.1.hook_resid_pre", lambda h, hook: h + 1.0),
+        ("blocks.1.hook_resid_post", lambda h, hook: None),  # observe only
+    ]
+    hooked = HookBackend().run(loaded, batch, hooks)
+    fused = replace(loaded, backend=FusedBackend())
+    got = fused.backend.run(fused, batch, hooks, frozenset({"logits", "edits", "resid"}))
+    real = batch.attention_mask.bool()
+    assert (got - hooked)[real].abs().max() < 1e-4 * hooked[real].abs().max()
+    assert (got - HookBackend().run(loaded, batch))[real].abs().max() > 1e-2  # the edits acted
+    edit = ("blocks.0.attn.hook_pattern", lambda pattern, hook: pattern)
+    with pytest.raises(
+        ConfigError, match="does not provide hook point 'blocks.0.attn.hook_pattern'"
+    ):
+        capture_key_scores(fused, batch, [edit])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3"])
+def test_measures_and_interventions_match_between_backends(tiny, family):
+    """ctr's interventions, massive activations and secondary sinks now run fused: their tables
+    equal the hook path's (float32, CPU tiled reference of the fused algorithm)."""
+    loaded = tiny(family)
+    batches = _batches(loaded, 2)
+    sinks = SinkThresholds(min_prompt_tokens=1, sink=0.05, null_margin=1.0, min_queries=2)
+    tables = {}
+    for backend in (HookBackend(), FusedBackend()):
+        model = replace(loaded, backend=backend)
+        context = Context(model, batches, sinks, resolution=resolve(model, "x", {}))
+        ctr = replace(CTRSettings(), n_random=2, top_heads=2)
+        tables[backend.name] = {
+            **REGISTRY["ctr"].run(context, ctr),
+            **REGISTRY["massive"].run(context, MassiveSettings()),
+            **REGISTRY["secondary"].run(context, SecondarySettings()),
+        }
+    for name in ("interventions", "massive_summary", "massive_interventions", "secondary"):
+        hooked, fused = tables["hooks"].get(name), tables["fused"].get(name)
+        if hooked is None:
+            assert fused is None
+            continue
+        assert list(hooked.columns) == list(fused.columns) and len(hooked) == len(fused), name
+        numeric = hooked.select_dtypes("number").columns
+        pd.testing.assert_frame_equal(
+            hooked[numeric], fused[numeric], check_exact=False, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_a_part_the_backend_cannot_serve_moves_to_hooks_in_one_line(tiny, caplog):
     loaded = replace(tiny("llama"), backend=FusedBackend())
+    assert resolve(loaded, "ctr", NEEDS).names() == {"stream": "fused", "interventions": "fused"}
     with caplog.at_level(logging.WARNING, "sinkmech"):
-        resolution = resolve(loaded, "ctr", NEEDS)
-    assert resolution.names() == {"stream": "fused", "interventions": "hooks"}
+        resolution = resolve(loaded, "eviction", REGISTRY["eviction"].needs)
+    assert resolution.names() == {"census": "fused", "eviction": "hooks"}
     (line,) = [r.getMessage() for r in caplog.records]
-    assert line.startswith("ctr (interventions) runs on hooks, not fused")
+    assert line.startswith("eviction runs on hooks, not fused: it does not give edits of the")
     gated = replace(tiny("qwen3_next"), backend=FusedBackend(fallback="refuse"))
     with pytest.raises(ConfigError, match="per_element output gate") as error:
         resolve(gated, "ctr", NEEDS)
@@ -82,7 +133,7 @@ def test_each_unit_records_the_backend_of_every_part(tmp_path):
     common = ("model=tiny_llama", "experiment=ctr", "experiment.ctr.n_random=2")
     out = run_unit(_conf(tmp_path, *common, "model.attn_backend=fused"))
     marker = json.loads((out / io.COMPLETE_MARKER).read_text())
-    assert marker["backends"] == {"ctr": {"stream": "fused", "interventions": "hooks"}}
+    assert marker["backends"] == {"ctr": {"stream": "fused", "interventions": "fused"}}
 
 
 def test_refuse_policy_stops_before_any_table(tmp_path):
@@ -93,6 +144,6 @@ def test_refuse_policy_stops_before_any_table(tmp_path):
         "model.attn_backend=fused",
         "model.attn_fallback=refuse",
     )
-    with pytest.raises(ConfigError, match="massive \\(activations\\) cannot run on"):
+    with pytest.raises(ConfigError, match="eviction cannot run on model.attn_backend=fused"):
         run_unit(cfg)
     assert not list(tmp_path.glob("**/*.parquet"))

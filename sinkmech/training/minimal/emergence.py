@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from sinkmech.attention.backends import tag_z
 from sinkmech.attention.hooks import (
     expand_kv_heads,
     gather_per_layer,
@@ -34,7 +35,7 @@ from sinkmech.attention.hooks import (
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.mechanism.interventions import TagEditSpec, tag_edit_hooks
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks
-from sinkmech.mechanism.tags import sink_mask, tag_z
+from sinkmech.mechanism.tags import sink_mask
 from sinkmech.mechanism.variance import HeadMoments, variance_explained
 from sinkmech.models.spec import LoadedModel, ModelSpec
 from sinkmech.probing.probes import evaluate_probe
