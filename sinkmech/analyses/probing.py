@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from sinkmech.analyses.registry import Analysis, Context, ReportSection, Tables, register
+from sinkmech.mechanism.sinks import RECEIVED
 from sinkmech.probing.analysis import ProbingSettings, run_probing
+from sinkmech.probing.features import TRUTH
+from sinkmech.probing.segments import SEGMENTS
 from sinkmech.reporting import plots
 from sinkmech.reporting.sections import probe_section
 
 
 def run(context: Context, settings: ProbingSettings) -> Tables:
     return run_probing(
-        context.loaded,
+        context.model("probes"),
         context.statements,
         settings,
         sinks=context.sinks,
@@ -30,7 +33,7 @@ PROBING = register(
             "segment_probes",
             "final_sink_frequency",
         ),
-        needs={"probes": frozenset({"pattern", "z", "values", "resid"})},
+        needs={"probes": RECEIVED | TRUTH | SEGMENTS},
         settings=ProbingSettings,
         reads=frozenset({"statements", "sinks"}),
         figures=lambda tables, sinks: {"probes": plots.probe_summary_figure(tables)},

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Collection, Mapping, Protocol, Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -28,6 +28,7 @@ from sinkmech.attention.hooks import (
     head_gate,
     learned_sink_logits,
     pattern_name,
+    resid_post_name,
     run_hooked,
     scores_name,
     value_name,
@@ -49,7 +50,8 @@ DATA: dict[str, str] = {
     "sink_attention": "the attention column of chosen keys",
     "mix": "a head's output restricted to chosen keys (the tag part of z)",
     "learned_sink": "the mass of a learned sink logit",
-    "resid": "the residual stream entering and leaving each block",
+    "resid": "the residual stream entering and leaving each block (at hook points)",
+    "block_out": "the residual stream leaving a block, beside its attention (LayerView.resid)",
     "edits": "hooks that change z or the residual stream (interventions)",
     "logits": "the model's logits",
     "pattern": "the full [T, T] attention pattern",
@@ -109,7 +111,8 @@ class LayerView(Protocol):
     ``received`` [batch, head, key]; ``z`` [batch, T, head, d_head]; ``values``
     [batch, T, kv_head, d_head]; ``gate`` sigmoid(gate) per head or None; ``sink_attention`` the
     attention column of (prompt, head, key) triples, [n, T]; ``learned_sink_mass`` [batch, head, T]
-    and ``visible_keys`` [batch, T] for a learned-sink model.
+    and ``visible_keys`` [batch, T] for a learned-sink model; ``resid`` the residual stream
+    leaving the block, [batch, T, d_model], where ``block_out`` was asked for.
     """
 
     layer: int
@@ -117,6 +120,7 @@ class LayerView(Protocol):
     z: torch.Tensor
     values: torch.Tensor
     gate: torch.Tensor | None
+    resid: torch.Tensor | None
 
     def sink_attention(
         self, prompt: torch.Tensor, head: torch.Tensor, position: torch.Tensor
@@ -156,6 +160,10 @@ class HookedLayer:
         gate = self.acts.get("gate")
         return None if gate is None else head_gate(gate, self.loaded.n_heads)
 
+    @property
+    def resid(self) -> torch.Tensor | None:
+        return self.acts.get("resid")
+
     def sink_attention(
         self, prompt: torch.Tensor, head: torch.Tensor, position: torch.Tensor
     ) -> torch.Tensor:
@@ -181,6 +189,7 @@ class FusedLayer:
 
     attention: LayerAttention
     gate: None = None
+    resid: torch.Tensor | None = None
 
     @property
     def layer(self) -> int:
@@ -262,8 +271,10 @@ class AttentionBackend:
         needs: frozenset[str],
         on_layer: OnLayer,
         extra_hooks: Sequence[tuple[str, HookFn]] = (),
+        only: Collection[int] | None = None,
     ) -> torch.Tensor | None:
-        """One forward pass over ``batch``; returns the logits where the backend computes them."""
+        """One forward pass over ``batch`` calling ``on_layer`` for every layer (or those in
+        ``only``); returns the logits where the backend computes them."""
         raise NotImplementedError
 
     def run(
@@ -292,6 +303,7 @@ class HookBackend(AttentionBackend):
         needs: frozenset[str],
         on_layer: OnLayer,
         extra_hooks: Sequence[tuple[str, HookFn]] = (),
+        only: Collection[int] | None = None,
     ) -> torch.Tensor:
         names: dict[str, Callable[[int], str]] = {}
         if needs & {"received", "sink_attention", "pattern"}:
@@ -308,9 +320,11 @@ class HookBackend(AttentionBackend):
                 names["gate"] = gate_name
         if "learned_sink" in needs:
             names["scores"] = scores_name
+        if "block_out" in needs:
+            names["resid"] = resid_post_name
         mask = batch.attention_mask.to(loaded.device)
         hooks = gather_per_layer(
-            range(loaded.n_layers),
+            sorted(only) if only is not None else range(loaded.n_layers),
             names,
             lambda layer, acts: on_layer(HookedLayer(layer, acts, mask, loaded)),
         )
@@ -338,17 +352,34 @@ class FusedBackend(AttentionBackend):
         needs: frozenset[str],
         on_layer: OnLayer,
         extra_hooks: Sequence[tuple[str, HookFn]] = (),
-    ) -> None:
+        only: Collection[int] | None = None,
+    ) -> torch.Tensor | None:
         reason = self.why_not(loaded, needs)
         if reason:  # resolve() sends such parts to hooks; a direct call is refused, not dropped
             raise ConfigError(f"model.attn_backend=fused cannot run this pass: {reason}")
-        return fused_pass(
-            loaded,
-            batch,
-            lambda attention: on_layer(FusedLayer(attention)),
-            extra_hooks,
-            logits="logits" in needs,
-        )
+        layers = set(range(loaded.n_layers) if only is None else only)
+        pending: dict[int, FusedLayer] = {}
+
+        def attention(layer: LayerAttention) -> None:
+            if layer.layer not in layers:
+                return
+            if "block_out" in needs:  # handed over once the block's output exists
+                pending[layer.layer] = FusedLayer(layer)
+            else:
+                on_layer(FusedLayer(layer))
+
+        def block_out(layer: int) -> HookFn:
+            def hook(resid: torch.Tensor, point: object) -> None:
+                view = pending.pop(layer)
+                view.resid = resid
+                on_layer(view)
+
+            return hook
+
+        hooks = list(extra_hooks)
+        if "block_out" in needs:
+            hooks += [(resid_post_name(layer), block_out(layer)) for layer in sorted(layers)]
+        return fused_pass(loaded, batch, attention, hooks, logits="logits" in needs)
 
 
 BACKENDS: dict[str, type[AttentionBackend]] = {b.name: b for b in (HookBackend, FusedBackend)}

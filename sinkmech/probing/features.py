@@ -25,22 +25,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sinkmech.attention.hooks import (
-    expand_kv_heads,
-    gate_name,
-    gather_per_layer,
-    head_gate,
-    output_weights,
-    pattern_name,
-    resid_post_name,
-    run_hooked,
-    value_name,
-    z_name,
-)
+from sinkmech.attention.backends import LayerView
+from sinkmech.attention.hooks import expand_kv_heads, output_weights
 from sinkmech.data.prompts import TokenBatch, iter_batches
 from sinkmech.data.tokens import is_punctuation
-from sinkmech.mechanism.sinks import layer_windows, special_token_strings
-from sinkmech.mechanism.tags import sink_mask
+from sinkmech.mechanism.sinks import (
+    RECEIVED,
+    is_sink_score,
+    key_null,
+    layer_windows,
+    scores_from_received,
+    special_token_strings,
+)
 from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.mechanism.variance import output_basis
 from sinkmech.models import LoadedModel
@@ -84,13 +80,17 @@ def last_punctuation(batch: TokenBatch, special: frozenset[str]) -> torch.Tensor
     return torch.tensor(positions)
 
 
+# What the probes read of each layer (``sinkmech.attention.backends.DATA``).
+TRUTH = frozenset({"sink_attention", "values", "z", "block_out"})
+
+
 def final_sink_frequency(
     loaded: LoadedModel, prompts: Sequence[str], batch_size: int, criterion: SinkThresholds
 ) -> np.ndarray:
     """[layer, head]: share of prompts whose final punctuation is a sink of the head under
     ``criterion`` (mean received attention > ``criterion.sink`` and ``null_margin`` x its
-    uniform-attention null, seen by ``min_queries`` queries: ``tags.sink_mask``). Attention
-    patterns only."""
+    uniform-attention null, seen by ``min_queries`` queries: ``tags.sink_mask``), from the
+    attention each key receives (``loaded.backend``)."""
     special = special_token_strings(loaded.tokenizer)
     windows = layer_windows(loaded)
     counts = torch.zeros(loaded.n_layers, loaded.n_heads)
@@ -99,27 +99,21 @@ def final_sink_frequency(
         final = last_punctuation(batch, special).to(loaded.device)
         rows = torch.arange(len(final), device=loaded.device)
 
-        def reduce(layer: int):
-            def hook(pattern: torch.Tensor, hook: object) -> None:
-                device = pattern.device  # a later layer of a split model sits on another GPU
-                is_sink = sink_mask(
-                    pattern.float(),
-                    mask.to(device),
-                    loaded.causal,
-                    criterion.sink,
-                    min_queries=criterion.min_queries,
-                    null_margin=criterion.null_margin,
-                    window=windows[layer],
-                )  # [b, h, key]
-                counts[layer] += is_sink[rows.to(device), :, final.to(device)].float().sum(0).cpu()
+        def reduce(view: LayerView) -> None:
+            received = view.received  # a later layer of a split model sits on another GPU
+            device = received.device
+            here = mask.to(device)
+            null = key_null(here, loaded.causal, windows[view.layer])
+            scores = scores_from_received(received.float(), here, null)
+            is_sink = (
+                is_sink_score(
+                    scores, null, criterion.sink, criterion.null_margin, criterion.min_queries
+                )
+                & here.bool()[:, None, :]
+            )  # [b, h, key], as tags.sink_mask
+            counts[view.layer] += is_sink[rows.to(device), :, final.to(device)].float().sum(0).cpu()
 
-            return hook
-
-        run_hooked(
-            loaded,
-            batch,
-            [(pattern_name(layer), reduce(layer)) for layer in range(loaded.n_layers)],
-        )
+        loaded.backend.layers(loaded, batch, RECEIVED, reduce)
     return (counts / len(prompts)).numpy()
 
 
@@ -154,13 +148,15 @@ def extract_truth_features(
         batch_final = last_punctuation(batch, special).to(loaded.device)
         batch_rows = torch.arange(len(batch_final), device=loaded.device)
 
-        def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
-            values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
+        def consume(view: LayerView) -> None:
+            layer = view.layer
+            values = expand_kv_heads(view.values.float(), loaded.n_heads)
             device = values.device  # a later layer of a split model sits on another GPU
             mask, final, rows = (t.to(device) for t in (batch_mask, batch_final, batch_rows))
+            gates = view.gate
             for head in by_layer[layer]:
                 key = (layer, head)
-                attention = acts["pattern"][:, head].float()[rows, :, final]  # [b, query]: A_is
+                attention = view.sink_attention(rows, torch.full_like(rows, head), final)  # A_is
                 caught = (attention > threshold) & mask
                 none = ~caught.any(1)
                 caught[rows[none], final[none]] = True
@@ -168,36 +164,26 @@ def extract_truth_features(
                 v_s = values[rows, final, head] @ k[key]  # [b, d_head] coordinates of v_s W_O
                 tag = (weights * attention).sum(1, keepdim=True) * v_s
                 tag_sink = attention[rows, final, None] * v_s
-                if "gate" in acts:  # a gated head writes g_i * A_is v_s (tags.tag_z)
-                    gate = head_gate(acts["gate"], loaded.n_heads)[:, :, head]  # [b, query, d|1]
+                if gates is not None:  # a gated head writes g_i * A_is v_s (tags.tag_z)
+                    gate = gates[:, :, head]  # [b, query, d|1]
                     raw = values[rows, final, head]
                     mixed = torch.einsum("bq,bqd->bd", weights * attention, gate)
                     tag = (mixed * raw) @ k[key]
                     tag_sink = attention[rows, final, None] * (gate[rows, final] * raw) @ k[key]
-                head_out = (
-                    torch.einsum("bq,bqd->bd", weights, acts["z"][:, :, head].float()) @ k[key]
-                )
+                head_out = torch.einsum("bq,bqd->bd", weights, view.z[:, :, head].float()) @ k[key]
                 features = {
                     "tag": tag,
                     "tag_sink": tag_sink,
                     "head_out": head_out,
                     "no_tag": head_out - tag,
-                    "resid": torch.einsum("bq,bqm->bm", weights, acts["resid"].float()),
+                    "resid": torch.einsum("bq,bqm->bm", weights, view.resid.float()),
                     "sink_value": v_s,
                     "n_caught": caught.sum(1).float(),
                 }
                 for name, tensor in features.items():
                     chunks[key].setdefault(name, []).append(tensor.cpu().numpy())
 
-        names = {
-            "pattern": pattern_name,
-            "values": value_name,
-            "z": z_name,
-            "resid": resid_post_name,
-        }
-        if loaded.gate != "none":
-            names["gate"] = gate_name
-        run_hooked(loaded, batch, gather_per_layer(sorted(by_layer), names, consume))
+        loaded.backend.layers(loaded, batch, TRUTH, consume, only=by_layer)
     arrays = {
         key: {name: np.concatenate(parts) for name, parts in chunks[key].items()} for key in heads
     }

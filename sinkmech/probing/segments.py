@@ -21,17 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sinkmech.attention.backends import tag_z
-from sinkmech.attention.hooks import (
-    expand_kv_heads,
-    gate_name,
-    gather_per_layer,
-    head_gate,
-    pattern_name,
-    resid_post_name,
-    run_hooked,
-    value_name,
-)
+from sinkmech.attention.backends import LayerView
 from sinkmech.data.prompts import TokenBatch, iter_batches
 from sinkmech.data.tokens import is_punctuation
 from sinkmech.mechanism.sinks import special_token_strings
@@ -75,6 +65,10 @@ class SegmentFeatures:
     arrays: dict[HeadKey, dict[str, np.ndarray]]
 
 
+# What the segment probes read of each layer (``sinkmech.attention.backends.DATA``).
+SEGMENTS = frozenset({"sink_attention", "mix", "block_out"})
+
+
 def extract_segment_features(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -98,30 +92,26 @@ def extract_segment_features(
         prompt_ids = torch.arange(offset, offset + len(batch.token_strings))
         batch_lengths = batch_mask.sum(1).float()
 
-        def consume(layer: int, acts: dict[str, torch.Tensor]) -> None:
-            pattern = acts["pattern"].float()
-            values = expand_kv_heads(acts["values"].float(), loaded.n_heads)
-            device = pattern.device  # a later layer of a split model sits on another GPU
+        def consume(view: LayerView) -> None:
+            layer = view.layer
+            resid = view.resid.float()
+            device = resid.device  # a later layer of a split model sits on another GPU
             mask, periods, ordinal, lengths = (
                 t.to(device) for t in (batch_mask, batch_periods, batch_ordinal, batch_lengths)
             )
-            sinks = periods[:, None, :].expand(-1, loaded.n_heads, -1)
-            gates = head_gate(acts["gate"], loaded.n_heads) if "gate" in acts else None
+            prompt, position = periods.nonzero(as_tuple=True)
             for head in by_layer[layer]:
                 key = (layer, head)
-                to_sinks = pattern[:, head] * sinks[:, head, None, :]  # [b, query, key]
+                columns = view.sink_attention(prompt, torch.full_like(prompt, head), position)
+                to_sinks = columns.new_zeros(periods.shape[0], periods.shape[1], periods.shape[1])
+                to_sinks[prompt, :, position] = columns  # [b, query, key]: A to the periods only
                 strength, catcher = to_sinks.max(-1)
                 caught = (strength > threshold) & mask.bool()
-                tag = tag_z(
-                    pattern[:, head : head + 1],
-                    values[:, :, head : head + 1],
-                    sinks[:, head : head + 1],
-                    gates[:, :, head : head + 1] if gates is not None else None,
-                )
+                tag = view.mix(torch.tensor([head]), periods[:, None, :])
                 b, q = caught.nonzero(as_tuple=True)
                 features = {
                     "tag": tag[:, :, 0][b, q] @ k[key],
-                    "resid": acts["resid"].float()[b, q],
+                    "resid": resid[b, q],
                     "label": ordinal[b, catcher[b, q]].float(),
                     "prompt": prompt_ids.to(device)[b].float(),
                     "position": q.float(),
@@ -130,10 +120,7 @@ def extract_segment_features(
                 for name, tensor in features.items():
                     chunks[key].setdefault(name, []).append(tensor.cpu().numpy())
 
-        names = {"pattern": pattern_name, "values": value_name, "resid": resid_post_name}
-        if loaded.gate != "none":
-            names["gate"] = gate_name
-        run_hooked(loaded, batch, gather_per_layer(sorted(by_layer), names, consume))
+        loaded.backend.layers(loaded, batch, SEGMENTS, consume, only=by_layer)
         offset += len(batch.token_strings)
     return SegmentFeatures(
         {key: {name: np.concatenate(parts) for name, parts in chunks[key].items()} for key in heads}

@@ -8,6 +8,7 @@ import json
 import logging
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -21,6 +22,7 @@ from sinkmech.attention.backends import (
     backend_named,
     resolve,
 )
+from sinkmech.data.statements import load_statements
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.ctr import NEEDS, CTRSettings
 from sinkmech.mechanism.massive import MassiveSettings
@@ -28,6 +30,9 @@ from sinkmech.mechanism.secondary import SecondarySettings
 from sinkmech.mechanism.sinks import capture_key_scores
 from sinkmech.mechanism.thresholds import SinkThresholds
 from sinkmech.models import ModelSpec, load_model
+from sinkmech.probing.analysis import probe_criterion
+from sinkmech.probing.features import PROBE_SUFFIX, extract_truth_features, final_sink_frequency
+from sinkmech.probing.segments import extract_segment_features, segment_prompts
 from tests.attention.test_backend import _batches
 from tests.experiments.test_pipeline import _conf
 
@@ -147,3 +152,30 @@ def test_refuse_policy_stops_before_any_table(tmp_path):
     with pytest.raises(ConfigError, match="eviction cannot run on model.attn_backend=fused"):
         run_unit(cfg)
     assert not list(tmp_path.glob("**/*.parquet"))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_probe_features_match_between_backends(tiny, family):
+    """The truth and segment probes read the same features from the fused pass (attention
+    columns, the restricted mix and each block's output) as from the hooks."""
+    loaded = tiny(family)
+    statements = load_statements("cities").head(24)
+    prompts = [text + PROBE_SUFFIX for text in statements.statement]
+    segments = segment_prompts(statements).prompt.tolist()[:8]
+    heads = [(0, 0), (1, 1)]
+    got = {}
+    for backend in (HookBackend(), FusedBackend()):
+        model = replace(loaded, backend=backend)
+        got[backend.name] = (
+            final_sink_frequency(model, prompts, 8, probe_criterion(SinkThresholds(sink=0.05))),
+            extract_truth_features(model, prompts, heads, 8, 0.05).arrays,
+            extract_segment_features(model, segments, heads, 8, 0.05).arrays,
+        )
+    assert np.array_equal(got["hooks"][0], got["fused"][0])
+    for hooked, fused in zip(got["hooks"][1:], got["fused"][1:]):
+        for key in heads:
+            assert hooked[key].keys() == fused[key].keys() and len(hooked[key]["tag"]) > 0
+            for name in hooked[key]:
+                np.testing.assert_allclose(
+                    hooked[key][name], fused[key][name], rtol=1e-4, atol=1e-5
+                )
