@@ -45,7 +45,7 @@ from sinkmech.attention import ops
 from sinkmech.attention.backend import attention_implementation, plain_model
 from sinkmech.attention.backends import FusedBackend
 from sinkmech.attention.span import AttentionSpan
-from sinkmech.mechanism.ctr import CTRSettings, _stream_pass
+from sinkmech.mechanism.ctr import CTRSettings, _stream_pass, analyse_ctr
 from sinkmech.mechanism.long_context import (
     LongContextSettings,
     profile_batches,
@@ -54,6 +54,8 @@ from sinkmech.mechanism.long_context import (
 from sinkmech.models.loading import ModelSpec, describe, wrap_hf
 
 GIB = 2**30
+# experiment=ctr's defaults on one batch; random token ids are shorter than no prompt.
+WHOLE_CTR = CTRSettings(sinks=replace(CTRSettings().sinks, min_prompt_tokens=1))
 
 
 def parse_points(text: str) -> list[tuple[int, int]]:
@@ -69,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/long_context"))
     parser.add_argument("--profile-max", type=int, default=0, help="long-context profile up to")
+    parser.add_argument(
+        "--whole-ctr-max",
+        type=int,
+        default=0,
+        help="also time the whole catch-tag-release analysis (census, variance, release and the "
+        "tag interventions with their logits, experiment=ctr) up to this length (issue 32)",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda")
     points = parse_points(args.points)
@@ -106,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         }
         if short:
             variants["fused_suite_catch"] = lambda: _stream_pass(fused, [batch], CTRSettings())
+        if length <= args.whole_ctr_max:  # every part fused, interventions included
+            variants["fused_ctr"] = lambda: analyse_ctr(fused, [batch], WHOLE_CTR)
+            if length <= args.hooks_max:
+                variants["hooks_ctr"] = lambda: analyse_ctr(hooks, [batch], WHOLE_CTR)
         if length <= args.hooks_max and not hooks_failed:
             variants["hooks_suite"] = lambda: _stream_pass(
                 hooks, [batch], CTRSettings(collect_catch=False)
