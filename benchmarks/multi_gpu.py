@@ -5,9 +5,12 @@ only the split model can run.
 Random weights of a real shape (``run_benchmark.SHAPES``, default Llama-3-8B in bfloat16, eager
 attention) are built in memory on cuda:0 (seconds; saving and reloading 16 GB would take minutes)
 and wrapped as the suite wraps a model: ``loading.wrap_hf`` on one GPU, and with
-``n_devices=2`` ``loading.split_over_gpus`` first, accelerate's balanced map and dispatch as
-``TransformerBridge.boot_transformers(n_devices=2)`` uses for hub models. The split run builds
-the same weights again from the same seed (a checksum is printed for both).
+``n_devices=2`` placed by ``loading.place``: the balanced device map of
+``sinkmech.models.placement`` (the map a checkpoint's weights are streamed to at load) and
+accelerate's dispatch. The split run builds the same weights again from the same seed (a checksum
+is printed for both). ``--attn-backend fused`` runs the census and tag moments through the fused
+backend (its Triton kernels launch on each layer's GPU, ``sinkmech.devices``); release and
+interventions stay on hooks, as ``analyse_ctr`` resolves them.
 
 Steps, each printed as it runs (``analyse_ctr``; timing rows without catch rows, release or
 interventions, so they time the sink census and tag variance):
@@ -21,9 +24,10 @@ it helps only while the weights moved off the first GPU (about 7.5 GiB of 15) ti
 
 Outputs under ``--out``: ``multi_gpu.csv`` (one row per run: status, seconds, weights and peak
 GiB per GPU), ``multi_gpu_compare.csv`` (``compare_tables`` per table, length and column) and
-``multi_gpu_log.txt``. The command (2 x H100 80GB, about 7 minutes):
+``multi_gpu_log.txt``. The commands (2 x H100 80GB, about 7 minutes each):
 
-    python -m benchmarks.multi_gpu --out $OUT
+    python -m benchmarks.multi_gpu --out $OUT/hooks
+    python -m benchmarks.multi_gpu --out $OUT/fused --attn-backend fused
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class Log:
             handle.write(line + "\n")
 
 
-def build(shape: str, n_devices: int, max_len: int, seed: int) -> LoadedModel:
+def build(shape: str, n_devices: int, max_len: int, seed: int, attn_backend: str) -> LoadedModel:
     """Random weights of ``shape`` on cuda:0 (eager attention), wrapped on 1 or split over N GPUs."""
     spec = SHAPES[shape]
     config = spec.config()
@@ -101,6 +105,7 @@ def build(shape: str, n_devices: int, max_len: int, seed: int) -> LoadedModel:
         device="cuda:0",
         n_devices=n_devices,
         seed=seed,
+        attn_backend=attn_backend,
     )
     bridge = wrap_hf(hf_model.eval(), model_spec, None)
     bridge.eval()
@@ -169,6 +174,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=480, help="stop starting runs after")
     parser.add_argument("--tolerance", type=float, default=1e-2, help="bf16: about 2^-7")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attn-backend", default="hooks", choices=["hooks", "fused"])
     parser.add_argument("--out", type=Path, default=Path("results/multi_gpu"))
     return parser.parse_args(argv)
 
@@ -220,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         return time.perf_counter() - log.start < args.budget_s
 
     # 1. One GPU: check, then the longest length it runs.
-    loaded = build(args.shape, 1, max_len, args.seed)
+    loaded = build(args.shape, 1, max_len, args.seed, args.attn_backend)
     weights = [torch.cuda.memory_allocated(g) / GIB for g in gpus()]
     log(f"built {args.shape} on 1 GPU, checksum {checksum(loaded):.6g}, weights GiB {weights}")
     measure(loaded, 1, args.check_len, 2, CHECK, weights, "check_full")
@@ -244,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     free()
 
     # 2. Two GPUs: the same check, the longest one-GPU length, then beyond.
-    loaded = build(args.shape, 2, max_len, args.seed)
+    loaded = build(args.shape, 2, max_len, args.seed, args.attn_backend)
     weights = [torch.cuda.memory_allocated(g) / GIB for g in gpus()]
     log(
         f"built {args.shape} split over 2 GPUs, checksum {checksum(loaded):.6g}, "
@@ -277,7 +283,12 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         log("largest differences:\n" + worst_rows.to_string(index=False))
     else:
         log("no length ran on both placements: nothing to compare")
-    info = {"shape": args.shape, "device": device_name(torch.device("cuda:0")), **versions()}
+    info = {
+        "shape": args.shape,
+        "attn_backend": args.attn_backend,
+        "device": device_name(torch.device("cuda:0")),
+        **versions(),
+    }
     table = pd.DataFrame(rows).assign(**info)
     table.to_csv(args.out / "multi_gpu.csv", index=False)
     log("\n" + table.drop(columns=list(info)).to_string(index=False))

@@ -78,7 +78,14 @@ def analysis_inputs(analysis: Analysis) -> tuple[str, ...]:
 
 # Model keys that do not change results (placement, and the attention backend: the fused one
 # matches the hook reference to 1e-5 in float32, results/fused_exactness).
-_MODEL_UNHASHED = ("device", "n_devices", "attn_backend", "attn_fallback")
+_MODEL_UNHASHED = (
+    "device",
+    "n_devices",
+    "device_map",
+    "max_memory",
+    "attn_backend",
+    "attn_fallback",
+)
 _MAX_VARIANT = 60
 # Characters kept as they are in a label value besides quote's own letters, digits and "_.-~".
 _LABEL_SAFE = "[]+"

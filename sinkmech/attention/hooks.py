@@ -75,8 +75,9 @@ def output_weights(loaded: "LoadedModel", layer: int) -> torch.Tensor:
 
 
 def layer_device(loaded: "LoadedModel", layer: int) -> torch.device:
-    """Device a layer's activations live on: its weights' (a model split over GPUs with
-    ``model.n_devices`` runs each layer where its weights are)."""
+    """Device a layer's activations live on: its weights' (a model placed over GPUs by
+    ``model.n_devices`` / ``model.device_map`` runs each layer where its device map put its
+    weights, and accelerate's hooks bring the layer's inputs there)."""
     return output_weights(loaded, layer).device
 
 

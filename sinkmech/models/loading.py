@@ -30,6 +30,7 @@ from sinkmech.models.families import (
     family_of,
     family_of_model_type,
 )
+from sinkmech.models.placement import device_map, empty_model, is_placed
 from sinkmech.models.spec import DTYPES, LoadedModel, ModelSpec, validate_spec
 from sinkmech.paths import not_found, resolve_path
 
@@ -183,16 +184,15 @@ def _boot_hub(spec: ModelSpec, dtype: torch.dtype) -> tuple[TransformerBridge, A
         raise _unavailable(spec, err) from None
     family = family_of_model_type(config.model_type)
     check_softmax_layers(config.model_type, config)
-    device_args: dict[str, Any] = {"device": spec.device}
-    if spec.n_devices > 1:  # the budget names the GPUs: from model.device's index on, not 0..N-1
-        device_args = {"n_devices": spec.n_devices, "max_memory": gpu_budget(spec)}
+    placed = streamed_placement(spec, config, dtype)
     try:
         if family.bridge_architecture is None:
+            device_args = placed or {"device": spec.device}
             bridge = TransformerBridge.boot_transformers(spec.path, dtype=dtype, **device_args)
             return bridge, bridge.tokenizer
         tokenizer = transformers.AutoTokenizer.from_pretrained(spec.path, local_files_only=offline)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            spec.path, dtype=dtype, attn_implementation="eager", local_files_only=offline
+            spec.path, dtype=dtype, attn_implementation="eager", local_files_only=offline, **placed
         )
         return wrap_hf(model, spec, tokenizer), tokenizer
     except OSError as err:
@@ -253,20 +253,34 @@ def check_safetensors(path: Path) -> None:
 
 
 def _load_local_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[torch.nn.Module, bool]:
+    """A checkpoint directory's decoder, streamed to its GPUs when placed, or its BERT encoder
+    (loaded whole, then placed by ``wrap_hf``: encoders here are small)."""
     path = Path(spec.path)
     try:
-        if _is_encoder(path):
+        config = transformers.AutoConfig.from_pretrained(str(path))
+        if config.model_type == "bert":
             return _load_encoder(path, spec, dtype)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, attn_implementation="eager"
+            str(path),
+            dtype=dtype,
+            attn_implementation="eager",
+            **streamed_placement(spec, config, dtype),
         )
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001 - safetensors, torch and HF each raise their own
         raise CheckpointError(f"cannot load the weights in {path}: {_first_line(err)}") from None
     return model, False
 
 
-def _is_encoder(path: Path) -> bool:
-    return transformers.AutoConfig.from_pretrained(str(path)).model_type == "bert"
+def streamed_placement(spec: ModelSpec, config: Any, dtype: torch.dtype) -> dict[str, Any]:
+    """``from_pretrained``'s placement argument for a decoder of ``config``: the device map
+    (``sinkmech.models.placement``), decided on an empty model before any weight is read, so each
+    weight goes straight to its GPU; nothing for a model loaded whole onto ``model.device``."""
+    if not is_placed(spec):
+        return {}
+    model_class = getattr(transformers, family_of_model_type(config.model_type).architecture)
+    return {"device_map": device_map(empty_model(model_class, config, dtype), spec)}
 
 
 def _load_tokenizer(path: str) -> Any:
@@ -304,44 +318,14 @@ def _build_tiny(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     return model_class(config).to(dtype)
 
 
-def gpu_budget(spec: ModelSpec) -> dict[int, int]:
-    """Memory of each GPU a split model may use, by index: ``spec.n_devices`` of them from
-    ``spec.device``'s index on (``cuda:2`` with 2 devices: GPUs 2 and 3)."""
-    first = int(spec.device.partition(":")[2] or 0)
-    devices = range(first, first + spec.n_devices)
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not spec.device.startswith("cuda") or devices[-1] >= available:
-        raise ConfigError(
-            f"model.n_devices={spec.n_devices} from model.device={spec.device} needs CUDA "
-            f"devices {list(devices)}, found {available}"
-        )
-    return {i: torch.cuda.get_device_properties(i).total_memory for i in devices}
-
-
-def split_over_gpus(hf_model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module:
-    """Place a loaded Hugging Face module's layers over ``n_devices`` GPUs in place, as
-    ``TransformerBridge.boot_transformers(n_devices=N)`` places a hub model: accelerate's
-    "balanced" device map (whole decoder layers per GPU) and its dispatch hooks, which move
-    each layer's inputs to the layer's GPU."""
-    import accelerate
-    from accelerate.utils import get_balanced_memory
-
-    budget = gpu_budget(spec)
-    no_split = getattr(hf_model, "_no_split_modules", None) or []
-    budget = get_balanced_memory(hf_model, max_memory=budget, no_split_module_classes=no_split)
-    device_map = accelerate.infer_auto_device_map(
-        hf_model, max_memory=budget, no_split_module_classes=no_split
-    )
-    return accelerate.dispatch_model(hf_model, device_map=device_map)
-
-
 def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> TransformerBridge:
-    """Wrap a loaded Hugging Face module as a TransformerBridge on ``spec.device``, or split over
-    ``spec.n_devices`` GPUs (no hub)."""
-    if spec.n_devices > 1:
-        hf_model = split_over_gpus(hf_model, spec).eval()
-    else:
-        hf_model = hf_model.to(spec.device).eval()
+    """Wrap a loaded Hugging Face module as a TransformerBridge. A module ``from_pretrained``
+    dispatched over GPUs (``hf_device_map``) stays where it is; any other is placed by ``spec``:
+    on ``spec.device``, or over its GPUs by accelerate's dispatch (hooks that move each layer's
+    inputs to the layer's GPU), as ``from_pretrained`` places a checkpoint."""
+    if getattr(hf_model, "hf_device_map", None) is None:
+        hf_model = place(hf_model, spec)
+    hf_model = hf_model.eval()
     family = family_of_model_type(hf_model.config.model_type)
     architecture = family.bridge_architecture or type(hf_model).__name__
     # The bridge's tokenizer set-up invents a BOS token for tokenizers without one (it would
@@ -354,6 +338,15 @@ def wrap_hf(hf_model: torch.nn.Module, spec: ModelSpec, tokenizer: Any) -> Trans
         model_name=spec.name,
     )
     return bridge
+
+
+def place(hf_model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module:
+    """``hf_model`` on ``spec.device``, or dispatched over its GPUs when ``spec`` is placed."""
+    if not is_placed(spec):
+        return hf_model.to(spec.device)
+    import accelerate
+
+    return accelerate.dispatch_model(hf_model, device_map=device_map(hf_model, spec))
 
 
 def describe(

@@ -15,6 +15,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from sinkmech.attention.backends import BACKENDS, AttentionBackend, HookBackend, backend_named
 from sinkmech.errors import ConfigError
 from sinkmech.models.families import family_of
+from sinkmech.models.placement import check_placement
 
 Source = Literal["hub", "local", "minilm", "tiny", "minimal"]
 SOURCES: tuple[str, ...] = ("hub", "local", "minilm", "tiny", "minimal")
@@ -41,7 +42,15 @@ class ModelSpec:
     family: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
-    n_devices: int = 1
+    n_devices: int = 1  # GPUs from model.device's index on (sinkmech.models.placement)
+    # accelerate's strategy over those GPUs (auto, balanced, balanced_low_0, sequential); None:
+    # the whole model on model.device, or "balanced" when placed (n_devices or max_memory set)
+    device_map: str | None = None
+    # Bytes, or sizes such as "70GiB", each GPU may hold, by GPU index ({0: "70GiB", 1: "70GiB"});
+    # unnamed GPUs may fill their total memory. Keys are typed Any: Hydra reads `{0: 70GiB}` with
+    # int keys, and OmegaConf 2.3 takes no union of key types. Empty, not None: OmegaConf cannot
+    # merge a dict into None; on the command line `+model.max_memory={0:70GiB,1:70GiB}`.
+    max_memory: dict[Any, Any] = field(default_factory=dict)
     seed: int = 0
     attn_backend: str = "hooks"  # "hooks" (TransformerLens patterns, the reference) or "fused"
     attn_fallback: str = "hooks"  # a part the backend cannot serve: "hooks" (logged) or "refuse"
@@ -108,10 +117,4 @@ def validate_spec(spec: ModelSpec) -> None:
             "model.attn_backend=fused needs a Hugging Face model; minimal-problem checkpoints "
             "use attn_backend=hooks"
         )
-    if spec.n_devices < 1:
-        raise ConfigError(f"model.n_devices must be >= 1, got {spec.n_devices}")
-    if spec.n_devices > 1 and not spec.device.startswith("cuda"):
-        raise ConfigError(
-            f"model.n_devices={spec.n_devices} splits the model over GPUs: set model.device=cuda "
-            f"(or cuda:i, the first of them), not {spec.device}"
-        )
+    check_placement(spec)

@@ -13,9 +13,11 @@ import experiments.sweep_minimal  # noqa: F401 - registers sweep_minimal_schema
 import experiments.train_lm  # noqa: F401 - registers train_lm_schema
 import experiments.train_minimal  # noqa: F401 - registers train_minimal_schema
 from experiments.config import CONF_DIR, RunConf, register
-from experiments.pipeline import model_spec, settings_of
+from experiments.pipeline import config_hash, model_spec, settings_of, variant_of
+from sinkmech import io
 from sinkmech.analyses import REGISTRY
 from sinkmech.models import load_model
+from sinkmech.models.spec import validate_spec
 
 register()
 ROOT_GROUPS = {
@@ -74,3 +76,24 @@ def test_a_run_config_survives_pickling_as_a_cluster_job_does():
     cfg = OmegaConf.to_object(_compose("config", "model=tiny_llama", "experiment=measures"))
     back = pickle.loads(pickle.dumps(cfg))
     assert type(back.model) is ModelConf and back == cfg
+
+
+def test_placement_keys_compose_and_stay_out_of_the_unit_key(tmp_path):
+    """model.device_map and model.max_memory (Hydra's `+` fills the empty dict) reach the spec
+    with GPU-index keys; like model.device and n_devices they change no table, so the unit's hash
+    and label ignore them, and the run's config.json records them."""
+    plain = OmegaConf.to_object(_compose("config", "model=tiny_llama"))
+    overrides = [
+        "model=tiny_llama",
+        "model.device=cuda:1",
+        "model.n_devices=2",
+        "model.device_map=sequential",
+        "+model.max_memory={1:70GiB,2:5000000}",
+    ]
+    placed = OmegaConf.to_object(_compose("config", *overrides))
+    spec = model_spec(placed)
+    validate_spec(spec)
+    assert spec.device_map == "sequential" and spec.max_memory == {1: "70GiB", 2: 5_000_000}
+    assert config_hash(placed) == config_hash(plain) and variant_of(placed, overrides) == ""
+    record = io.write_json(OmegaConf.to_container(OmegaConf.structured(placed)), tmp_path / "c")
+    assert '"1": "70GiB"' in record.read_text()

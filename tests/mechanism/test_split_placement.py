@@ -3,25 +3,32 @@
 No second GPU here, so ``SecondDevice`` emulates one: tensors marked as living there report the
 ``meta`` device, keep their CPU data, and any operation mixing them with unmarked non-scalar
 tensors raises as CUDA does across GPUs. The hooks of the later half of the layers see their
-activations (and those layers' W_O) on the second device, as accelerate's dispatch puts them.
+activations (and those layers' W_O) on the second device, as accelerate's dispatch puts them, and
+so does the fused backend's attention function (its tiled reference here; on CUDA the kernels
+launch on their tensors' GPU, ``sinkmech.devices``). The runs on two real GPUs wait for a
+two-GPU machine (results/multi_gpu/NOTES.md).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
+from transformers import AttentionInterface
 
-from sinkmech.attention import hooks
+from sinkmech.attention import backend, hooks
+from sinkmech.attention.backends import FusedBackend
 from sinkmech.data.prompts import iter_batches, load_prompts
 from sinkmech.data.statements import load_statements
 from sinkmech.mechanism import ctr, interventions
-from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
+from sinkmech.mechanism.ctr import CTRSettings, _stream_pass, analyse_ctr
 from sinkmech.mechanism.sinks import SinkThresholds, detect_sinks, key_scores
+from sinkmech.models import ModelSpec, load_model
 from sinkmech.probing import features as probe_features
 from sinkmech.probing.analysis import probe_criterion
 from sinkmech.probing.features import (
@@ -52,6 +59,17 @@ def _there(tensor: torch.Tensor) -> bool:
 def _mark(tree: object) -> object:
     for tensor in _tensors(tree):
         tensor._on_second_device = True
+    return tree
+
+
+def _to(tree: object, device: torch.device) -> object:
+    """The tensors of a tuple or dict moved to ``device``, other items as they are."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, tuple):
+        return tuple(_to(item, device) for item in tree)
+    if isinstance(tree, dict):
+        return {key: _to(item, device) for key, item in tree.items()}
     return tree
 
 
@@ -130,6 +148,15 @@ def split(monkeypatch):
             return run_with_hooks(*args, fwd_hooks=placed, **kwargs)
 
         monkeypatch.setattr(loaded.model, "run_with_hooks", split_run)
+
+        def split_attention(module, *args, **kwargs):
+            if module.layer_idx < first_remote:
+                return backend.fused_attention(module, *args, **kwargs)
+            args, kwargs = _to(args, SECOND), _to(kwargs, SECOND)
+            out, weights = backend.fused_attention(module, *args, **kwargs)
+            return out.to("cpu"), weights
+
+        monkeypatch.setitem(AttentionInterface._global_mapping, backend.NAME, split_attention)
         return SecondDevice()
 
     return place
@@ -199,3 +226,31 @@ def test_probing_features_of_a_split_model_equal_one_device(minilm, split):
             assert arrays_two[key].keys() == arrays_one[key].keys()
             for name in arrays_one[key]:
                 np.testing.assert_array_equal(arrays_two[key][name], arrays_one[key][name])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_oss"])
+def test_the_fused_backend_on_a_split_model_equals_one_device(split, family):
+    """Census, moments and catch rows (sink attention read back) of the fused pass are
+    bit-identical on one device and with the later layers on the second. GPT-OSS's learned sink
+    (s_aux, folded into the log-sum-exp on the layer's device) is set to -4 so that keys still
+    catch attention at these thresholds."""
+    loaded = load_model(ModelSpec(f"split_{family}", "tiny", family=family))
+    if loaded.learned_sink != "none":
+        for block in loaded.model.blocks:
+            block.attn.original_component.sinks.data.fill_(-4.0)
+    loaded = replace(loaded, backend=FusedBackend())
+    batches = _batches(loaded)
+    settings = CTRSettings(
+        sinks=SinkThresholds(sink=0.01, null_margin=1.0, min_prompt_tokens=1),
+        catch_threshold=0.05,
+    )
+    census, moments, catch = _stream_pass(loaded, batches, settings)
+    assert len(catch) and (census.table().mean_score > 0).any()
+    with split(loaded):
+        census_two, moments_two, catch_two = _stream_pass(loaded, batches, settings)
+    assert any(_there(t) for layer in moments_two for t in layer.sums.values())
+    pd.testing.assert_frame_equal(census_two.table(), census.table(), check_exact=True)
+    pd.testing.assert_frame_equal(catch_two, catch, check_exact=True)
+    for layer_two, layer_one in zip(moments_two, moments):
+        for name, total in layer_one.sums.items():
+            assert torch.equal(layer_two.sums[name].to("cpu"), total), name

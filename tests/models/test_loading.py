@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers
 
+import sinkmech.training.minimal.checkpoint  # noqa: F401 - registers model.source=minimal
 from sinkmech.attention.hooks import pattern_name, run_hooked
 from sinkmech.data.prompts import tokenize
 from sinkmech.errors import ConfigError, ModelUnavailableError
 from sinkmech.models import ModelSpec, load_model
 from sinkmech.models.families import FAMILIES
 from sinkmech.models.loading import _build_tiny, minilm_path
-from sinkmech.models.spec import validate_spec
 from tests.helpers import ALL_FAMILIES
 
 PROMPTS = ["The cat sat on the mat. It was warm.", "Rain fell, and the boats filled with water."]
@@ -199,37 +198,3 @@ def test_bfloat16_bridge_runs_and_matches_hugging_face_in_bfloat16(family):
             batch.tokens, attention_mask=batch.attention_mask
         ).logits
     assert logits.dtype == torch.bfloat16 and torch.equal(logits, expected)
-
-
-@pytest.fixture
-def four_fake_gpus(monkeypatch):
-    """torch.cuda reports four GPUs of 80 GB (none is touched: only their budget is read)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.setattr(
-        torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 << 30)
-    )
-
-
-def test_a_split_takes_its_gpus_from_model_device_on(four_fake_gpus, monkeypatch):
-    from sinkmech.models import loading
-
-    split = ModelSpec("m", "hub", path="org/m", device="cuda:2", n_devices=2)
-    assert list(loading.gpu_budget(split)) == [2, 3]
-    assert list(loading.gpu_budget(ModelSpec("m", device="cuda", n_devices=2))) == [0, 1]
-    with pytest.raises(ConfigError, match=r"needs CUDA devices \[3, 4\], found 4"):
-        loading.gpu_budget(ModelSpec("m", device="cuda:3", n_devices=2))
-    with pytest.raises(ConfigError, match="set model.device=cuda"):
-        validate_spec(ModelSpec("m", "tiny", family="llama", n_devices=2))
-    booted = {}
-    monkeypatch.setattr(loading, "cached_snapshot", lambda repo: None)
-    monkeypatch.setattr(
-        transformers.AutoConfig, "from_pretrained", lambda *a, **k: transformers.LlamaConfig()
-    )
-    monkeypatch.setattr(
-        loading.TransformerBridge,
-        "boot_transformers",
-        lambda path, **kwargs: booted.update(kwargs) or SimpleNamespace(tokenizer=None),
-    )
-    loading._boot_hub(split, torch.bfloat16)
-    assert booted["n_devices"] == 2 and list(booted["max_memory"]) == [2, 3]
