@@ -114,8 +114,11 @@ ExperimentConf.__doc__ = (
 
 @dataclass
 class LoggingConf:
-    mode: str = "offline"
+    mode: str = "offline"  # offline (sync later with `wandb sync`), online or disabled
     project: str = "sinkmech"
+    # wandb group of the unit's run: null -> the experiment's name, or in a sweep (-m) the
+    # sweep's name (experiments.sweep.sweep_group), so a sweep is one comparison in wandb.
+    group: Optional[str] = None
 
 
 @dataclass

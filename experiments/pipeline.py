@@ -32,6 +32,7 @@ from experiments.config import RunConf
 from experiments.tracking import Tracker
 from sinkmech import io
 from sinkmech.analyses import REGISTRY, Analysis, Context
+from sinkmech.analyses.headlines import HEADLINES, headline_table
 from sinkmech.attention.backends import Resolution, resolve
 from sinkmech.data.prompts import GENERATORS, TokenBatch, iter_batches, load_prompts, prompt_file
 from sinkmech.data.statements import load_statements, statements_path
@@ -355,7 +356,7 @@ def _compute(
             loaded.tokenizer, prompts, cfg.data.batch_size, loaded.max_length, loaded.causal
         )
     )
-    tracker = Tracker(cfg, unit_dir(cfg))
+    tracker = Tracker(cfg, unit_dir(cfg), model_facts(cfg, loaded))
     meta = {
         "qk_norm": loaded.qk_norm,
         "family": loaded.family or cfg.model.family,
@@ -363,6 +364,7 @@ def _compute(
         "role": cfg.model.role,
         "causal": loaded.causal,
     }
+    written: dict[str, pd.DataFrame] = {}
     for name in cfg.experiment.analyses:
         log.info("%s: %s on %s", cfg.experiment.name, name, cfg.model.name)
         analysis = REGISTRY[name]
@@ -383,9 +385,13 @@ def _compute(
                 table = table.assign(model=f"{cfg.model.name}@{cfg.variant}")
             io.write_table(table, work / name)
             tracker.log_table(name, table)
+            written[name] = table
         for name, figure in figures.items():
             tracker.log_figure(name, figure)
             io.save_figure(figure, work / f"{name}.png")
+    headlines = headline_table(cfg.experiment.analyses, written)
+    io.write_table(headlines, work / HEADLINES)
+    tracker.log_headlines(headlines)
     io.write_json(OmegaConf.to_container(OmegaConf.structured(cfg)), work / "config.json")
     tracker.finish()
     device = str(loaded.device)
@@ -405,6 +411,24 @@ def _compute(
             **provenance(device),
         },
     )
+
+
+def model_facts(cfg: RunConf, loaded: LoadedModel) -> dict[str, Any]:
+    """What the unit's model is, as wandb config keys beside the run's config (which holds the
+    model's name and the variant), so wandb's runs table groups and compares units by them."""
+    forms = [f"{k}={v}" for k, v in (("learned_sink", loaded.learned_sink), ("gate", loaded.gate))]
+    return {
+        "family": loaded.family or cfg.model.family,
+        "qk_norm": loaded.qk_norm,
+        "causal": loaded.causal,
+        "attention_form": ",".join(f for f in forms if not f.endswith("=none")) or "softmax",
+        "learned_sink": loaded.learned_sink,
+        "gate": loaded.gate,
+        "n_layers": loaded.n_layers,
+        "n_heads": loaded.n_heads,
+        "d_model": int(loaded.model.cfg.d_model),
+        "n_params": sum(p.numel() for p in loaded.model.parameters()),
+    }
 
 
 def numerics(cfg: RunConf, loaded: LoadedModel, batches: list[TokenBatch]) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 python -m experiments.run model=minilm experiment=full
 python -m experiments.run -m model=tiny_gpt2,tiny_qwen3 experiment=sinks,ctr
 
-A failing unit prints one line ``sinkmech: error: ...`` and exits with its error's code; in a
-sweep it is recorded and the sweep goes on, and the sweep exits 1 after a summary of failures.
+Every unit of a sweep logs to one wandb group named after the sweep (``logging.group`` chooses
+another name). A failing unit prints one line ``sinkmech: error: ...`` and exits with its error's
+code; in a sweep it is recorded and the sweep goes on, and the sweep exits 1 after a summary of
+failures.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import CONF_DIR, RunConf, register
 from experiments.pipeline import run_unit, variant_label, variant_of, writable
-from experiments.sweep import FAILED, invalid_units, rename_legacy_keys
+from experiments.sweep import FAILED, invalid_units, rename_legacy_keys, sweep_group
 from sinkmech.errors import ConfigError, SinkmechError
 
 register()
@@ -36,6 +38,8 @@ def main(cfg: DictConfig) -> None:
             run_conf.variant = variant_label(run_conf.variant)
         else:
             run_conf.variant = variant_of(run_conf, hydra_cfg.overrides.task)
+        if hydra_cfg.mode == RunMode.MULTIRUN and not run_conf.logging.group:
+            run_conf.logging.group = sweep_group(hydra_cfg.sweep.dir)
         out = run_unit(run_conf)
     except Exception as error:  # noqa: BLE001 - every failure becomes one line
         one_line = str(error).splitlines()[0] if str(error) else type(error).__name__

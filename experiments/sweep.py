@@ -1,6 +1,7 @@
 """Sweep bookkeeping: every unit's config is validated before the first runs (``invalid_units``);
 a unit that fails while running leaves a ``_FAILED`` note in its job directory, and at the end of
-the sweep a summary lists them and the process exits 1 (``SweepSummary``, conf/config.yaml)."""
+the sweep a summary lists them and the process exits 1 (``SweepSummary``, conf/config.yaml). Each
+sweep's units share one wandb group (``sweep_group``)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def invalid_units(overrides: list[str]) -> list[str]:
             except SinkmechError as error:
                 problems.append(f"{' '.join(job)}: {error}")
     return problems
+
+
+def sweep_group(sweep_dir: str) -> str:
+    """The wandb group of a sweep's units, named after the sweep: the last two parts of its
+    directory (Hydra's ``multirun/<day>/<time>`` -> ``sweep <day>/<time>``), the same for every
+    unit of one sweep and different for the next."""
+    return "sweep " + "/".join(Path(sweep_dir).parts[-2:])
 
 
 def rename_legacy_keys(argv: list[str]) -> list[str]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sinkmech.analyses.registry import Analysis, Context, ReportSection, Tables, register
+from sinkmech.analyses.registry import (
+    Analysis,
+    Context,
+    Headline,
+    Headlines,
+    ReportSection,
+    Tables,
+    register,
+)
 from sinkmech.mechanism.ctr import STREAM
 from sinkmech.mechanism.long_context import (
     FIRST_COLUMNS,
@@ -16,6 +24,14 @@ from sinkmech.mechanism.long_context import (
 )
 from sinkmech.reporting import measures_plots
 from sinkmech.reporting.sections import long_context_section
+from sinkmech.reporting.verdicts import Missing, need
+
+UNIFORM = "uniform attention"
+# Summary column -> its uniform-attention null, for each per-length headline.
+NULLS = {
+    "mean_first_token_score": "mean_first_token_null",
+    "first_token_share_last_bin": "uniform_share_last_bin",
+}
 
 
 def run(context: Context, settings: LongContextSettings) -> Tables:
@@ -23,6 +39,24 @@ def run(context: Context, settings: LongContextSettings) -> Tables:
     tables = long_context_profile(loaded, settings)
     tables["long_context_summary"] = summarise_long_context(tables).assign(model=loaded.name)
     return tables
+
+
+def headlines(tables: Tables) -> Headlines:
+    """Per length L: the first token's mean score beside uniform attention's
+    (``long_context/first_token_score_L``), and its attention share from the last position bin
+    of queries beside uniform attention's share (``long_context/first_token_share_L``)."""
+    columns = ("seq_len", *NULLS, *NULLS.values())
+    try:
+        summary = need(tables, "long_context_summary", columns)
+    except Missing:
+        return {}
+    out: Headlines = {}
+    for _, row in summary.drop_duplicates("seq_len").iterrows():
+        for (value, null), name in zip(NULLS.items(), ("score", "share")):
+            out[f"long_context/first_token_{name}_{int(row.seq_len)}"] = Headline(
+                float(row[value]), null=float(row[null]), null_label=UNIFORM
+            )
+    return out
 
 
 LONG_CONTEXT = register(
@@ -54,5 +88,6 @@ LONG_CONTEXT = register(
         ),
         input_files=lambda settings: [Path(f) for f in long_text_files(settings.text)],
         lengths=lambda settings, loaded: list(settings.lengths),
+        headlines=headlines,
     )
 )

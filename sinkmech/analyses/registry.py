@@ -2,6 +2,10 @@
 run, what it needs from the forward pass (per part, ``sinkmech.attention.backends.DATA``), its run
 function returning named tables, its figures and its report sections.
 
+Each analysis also declares its headline numbers (``headlines(tables) -> {name: Headline}``): the
+few numbers a unit is compared by, each beside its null or control, written to the unit's
+``headlines`` table and to its wandb summary under the same stable names.
+
 Everything else is generated from it: the Hydra schema (``experiments.config``), the analyses an
 experiment may list, the unit hash inputs (``experiments.pipeline``), the tables the report reads
 and its sections (``sinkmech.reporting.report``). Adding a measure is one module in this package
@@ -14,6 +18,7 @@ the run's one sink criterion (``SinkThresholds``), and ``prompt_set``, the promp
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -64,6 +69,24 @@ class ReportSection:
 
 
 @dataclass(frozen=True)
+class Headline:
+    """One headline number of a unit: ``value`` with its 95% interval ``low``-``high`` (what was
+    resampled: ``resampling``), and ``null``, the value its null or control gives (``null_label``
+    says which; 0 for an excess or a difference, which are measured against it)."""
+
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+    null: float = math.nan
+    null_label: str = ""
+    resampling: str = ""
+
+
+NOT_MEASURED = Headline(math.nan)  # a table or column the number needs is absent or empty
+Headlines = dict[str, Headline]  # stable name ("sinks/first_token_share") -> headline
+
+
+@dataclass(frozen=True)
 class Analysis:
     """One analysis as the suite runs it.
 
@@ -72,7 +95,9 @@ class Analysis:
     (``READS``); ``figures(tables, sinks)`` drawn by reporting after the run; ``check(loaded,
     settings)`` after loading, before any compute; ``input_files(settings)`` files behind its
     settings whose content enters the unit hash; ``lengths(settings, loaded)`` inputs longer than
-    the prompt batches (they set the unit's accumulation depth).
+    the prompt batches (they set the unit's accumulation depth); ``headlines(tables)`` its
+    headline numbers by stable name, from the tables of its unit (``NOT_MEASURED`` where they
+    cannot be computed, so every unit of the analysis carries the same names).
     """
 
     name: str
@@ -86,6 +111,7 @@ class Analysis:
     check: Callable[[LoadedModel, Any], None] | None = None
     input_files: Callable[[Any], list[Path]] | None = None
     lengths: Callable[[Any, LoadedModel], list[int]] | None = None
+    headlines: Callable[[Tables], Headlines] = lambda tables: {}
 
     def __post_init__(self) -> None:
         unknown = set(self.reads) - set(READS)

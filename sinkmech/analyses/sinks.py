@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sinkmech.analyses import census_headlines
 from sinkmech.analyses.registry import Analysis, Context, ReportSection, Tables, register
 from sinkmech.mechanism.learned_sinks import LEARNED_SINK
 from sinkmech.mechanism.sinks import RECEIVED, detect_sinks
@@ -35,5 +36,6 @@ SINKS = register(
             ReportSection("Sinks (Sec. 2)", lambda t: sink_section(t["sinks_summary"])),
             ReportSection("Sinks (heads with a sink only)", sink_rows, per_model=True),
         ),
+        headlines=census_headlines.headlines,
     )
 )

@@ -11,6 +11,7 @@ import pandas as pd
 from sinkmech.reporting import statistics as st
 from sinkmech.reporting.verdicts import (
     DEFAULT,
+    NOT_TESTABLE_HERE,
     Missing,
     Row,
     Rule,
@@ -52,21 +53,28 @@ class ReadTest:
     reason: str
 
 
-def _tag_heads(frame: pd.DataFrame) -> pd.Series:
+def tag_heads(frame: pd.DataFrame) -> pd.Series:
+    """Each release row's tag head, the cluster its bootstrap resamples."""
     return frame.layer.astype(str) + "." + frame["head"].astype(str)
+
+
+def written_pairs(frame: pd.DataFrame, read: str) -> tuple[pd.DataFrame, str]:
+    """The tag's reads and the null's, paired by (tag head, later head): the null is the other
+    direction the same head writes that is read most on average (its name, ``kind``)."""
+    others = frame[frame.direction != "tag"]
+    kind = others.groupby("direction")[read].mean().idxmax()
+    tag = frame[frame.direction == "tag"].set_index(RELEASE_PAIR)[read]
+    null = others[others.direction == kind].set_index(RELEASE_PAIR)[read]
+    return pd.DataFrame({"tag": tag, "null": null}).dropna().reset_index(), kind
 
 
 def against_written(frame: pd.DataFrame, read: str) -> ReadTest:
     """Tag minus the other direction of the same head read most on average, paired by later head
     (bound 0)."""
-    others = frame[frame.direction != "tag"]
-    kind = others.groupby("direction")[read].mean().idxmax()
-    tag = frame[frame.direction == "tag"].set_index(RELEASE_PAIR)[read]
-    null = others[others.direction == kind].set_index(RELEASE_PAIR)[read]
-    pairs = pd.DataFrame({"tag": tag, "null": null}).dropna().reset_index()
+    pairs, kind = written_pairs(frame, read)
     return ReadTest(
         (pairs.tag - pairs.null).to_numpy(float),
-        _tag_heads(pairs),
+        tag_heads(pairs),
         0.0,
         f"tag {pairs.tag.mean():.3f} vs {kind} {pairs.null.mean():.3f}: difference",
         f"minus {kind}",
@@ -79,7 +87,7 @@ def against_random(frame: pd.DataFrame, read: str) -> ReadTest:
     """The read ratio itself against a random direction's 1 (tables without other directions)."""
     return ReadTest(
         frame[read].to_numpy(float),
-        _tag_heads(frame),
+        tag_heads(frame),
         RELEASE_RANDOM_RATIO,
         f"{read.split('_')[0]} read ratio",
         "x random",
@@ -143,6 +151,17 @@ def prompt_groups(frame: pd.DataFrame) -> pd.Series:
     )
 
 
+def remove_vs_random(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the ``remove`` and ``random_control`` effects per edited head and prompt; their paired
+    difference ``gain`` with the prompt ``group`` of each pair), or ``Missing`` without both."""
+    keys = [c for c in ("layer", "heads", "prompt", "batch") if c in frame]
+    wide = frame.pivot_table(index=keys, columns="intervention", values=RELEASE_EFFECT)
+    if not {"remove", "random_control"} <= set(wide.columns):
+        raise Missing("`interventions` lacks `remove` or `random_control` rows", NOT_TESTABLE_HERE)
+    paired = (wide["remove"] - wide["random_control"]).dropna().rename("gain").reset_index()
+    return wide, paired.assign(group=prompt_groups(paired))
+
+
 def release_edit_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
     claim = "Release: removing the tag beats an equal-norm random edit (beyond the paper)"
     paper = "— (App. K: no causal ablation in the paper)"
@@ -153,16 +172,13 @@ def release_edit_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
         return [untestable(claim, paper, why, RELEASE_COMMAND)]
     rows = []
     for model in evidence_models(edits):
-        frame = edits[edits.model == model]
-        keys = [c for c in ("layer", "heads", "prompt", "batch") if c in frame]
-        wide = frame.pivot_table(index=keys, columns="intervention", values=RELEASE_EFFECT)
-        if not {"remove", "random_control"} <= set(wide.columns):
-            reason = "`interventions` lacks `remove` or `random_control` rows"
-            rows.append(untestable(claim, paper, reason, RELEASE_COMMAND, model))
+        try:
+            wide, paired = remove_vs_random(edits[edits.model == model])
+        except Missing as why:
+            rows.append(untestable(claim, paper, why, RELEASE_COMMAND, model))
             continue
-        paired = (wide["remove"] - wide["random_control"]).dropna().reset_index()
-        groups = prompt_groups(paired)
-        gain, low, high = st.group_mean_ci(paired[0].to_numpy(), groups.to_numpy())
+        groups = paired.group
+        gain, low, high = st.group_mean_ci(paired.gain.to_numpy(), groups.to_numpy())
         rows.append(
             Row(
                 claim,

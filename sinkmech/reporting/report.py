@@ -1,6 +1,7 @@
 """The report: one screen on top (a claims x models matrix of verdicts), the paper's figures, the
-claims ledger with each verdict's rule, resampling unit and sensitivity, summary tables below, and
-one page per model with its long tables; optionally one self-contained HTML file.
+claims ledger with each verdict's rule, resampling unit and sensitivity, the headline numbers of
+the results tree's units side by side, summary tables below, and one page per model with its
+long tables; optionally one self-contained HTML file.
 
 Only units with a ``_COMPLETE`` marker are read, so a killed or running sweep never leaks partial
 tables into the report. Everything is generated from the tables: no number is written by hand.
@@ -22,6 +23,8 @@ import pandas as pd
 from sinkmech import io
 from sinkmech.analyses import REGISTRY, ReportSection
 from sinkmech.reporting import figures, ledger, matrix, sensitivity
+from sinkmech.reporting.headline_plot import headline_figure
+from sinkmech.reporting.side_by_side import side_by_side, text_view
 
 
 def complete_units(results_dir: Path) -> list[Path]:
@@ -173,6 +176,20 @@ def _figure_blocks(tables: dict[str, pd.DataFrame], thresholds: dict[str, float]
     return blocks
 
 
+def _headline_blocks(results_dir: Path) -> list[Block]:
+    """The side-by-side of the sweep's units (``experiments.diff``'s view, without a baseline):
+    per experiment, each headline number per unit with its interval and null, and the dot plot."""
+    units = complete_units(results_dir)
+    blocks: list[Block] = []
+    for experiment in dict.fromkeys(unit.parent.name for unit in units):
+        long = side_by_side([unit for unit in units if unit.parent.name == experiment])
+        blocks += [f"### `{experiment}`", text_view(long, baseline=False)]
+        figure = headline_figure(long)
+        if figure is not None:
+            blocks.append((f"headlines_{experiment}", figure))
+    return blocks or ["_no complete units_"]
+
+
 def _model_pages(tables: dict[str, pd.DataFrame]) -> dict[str, list[Block]]:
     """One page per model with its long tables."""
     models = sorted(set(tables["sinks_summary"].get("model", pd.Series(dtype=str))))
@@ -288,6 +305,13 @@ def write_report(
         ledger.findings(claims) if not claims.empty else "_nothing yet_",
         f"Sources: {', '.join(map(str, roots))}: {len(units)} complete units "
         f"({', '.join(f'{u.parent.name}/{u.name}' for u in units)}).",
+        "## Headline numbers per unit",
+        f"The units of {results_dir} side by side: each analysis's headline numbers (declared "
+        "beside it in `sinkmech/analyses/`), as `value [95% interval] (null)`; the resampling "
+        "unit and what the null is are in each unit's `headlines` table. Any set of units, with "
+        "differences from a baseline: `python -m experiments.diff 'results/full/*' --baseline "
+        "full/minilm --out DIR`.",
+        *_headline_blocks(results_dir),
         "## Summary tables",
         f"Per-model pages with the long tables (interventions, probes, sinks): {links}.",
         *(

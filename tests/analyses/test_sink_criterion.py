@@ -74,3 +74,7 @@ def test_every_table_moves_with_the_one_sink_threshold(tmp_path, statements):
         assert count(loose[table]) > 0, table
         assert count(strict[table]) == 0, table
     assert (loose["gu_sink"].eps == 0.3).all() and (strict["gu_sink"].eps == 0.2).all()
+    # every analysis declared its headline numbers, and they move with the criterion too
+    assert {name.split("/")[0] for name in loose["headlines"].name} == set(REGISTRY)
+    share = {u: t["headlines"].set_index("name").value for u, t in (("l", loose), ("s", strict))}
+    assert share["l"]["sinks/first_token_share"] > 0 == share["s"]["sinks/first_token_share"]

@@ -16,8 +16,11 @@ from omegaconf import OmegaConf
 from experiments.config import RunConf, register
 from experiments.pipeline import run_unit, unit_hash
 from sinkmech import io
+from sinkmech.analyses import REGISTRY
 from sinkmech.models import load_model
 from sinkmech.reporting.report import write_report
+from sinkmech.reporting.side_by_side import unit_headlines
+from tests.experiments.wandb_log import offline_run
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 register()
@@ -101,7 +104,7 @@ def _failing_loader(spec):
 
 
 @pytest.mark.integration
-def test_multirun_over_two_models_and_report(tmp_path):
+def test_multirun_over_two_models_in_one_wandb_group_and_report(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
@@ -110,7 +113,7 @@ def test_multirun_over_two_models_and_report(tmp_path):
             "-m",
             f"model={','.join(MODELS)}",
             "experiment=sinks",
-            "logging=disabled",
+            "logging=offline",
             "data.limit=4",
             f"results_dir={tmp_path}",
             f"hydra.sweep.dir={tmp_path}/multirun",
@@ -127,6 +130,9 @@ def test_multirun_over_two_models_and_report(tmp_path):
             and (unit / "sinks.parquet").is_file()
             and (unit / "sinks_heatmap.png").is_file()
         )
+    runs = [offline_run(run) for run in (tmp_path / "wandb").glob("offline-run-*")]
+    assert len(runs) == 2 and runs[0].group == runs[1].group  # the sweep is one wandb group
+    assert runs[0].group.startswith("sweep ") and runs[0].group != "sweep multirun"
     report = write_report(tmp_path).read_text()
     assert all(model in report for model in MODELS)
     pages = tmp_path / "report"
@@ -140,17 +146,38 @@ def test_misspelt_key_and_wrong_type_fail_at_compose(tmp_path):
         _conf(tmp_path, "experiment.ctr.top_heads=lots")
 
 
-def test_offline_wandb_run_logs_tables_and_figures(tmp_path, monkeypatch):
-    """logging=offline writes a local wandb run holding the unit's tables and figures."""
+def test_offline_wandb_run_logs_tables_figures_headlines_and_model_facts(tmp_path, monkeypatch):
+    """logging=offline writes a local wandb run holding the unit's tables and figures; its summary
+    holds every defined headline number under its stable name, equal to the unit's headlines
+    table, and its config the model's facts. An older unit without that table gets the same
+    numbers from its tables."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = _conf(tmp_path / "results", "model=tiny_gpt2", "experiment=sinks", "logging=offline")
-    run_unit(cfg)
+    out = run_unit(cfg)
     runs = list((tmp_path / "results" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
     tables = {p.name.split("_")[0] for p in (media / "table").glob("*.table.json")}
     assert {"sinks"} <= tables and any((media / "images").glob("sinks_heatmap*.png"))
+
+    headlines = pd.read_parquet(out / "headlines.parquet")
+    assert set(headlines.name) == set(REGISTRY["sinks"].headlines({}))
+    run = offline_run(runs[0])
+    expected = {}
+    for row in headlines.itertuples():
+        fields = {"": row.value, "_low": row.low, "_high": row.high, "_null": row.null}
+        expected |= {row.name + k: v for k, v in fields.items() if not pd.isna(v)}
+    assert {"sinks/first_token_share", "sinks/first_token_score_null"} <= set(expected)
+    assert {key: run.summary[key] for key in expected} == pytest.approx(expected)
+    assert run.group == run.job_type == "sinks"  # one run: no sweep, grouped by experiment
+    facts = {k: run.config[k] for k in ("family", "qk_norm", "attention_form", "n_params")}
+    assert facts == {**facts, "family": "gpt2", "qk_norm": False, "attention_form": "softmax"}
+    assert facts["n_params"] > 0 and run.config["n_layers"] >= 1
+
+    (out / "headlines.parquet").unlink()
+    recomputed = unit_headlines(out)
+    pd.testing.assert_frame_equal(recomputed, headlines)
 
 
 def test_compare_results_finds_exactly_the_changed_column(tmp_path):

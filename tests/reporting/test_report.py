@@ -34,6 +34,9 @@ def test_report_opens_with_the_matrix_then_figures_then_the_ledger(tmp_path):
     text = report.read_text()
     assert text.index("| claim | ") < text.index("## Figures") < text.index("## Claims ledger")
     assert text.index("## Claims ledger") < text.index("## Summary tables")
+    headlines = text[text.index("## Headline numbers per unit") : text.index("## Summary tables")]
+    assert "| sinks/first_token_share" in headlines and "full/real_b" in headlines
+    assert (tmp_path / "report" / "headlines_full.png").is_file()
     matrix = text[: text.index("## Figures")]
     assert "tiny_x" not in matrix and "real_a" in matrix and "Legend:" in matrix
     ledger_part = text[text.index("## Claims ledger") : text.index("## What the suite found")]
