@@ -13,7 +13,7 @@ from sinkmech.mechanism.eviction import (
     require_causal,
     summarise_eviction,
 )
-from sinkmech.mechanism.sinks import RECEIVED, detect_sinks
+from sinkmech.mechanism.sinks import CENSUS, detect_sinks
 from sinkmech.reporting import measures_plots
 
 
@@ -34,7 +34,7 @@ EVICTION = register(
         name="eviction",
         run=run,
         tables=("eviction", "eviction_sequences"),
-        needs={"census": RECEIVED, "eviction": frozenset({"edits", "logits"})},
+        needs={"census": CENSUS, "eviction": frozenset({"edits", "logits"})},
         settings=EvictionSettings,
         figures=lambda tables, sinks: {
             "eviction": measures_plots.eviction_figure(tables["eviction"])
