@@ -8,3 +8,14 @@ CAUSAL_FAMILIES = [name for name, family in FAMILIES.items() if family.causal]
 ALL_FAMILIES = list(FAMILIES)
 # The fused backend refuses gated heads (the gate acts after the attention function).
 FUSED_FAMILIES = [name for name, family in FAMILIES.items() if family.gate == "none"]
+
+
+def pattern_breadth(patterns, attention_mask):
+    """The census's ``breadth`` of every key from hand-built patterns [batch, layer, head, query,
+    key]: each key's column through ``breadth.catch_breadth`` (the census reads it at sinks)."""
+    from sinkmech.mechanism.breadth import catch_breadth
+
+    columns = patterns.transpose(-1, -2)  # [batch, layer, head, key, query]
+    queries = attention_mask.bool()[:, None, None, None, :].expand_as(columns)
+    effective, best = catch_breadth(columns.flatten(0, -2), queries.flatten(0, -2))
+    return effective.view(columns.shape[:-1]), best.view(columns.shape[:-1])

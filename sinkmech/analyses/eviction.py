@@ -25,7 +25,7 @@ from sinkmech.mechanism.eviction import (
     require_causal,
     summarise_eviction,
 )
-from sinkmech.mechanism.sinks import RECEIVED, detect_sinks
+from sinkmech.mechanism.sinks import CENSUS, detect_sinks
 from sinkmech.reporting import measures_plots
 from sinkmech.reporting import statistics as st
 from sinkmech.reporting.verdicts import Missing, need
@@ -81,7 +81,7 @@ EVICTION = register(
         name="eviction",
         run=run,
         tables=("eviction", "eviction_sequences"),
-        needs={"census": RECEIVED, "eviction": frozenset({"masks", "logits"})},
+        needs={"census": CENSUS, "eviction": frozenset({"masks", "logits"})},
         settings=EvictionSettings,
         figures=lambda tables, sinks: {
             "eviction": measures_plots.eviction_figure(tables["eviction"])

@@ -7,7 +7,7 @@ import pandas as pd
 from sinkmech.analyses import census_headlines
 from sinkmech.analyses.registry import Analysis, Context, ReportSection, Tables, register
 from sinkmech.mechanism.learned_sinks import LEARNED_SINK
-from sinkmech.mechanism.sinks import RECEIVED, detect_sinks
+from sinkmech.mechanism.sinks import CENSUS, detect_sinks
 from sinkmech.reporting import plots
 from sinkmech.reporting.sections import sink_section
 
@@ -28,7 +28,7 @@ SINKS = register(
         name="sinks",
         run=run,
         tables=("sinks", "sinks_summary"),
-        needs={"census": RECEIVED | LEARNED_SINK},
+        needs={"census": CENSUS | LEARNED_SINK},
         figures=lambda tables, sinks: {
             "sinks_heatmap": plots.sink_heatmap(tables["sinks"], sinks.sink)
         },

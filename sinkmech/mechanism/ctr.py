@@ -19,6 +19,7 @@ from sinkmech.attention.hooks import expand_kv_heads, layer_device, output_weigh
 from sinkmech.data.prompts import TokenBatch
 from sinkmech.errors import ConfigError
 from sinkmech.mechanism.attention_form import attention_form_table
+from sinkmech.mechanism.breadth import sink_breadth, stack_layers
 from sinkmech.mechanism.interventions import (
     EDITED,
     TAGS,
@@ -59,7 +60,8 @@ NEEDS = {"stream": STREAM | LEARNED_SINK, "interventions": TAGS | EDITED}
 
 # How two runs of these tables may differ (sinkmech.tolerance): a difference of larger quantities
 # inherits their rounding, so it is judged against their scale: loss changes and KL against the
-# loss, attention changes against probability 1, excesses of variance fractions against 1.
+# loss, attention changes against probability 1, excesses of variance fractions and the control's
+# spread over its draws against 1.
 _EXCESS = (
     "tag_excess_over_nonsink",
     "tag_excess_low",
@@ -75,7 +77,7 @@ COMPARISON: dict[str, dict[str, Rule]] = {
     },
     "variance": {
         f"{name}{suffix}": Arithmetic(scale=1.0)
-        for name in _EXCESS
+        for name in (*_EXCESS, "nonsink_key_draw_sd")
         for suffix in ("", "_uncentred")
     },
     "variance_summary": {
@@ -102,6 +104,9 @@ class CTRSettings:
     # Consecutive prompts per group: prose_long's prompt i holds passages 2i..2i+3, so neighbours
     # share two passages and go into one group (a chain admits no overlap-free partition).
     prompts_per_group: int = 2
+    # Draws of the non-sink control keys: the control is their mean, with its spread over draws
+    # (one draw's spread is as large as the excess it controls, issue 28); at least 2 for a spread.
+    n_control_draws: int = 20
 
     def __post_init__(self) -> None:
         self.ranks = tuple(int(rank) for rank in self.ranks)
@@ -116,6 +121,11 @@ class CTRSettings:
         for name in ("n_random", "n_prompt_groups", "prompts_per_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ctr.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_control_draws < 2:
+            raise ConfigError(
+                f"ctr.n_control_draws must be >= 2 (a spread over draws), "
+                f"got {self.n_control_draws}"
+            )
         for name in ("top_heads", "intervention_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ctr.{name} must be >= 0, got {getattr(self, name)}")
@@ -127,11 +137,13 @@ def _stream_pass(
     """One forward pass per batch feeding the sink census, z/sink/control moments and catch rows.
 
     Each layer's attention is reduced to the attention each key receives (from the pattern hook,
-    or without a pattern by the fused backend, ``model.attn_backend=fused``); scores, sink masks,
-    control keys, uniform-attention outputs, moments and catch rows are computed per layer on
-    device, and the layer's activations are dropped right after. On a model split over GPUs
-    (``model.n_devices``) each layer's work and moments stay on that layer's device; only key
-    scores move to the first device (the census), and control keys are drawn there.
+    or without a pattern by the fused backend, ``model.attn_backend=fused``) and to the attention
+    columns of its per-prompt sink keys; scores, sink masks, how broadly each sink is caught
+    (``breadth``), ``n_control_draws`` draws of control keys, uniform-attention outputs, moments
+    and catch rows are computed per layer on device, and the layer's activations are dropped
+    right after. On a model split over GPUs (``model.n_devices``) each layer's work and moments
+    stay on that layer's device; only key scores and breadths move to the first device (the
+    census), and control keys are drawn there.
     """
     d_head = output_weights(loaded, 0).shape[1]
     moments = [
@@ -141,6 +153,7 @@ def _stream_pass(
             layer_device(loaded, layer),
             n_groups=settings.n_prompt_groups,
             prompts_per_group=settings.prompts_per_group,
+            n_draws=settings.n_control_draws,
         )
         for layer in range(loaded.n_layers)
     ]
@@ -161,6 +174,7 @@ def _stream_pass(
         padded = not bool(batch.attention_mask.cpu().all())  # the host's copy: no device sync
         nulls = NullCache(mask, loaded.causal)
         scores: dict[int, torch.Tensor] = {}
+        breadth: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
         def consume(view: LayerView) -> None:
             # values keep their kv heads and dtype: uniform_z and the moments cast and expand
@@ -182,18 +196,26 @@ def _stream_pass(
                 & here.bool()[:, None, :]
             )
             control = control_keys(
-                sinks, here, null.n_visible, settings.sinks.min_queries, generator
+                sinks.expand(settings.n_control_draws, *sinks.shape),
+                here,
+                null.n_visible,
+                settings.sinks.min_queries,
+                generator,
             )
             uniform = uniform_z(values, here, loaded.causal, window, null)
             gate = view.gate
             if gate is not None:
                 uniform = expand_kv_heads(uniform, loaded.n_heads) * gate.to(uniform.dtype)
             moments[layer].update(z, values, sinks, here if padded else None, control, uniform)
+            prompt, head, position = sinks.nonzero(as_tuple=True)
+            columns = view.sink_attention(prompt, head, position)
+            breadth[layer] = tuple(
+                t.to(mask.device) for t in sink_breadth(columns, sinks, prompt, here)
+            )
             if not settings.collect_catch:
                 return
-            prompt, head, position = sinks.nonzero(as_tuple=True)
             rows = catch_rows(
-                view.sink_attention(prompt, head, position),
+                columns,
                 prompt,
                 head,
                 position,
@@ -212,6 +234,7 @@ def _stream_pass(
             batch,
             loaded.causal,
             [nulls(window) for window in windows],
+            breadth=stack_layers(breadth),
         )
     catch = pd.concat(catches, ignore_index=True) if catches else pd.DataFrame()
     return census, moments, catch

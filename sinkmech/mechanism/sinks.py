@@ -38,6 +38,7 @@ from sinkmech.data.tokens import (
     surface,
 )
 from sinkmech.errors import PromptError
+from sinkmech.mechanism.breadth import sink_breadth, stack_layers
 from sinkmech.mechanism.learned_sinks import with_learned_sinks
 from sinkmech.mechanism.thresholds import (  # re-exported: callers import the criterion from here
     GU_EPS,  # noqa: F401
@@ -68,12 +69,15 @@ def visibility(
 
 @dataclass
 class KeyNull:
-    """Per-key visible-query counts and uniform-attention null scores, [batch, key] each, and
-    per-query visible-key counts, [batch, query] (``tags.uniform_z`` divides by them)."""
+    """Per-key visible-query counts and uniform-attention null scores, [batch, key] each,
+    per-query visible-key counts, [batch, query] (``tags.uniform_z`` divides by them), and
+    per-key effective numbers of catching queries under uniform attention, [batch, key]
+    (``breadth``'s null)."""
 
     n_visible: Float[torch.Tensor, "batch key"]
     null: Float[torch.Tensor, "batch key"]
     n_keys: Float[torch.Tensor, "batch query"] | None = None
+    n_effective: Float[torch.Tensor, "batch key"] | None = None
 
 
 def _prefix_sums(values: torch.Tensor) -> torch.Tensor:
@@ -106,10 +110,11 @@ def key_null(
 ) -> KeyNull:
     """Visible queries per key and the score uniform attention would give each key.
 
-    Under uniform attention query q gives 1 / (keys q sees) to each key it sees; the null score
-    of k is the mean of that over the queries that see k. Both come from prefix sums over each
-    prompt's mask (any padding side, holes included), so a batch costs O(batch x T), not the
-    [batch, T, T] of ``visibility``; float64 inside, float32 out.
+    Under uniform attention query q gives a_q = 1 / (keys q sees) to each key it sees; the null
+    score of k is the mean of a_q over the queries that see k, and its effective number of
+    catching queries is (sum a_q)^2 / sum a_q^2 over them (``breadth``). All come from prefix
+    sums over each prompt's mask (any padding side, holes included), so a batch costs
+    O(batch x T), not the [batch, T, T] of ``visibility``; float64 inside, float32 out.
     """
     real = attention_mask.to(torch.float64)
     key_low, key_high, query_low, query_high = visible_ranges(
@@ -121,7 +126,9 @@ def key_null(
     n_visible = _range_sums(real_prefix, query_low, query_high) * real  # per key
     received = _range_sums(_prefix_sums(share), query_low, query_high) * real
     null = received / n_visible.clamp_min(1.0)
-    return KeyNull(n_visible.float(), null.float(), keys_seen.float())
+    squares = _range_sums(_prefix_sums(share**2), query_low, query_high) * real
+    effective = received**2 / squares.clamp_min(torch.finfo(squares.dtype).tiny)
+    return KeyNull(n_visible.float(), null.float(), keys_seen.float(), effective.float())
 
 
 def scorable_keys(
@@ -211,7 +218,9 @@ class NullCache:
             return self(window)
         if (window, device) not in self._moved:
             null = self(window)
-            self._moved[window, device] = KeyNull(null.n_visible.to(device), null.null.to(device))
+            self._moved[window, device] = KeyNull(
+                null.n_visible.to(device), null.null.to(device), None, null.n_effective.to(device)
+            )
         return self._moved[window, device]
 
     def mask_on(self, device: torch.device) -> torch.Tensor:
@@ -223,8 +232,10 @@ class NullCache:
         return self._masks[device]
 
 
-# What the census reads of each layer (``sinkmech.attention.backends.DATA``).
+# What key scores read of each layer (``sinkmech.attention.backends.DATA``); the census also reads
+# the attention columns of per-prompt sink keys (how broadly each is caught, ``breadth``).
 RECEIVED = frozenset({"received"})
+CENSUS = RECEIVED | {"sink_attention"}
 
 
 def capture_key_scores(
@@ -256,6 +267,38 @@ def capture_key_scores(
 
     logits = loaded.backend.layers(loaded, batch, RECEIVED | needs, keep, extra_hooks)
     return torch.stack([per_layer[layer] for layer in range(loaded.n_layers)], dim=1), logits
+
+
+def census_inputs(
+    loaded: LoadedModel, batch: TokenBatch, thresholds: SinkThresholds, nulls: NullCache
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """What ``SinkCensus.update`` reads of one batch: key scores [batch, layer, head, key] and the
+    breadth of every per-prompt sink key (``breadth.sink_breadth``), from one forward pass through
+    ``loaded.backend``; computed where each layer ran, gathered on the first device."""
+    windows = layer_windows(loaded)
+    scores: dict[int, torch.Tensor] = {}
+    breadth: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(view: LayerView) -> None:
+        received = view.received.float()
+        device = received.device
+        null, here = nulls.on(windows[view.layer], device), nulls.mask_on(device)
+        layer_scores = scores_from_received(received, here, null)
+        sinks = (
+            is_sink_score(
+                layer_scores, null, thresholds.sink, thresholds.null_margin, thresholds.min_queries
+            )
+            & here.bool()[:, None, :]
+        )
+        prompt, head, position = sinks.nonzero(as_tuple=True)
+        columns = view.sink_attention(prompt, head, position)
+        first = nulls.mask.device
+        scores[view.layer] = layer_scores.to(first)
+        breadth[view.layer] = tuple(t.to(first) for t in sink_breadth(columns, sinks, prompt, here))
+
+    loaded.backend.layers(loaded, batch, CENSUS, keep)
+    stacked = torch.stack([scores[layer] for layer in range(loaded.n_layers)], dim=1)
+    return stacked, stack_layers(breadth)
 
 
 def check_prompt_lengths(batches: Sequence[TokenBatch], thresholds: SinkThresholds) -> int:
@@ -294,8 +337,18 @@ def _sink_label(
 
 
 # Per (label, layer, head) sums of the census, in the order of ``SinkCensus._sums``' second axis;
-# ``maximum`` and ``count`` are kept apart (a max and a per-label count).
+# ``maximum`` and ``count`` are kept apart (a max and a per-label count). The last four are summed
+# over the occurrences where the key is a sink in its prompt (``breadth``), and ``above_sink``
+# counts those occurrences.
 _SUMMED = ("total", "null_total", "visible_total", "above_sink", "above_gu")
+_BREADTH = {  # census sum -> table column (its mean over the sink occurrences)
+    "catching": "effective_catching_queries",
+    "catching_null": "effective_catching_queries_null",
+    "best_share": "best_query_share",
+    "breadth": "catch_breadth",
+}
+# The token kinds whose sinks must be caught broadly (``SinkThresholds.min_catch_breadth``).
+PROMPT_DEPENDENT = (PUNCTUATION, CONTENT)
 
 
 @dataclass
@@ -326,9 +379,13 @@ class SinkCensus:
         batch: TokenBatch,
         causal: bool,
         nulls: Sequence[KeyNull] | None = None,
+        *,
+        breadth: tuple[torch.Tensor, torch.Tensor],
     ) -> None:
         """Add one batch of key scores [batch, layer, head, key] with each layer's ``KeyNull``
-        (default: full attention for every layer).
+        (default: full attention for every layer) and ``breadth``, the (effective catching
+        queries, best query's share) of every per-prompt sink key, [batch, layer, head, key]
+        each (``breadth.sink_breadth`` per layer; read where the key is a sink).
 
         Which keys count and their labels are worked out on the host from the batch's own
         (host) mask and strings; the device gets them as index tensors, so nothing here waits
@@ -355,7 +412,9 @@ class SinkCensus:
         # every layer's nulls at once, [batch, layer, key]: scores are read as [batch, head,
         # layer, key] so that is_sink_score broadcasts them over heads
         layers = KeyNull(
-            torch.stack([n.n_visible for n in nulls], 1), torch.stack([n.null for n in nulls], 1)
+            torch.stack([n.n_visible for n in nulls], 1),
+            torch.stack([n.null for n in nulls], 1),
+            n_effective=torch.stack([n.n_effective for n in nulls], 1),
         )
         sink = is_sink_score(
             scores.transpose(1, 2),
@@ -364,9 +423,19 @@ class SinkCensus:
             thresholds.null_margin,
             thresholds.min_queries,
         ).transpose(1, 2)
-        null, visible = (t[:, :, None].expand_as(scores) for t in (layers.null, layers.n_visible))
+        null, visible, catching_null = (
+            t[:, :, None].expand_as(scores)
+            for t in (layers.null, layers.n_visible, layers.n_effective)
+        )
         above_gu = scores > thresholds.gu_eps
-        stats = torch.stack([scores, null, visible, sink.float(), above_gu.float()], dim=1)
+        catching, best = (t.to(scores.device).float() * sink for t in breadth)
+        catching_null = catching_null * sink
+        ratio = catching / torch.where(sink, catching_null, 1.0)
+        stats = torch.stack(
+            [scores, null, visible, sink.float(), above_gu.float()]
+            + [catching, catching_null, best, ratio],
+            dim=1,
+        )
         rows = stats.permute(0, 4, 1, 2, 3)[index[0], index[1]]  # [key, statistic, layer, head]
         self._grow(scores.device)
         self._sums.index_add_(0, index[2], rows)
@@ -407,7 +476,7 @@ class SinkCensus:
             return
         cells = (self.n_layers, self.n_heads)
         blocks = {
-            "_sums": torch.zeros(extra, len(_SUMMED), *cells, device=device),
+            "_sums": torch.zeros(extra, len(_SUMMED) + len(_BREADTH), *cells, device=device),
             "_maximum": torch.zeros(extra, *cells, device=device),
             "_count": torch.zeros(extra, device=device),
         }
@@ -418,7 +487,7 @@ class SinkCensus:
         """One tidy row per (model, layer, head, sink_kind, token), the null beside each score."""
         if not self.labels:
             raise PromptError("no key tokens were scored: prompts too short for sinks.min_queries")
-        stats = dict(zip(_SUMMED, self._sums.cpu().unbind(1)))
+        stats = dict(zip((*_SUMMED, *_BREADTH), self._sums.cpu().unbind(1)))
         stats.update(maximum=self._maximum.cpu(), count=self._count.cpu())
         count = stats["count"][:, None, None]
         n_labels = len(self.labels)
@@ -429,6 +498,13 @@ class SinkCensus:
             name: (stats[name] if name == "maximum" else stats[name] / count).reshape(n_labels, -1)
             for name in (*_SUMMED, "maximum")
         }
+        caught = stats["above_sink"]  # occurrences that are sinks in their prompt
+        per_row.update(
+            {
+                name: torch.where(caught > 0, stats[name] / caught, torch.nan).reshape(n_labels, -1)
+                for name in _BREADTH
+            }
+        )
         n_cells = self.n_layers * self.n_heads
         kinds, tokens = zip(*self.labels)
         table = pd.DataFrame(
@@ -445,6 +521,7 @@ class SinkCensus:
                 "max_score": per_row["maximum"].flatten().numpy(),
                 "frac_above_sink": per_row["above_sink"].flatten().numpy(),
                 "frac_above_gu_eps": per_row["above_gu"].flatten().numpy(),
+                **{column: per_row[name].flatten().numpy() for name, column in _BREADTH.items()},
             }
         )
         t = self.thresholds
@@ -456,8 +533,21 @@ class SinkCensus:
             (table.mean_score > t.sink)
             & (table.mean_score > t.null_margin * table.null_mean_score)
             & table.enough_occurrences
+            & caught_broadly(table, t.min_catch_breadth)
         )
         return table.sort_values(["sink_kind", "token", "layer", "head"], ignore_index=True)
+
+
+def caught_broadly(table: pd.DataFrame, min_catch_breadth: float) -> pd.Series:
+    """Rows whose sink, if prompt-dependent (``PROMPT_DEPENDENT``), is caught at least
+    ``min_catch_breadth`` times as broadly as under uniform attention (``catch_breadth``, over the
+    prompts where it is a sink; a token that is a sink in no prompt has none and fails any
+    positive bound). The first token and special tokens keep the score rule alone: every query
+    sees them (a causal prompt's first token, a bidirectional [CLS] or [SEP]), so few catching
+    queries cannot make their score, and uniform attention itself gives a causal first token a
+    small effective number (its first queries see few keys)."""
+    broad = table.catch_breadth.fillna(0.0) >= min_catch_breadth
+    return broad | ~table.sink_kind.isin(PROMPT_DEPENDENT)
 
 
 def summarise(
@@ -527,9 +617,8 @@ def detect_sinks(
     )
     windows = layer_windows(loaded)
     for batch in tqdm(batches, desc=f"{loaded.name}: sinks", unit="batch"):
-        mask = batch.attention_mask.to(loaded.device)
-        nulls = NullCache(mask, loaded.causal)
-        scores = capture_key_scores(loaded, batch)[0]
-        census.update(scores, batch, loaded.causal, [nulls(w) for w in windows])
+        nulls = NullCache(batch.attention_mask.to(loaded.device), loaded.causal)
+        scores, breadth = census_inputs(loaded, batch, thresholds, nulls)
+        census.update(scores, batch, loaded.causal, [nulls(w) for w in windows], breadth=breadth)
     table = with_learned_sinks(loaded, batches, census.table(), thresholds)
     return table, summarise(table, census.n_prompts, loaded.qk_norm, census.n_short_prompts)

@@ -144,11 +144,12 @@ def control_keys(
     min_queries: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Equal-count random non-sink keys: boolean [batch, head, key].
+    """Equal-count random non-sink keys: boolean [..., batch, head, key] like ``sinks``.
 
     For each prompt and head, as many keys as it has sinks, drawn uniformly from the real keys
     that are not sinks and are seen by at least ``min_queries`` queries (fewer if there are not
-    enough). Their value directions are the tag's "any key would do" baseline. On device, no sync;
+    enough). Their value directions are the tag's "any key would do" baseline. ``sinks`` with a
+    leading axis (``sinks.expand(n, ...)``) gives n independent draws. On device, no sync;
     one sort, the ranks scattered back to the keys. The numbers are drawn on the generator's
     device and moved, so a layer placed on another GPU (``model.n_devices``) gets the same keys as
     on one GPU.

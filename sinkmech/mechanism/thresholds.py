@@ -16,6 +16,9 @@ SINK_THRESHOLD = 0.2  # mean received attention a sink must exceed (the paper's 
 GU_EPS = 0.3  # Gu et al.'s eps for Sink_eps
 MIN_QUERIES = 8  # keys seen by fewer real queries are never scored as per-prompt sinks
 NULL_MARGIN = 2.0  # a sink's score must also exceed this multiple of its uniform-attention null
+# A punctuation or content sink must be caught by at least this fraction of the effective number
+# of queries uniform attention would give it (``breadth``): half as broadly as uniform attention.
+MIN_CATCH_BREADTH = 0.5
 
 
 @dataclass
@@ -30,6 +33,7 @@ class SinkThresholds:
     min_prompt_tokens: int = 64  # prompts shorter than this are flagged or refused (Gu et al.: 64)
     short_prompts: str = "flag"  # "flag": count them in the summary; "refuse": error before compute
     content_per_token: bool = True  # content-token sinks per token text, not pooled as <content>
+    min_catch_breadth: float = MIN_CATCH_BREADTH  # prompt-dependent sinks: caught broadly (0: off)
 
     def __post_init__(self) -> None:
         for name in ("sink", "gu_eps"):
@@ -40,6 +44,8 @@ class SinkThresholds:
                 raise ConfigError(f"sinks.{name} must be >= 1, got {getattr(self, name)}")
         if self.null_margin < 1.0:
             raise ConfigError(f"sinks.null_margin must be >= 1, got {self.null_margin}")
+        if self.min_catch_breadth < 0.0:
+            raise ConfigError(f"sinks.min_catch_breadth must be >= 0, got {self.min_catch_breadth}")
         if self.short_prompts not in SHORT_PROMPT_POLICIES:
             raise ConfigError(
                 f"sinks.short_prompts must be one of {SHORT_PROMPT_POLICIES}, "

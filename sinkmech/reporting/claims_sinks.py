@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sinkmech.mechanism.sinks import PROMPT_DEPENDENT
 from sinkmech.reporting import statistics as st
 from sinkmech.reporting.verdicts import (
+    CATCH_BREADTH,
     DEFAULT,
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -51,6 +53,15 @@ def sink_heads(
     return rows[["layer", "head"]].drop_duplicates().shape[0], n_heads, margin
 
 
+def _breadth_words(tables: Tables, kinds: tuple[str, ...], th: Thresholds) -> str:
+    """The breadth part of the sink criterion, as applied to ``kinds`` in this table."""
+    if not set(kinds) & set(PROMPT_DEPENDENT):
+        return ""
+    if CATCH_BREADTH not in tables["sinks"]:
+        return "; catch breadth not in this table: not required"
+    return f"; caught by >= {th.min_catch_breadth}x uniform attention's effective queries"
+
+
 def sink_rule(kind: str, kinds: tuple[str, ...], min_share: float) -> "Rule":
     claim = f"Sinks are common: {kind} (Sec. 2)"
     paper = "common across models (Fig. 1)"
@@ -79,7 +90,9 @@ def sink_rule(kind: str, kinds: tuple[str, ...], min_share: float) -> "Rule":
                     f"uniform attention: mean margin {margin:+.3f} over the null score",
                     three_way(low, high, min_share),
                     f"share's interval vs {min_share:.0%} of heads (sink: score > {th.sink}, "
-                    f"> {th.null_margin}x null, >= {th.min_occurrences} prompts)",
+                    f"> {th.null_margin}x null, >= {th.min_occurrences} prompts"
+                    + _breadth_words(tables, kinds, th)
+                    + ")",
                     HEADS_UNIT,
                     SINK_COMMAND,
                 )

@@ -25,6 +25,7 @@ from sinkmech.reporting.verdicts import (
 )
 
 VARIANCE_CONTROL = "nonsink_key_variance_explained"  # variance: value directions of non-sink keys
+CONTROL_SPREAD = "nonsink_key_draw_sd"  # ... their standard deviation over the control's draws
 # Truth-probe controls (feature, labels): the tag probe on shuffled labels, and a probe on random
 # directions of the residual of the tag's dimension. A country-only probe is at chance by
 # construction (the statement split balances every country within train and within test; tested).
@@ -41,7 +42,10 @@ VARIANCE_RANGE = (0.20, 0.40)  # the paper's typical range; reproduced when our 
 # since RESULTS_VERSION 3 also keep each group's replicate (``REPLICATE_PREFIX``<g>; groups of
 # neighbouring prompts): the mean over heads then gets its exact jackknife interval. Older tables
 # (groups i mod 10, which split prose_long's overlapping neighbours) keep only each head's
-# interval: the ledger recovers the standard errors and bounds the mean's conservatively.
+# interval: the ledger recovers the standard errors and bounds the mean's conservatively. Tables
+# with ``n_control_draws`` hold the control as the mean of that many draws, and every replicate
+# recomputes that mean (the jackknife of the mean of draws carries their spread); older tables
+# drew the control once, so its draw-to-draw spread is in no interval.
 LEGACY_PROMPT_GROUPS = 10  # ctr.n_prompt_groups of every table without replicates
 EXCESS = ("tag_excess_over_nonsink", "tag_excess_low", "tag_excess_high")
 SHARE_UNIT = "heads (bootstrap) for the tag's share"
@@ -56,7 +60,9 @@ def _replicate_columns(frame: pd.DataFrame) -> list[str]:
 def rank_matched(variance: pd.DataFrame, mode: str) -> pd.DataFrame:
     """One row per head, tag and control at the same rank: rank 2 where both the tag's and the
     control's rank-2 values exist (``mode="matched"``), else rank 1; ``mode="1"``: rank 1 only."""
-    columns = ["tag_variance_explained", VARIANCE_CONTROL, *EXCESS, *_replicate_columns(variance)]
+    spread = [CONTROL_SPREAD] if CONTROL_SPREAD in variance else []
+    columns = ["tag_variance_explained", VARIANCE_CONTROL, *spread, *EXCESS]
+    columns += _replicate_columns(variance)
     ranks = variance.set_index(["layer", "head", "rank"])[columns].unstack("rank")
     rank1 = ranks.xs(1, axis=1, level="rank")
     if mode == "1" or 2 not in ranks.columns.get_level_values("rank"):
@@ -88,6 +94,15 @@ def excess_interval(heads: pd.DataFrame) -> tuple[st.Interval, dict[str, int], s
     return interval, counts, unit
 
 
+def control_draws(variance: pd.DataFrame, heads: pd.DataFrame) -> str:
+    """How the control was drawn: the number of draws and the heads' median spread over them
+    (at the rank compared), or one draw for tables made before draws."""
+    if "n_control_draws" not in variance or CONTROL_SPREAD not in heads:
+        return "one draw, its spread in no interval"
+    n = int(variance.n_control_draws.max())
+    return f"mean of {n} draws, median SD over draws {heads[CONTROL_SPREAD].median():.1%}"
+
+
 def variance_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
     claim = "Tags explain head-output variance (Sec. 3.2, Fig. 3)"
     paper = "20-40% typical, up to ~70%; beats non-sink keys"
@@ -98,7 +113,8 @@ def variance_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
         return [untestable(claim, paper, why, VARIANCE_COMMAND)]
     rows = []
     for model in evidence_models(variance):
-        heads = rank_matched(variance[variance.model == model], th.variance_rank)
+        own = variance[variance.model == model]
+        heads = rank_matched(own, th.variance_rank)
         excess = heads.dropna(subset=list(EXCESS))
         if heads.empty or excess.empty:
             rows.append(untestable(claim, paper, "no head with sink keys", VARIANCE_COMMAND, model))
@@ -119,7 +135,8 @@ def variance_rule(tables: Tables, th: Thresholds = DEFAULT) -> list[Row]:
                 f"(p < 0.05): {counts['raw']} raw, {counts['holm']} Holm, "
                 f"{counts['bonferroni']} Bonferroni of {counts['tested']}",
                 f"excess {fmt(gain, gain_low, gain_high, pct=True)}",
-                f"non-sink keys at {rank}: tag minus control {fmt(gain, gain_low, gain_high, True)}",
+                f"non-sink keys at {rank} ({control_draws(own, heads)}): tag minus control "
+                f"{fmt(gain, gain_low, gain_high, True)}",
                 verdict,
                 f"tag's share {'meets' if in_range else 'misses'} {VARIANCE_RANGE[0]:.0%}-"
                 f"{VARIANCE_RANGE[1]:.0%}; excess over the control at {rank}: interval "

@@ -43,6 +43,7 @@ def variance_section(variance: pd.DataFrame) -> pd.DataFrame:
             name: (column, "mean")
             for name, column in (
                 ("nonsink_key_mean", "nonsink_key_variance_explained"),
+                ("nonsink_key_draw_sd_mean", "nonsink_key_draw_sd"),  # its spread over draws
                 ("uniform_attention_mean", "uniform_attention_tag_variance_explained"),
                 ("tag_uncentred_mean", "tag_variance_explained_uncentred"),
                 ("nonsink_key_uncentred_mean", "nonsink_key_variance_explained_uncentred"),

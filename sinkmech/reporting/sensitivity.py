@@ -19,6 +19,7 @@ GRID: dict[str, tuple[object, ...]] = {
     "sink": (0.1, 0.3),
     "null_margin": (1.0, 4.0),
     "min_occurrences": (3, 10),
+    "min_catch_breadth": (0.0, 0.75),  # 0: the breadth rule off
     "equivalence_margin": (0.10, 0.50),
     "variance_rank": ("1",),
 }

@@ -10,6 +10,9 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
+from sinkmech.mechanism.sinks import caught_broadly
+from sinkmech.mechanism.thresholds import MIN_CATCH_BREADTH
+
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"  # the interval holds both the paper's answer and its negation
@@ -20,6 +23,8 @@ VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE_HERE, NOT_TES
 # Null and control columns the analyses write (names agreed with the null-model work; a tree
 # without them makes the rules that need them "not testable", naming the column).
 SINK_NULL = "null_mean_score"  # sinks: the key's mean score under uniform attention
+# sinks: effective catching queries over their uniform-attention null (tables since issue 28)
+CATCH_BREADTH = "catch_breadth"
 
 Tables = Mapping[str, pd.DataFrame]
 
@@ -33,6 +38,8 @@ class Thresholds:
     sink: float = 0.2  # a key's mean score must exceed this (the paper's eps)
     null_margin: float = 2.0  # ... and this multiple of its uniform-attention null
     min_occurrences: int = 5  # prompts a non-first token must occur in
+    # punctuation and content sinks caught at least this fraction as broadly as uniform attention
+    min_catch_breadth: float = MIN_CATCH_BREADTH
     equivalence_margin: float = 0.25  # "similar": within +-25% of the reference model's mean
     variance_rank: str = "matched"  # "matched": rank 2 where tag and control both have it, else 1
 
@@ -117,13 +124,17 @@ def untestable(
 
 
 def sink_flags(sinks: pd.DataFrame, th: Thresholds) -> pd.Series:
-    """``is_sink`` recomputed from the stored scores under ``th`` (the census's own rule)."""
+    """``is_sink`` recomputed from the stored scores under ``th`` (the census's own rule); the
+    breadth rule only where the table has ``catch_breadth`` (older tables: score rule alone)."""
     enough = (sinks.sink_kind == "first") | (sinks.occurrences >= th.min_occurrences)
-    return (
+    flags = (
         (sinks.mean_score > th.sink)
         & (sinks.mean_score > th.null_margin * sinks[SINK_NULL])
         & enough
     )
+    if CATCH_BREADTH in sinks:
+        flags &= caught_broadly(sinks, th.min_catch_breadth)
+    return flags
 
 
 Rule = Callable[..., list[Row]]  # (tables, thresholds) -> rows

@@ -69,13 +69,15 @@ def _assert_moments_within(moments, f_moments, delta):
             assert (first <= 2 * delta * (n * energy).sqrt()).all(), f"{prefix}s1"
             assert (second <= 4 * delta * energy).all(), f"{prefix}s2"
         for name in ("sink_outer", "ctl_outer"):
-            trace = sums[name].diagonal(dim1=-2, dim2=-1).sum(-1).sum(0)  # [head]
-            difference = (f_sums[name] - sums[name]).abs().amax((0, 2, 3))
+            # [group, (draw x) head, d, d]: each control draw is judged on its own
+            outer, f_outer = (x[name].flatten(1, -3) for x in (sums, f_sums))
+            trace = outer.diagonal(dim1=-2, dim2=-1).sum(-1).sum(0)  # [(draw x) head]
+            difference = (f_outer - outer).abs().amax((0, 2, 3))
             assert (difference <= 2 * delta * trace).all(), name
 
 
-def _assert_same_pass(loaded, batches):
-    settings = CTRSettings(sinks=SinkThresholds(min_prompt_tokens=1))
+def _assert_same_pass(loaded, batches, sinks=SinkThresholds(min_prompt_tokens=1)):
+    settings = CTRSettings(sinks=sinks)
     census, moments, catch = _stream_pass(loaded, batches, settings)
     f_census, f_moments, f_catch = _stream_pass(
         replace(loaded, backend=FusedBackend()), batches, settings
@@ -89,6 +91,7 @@ def _assert_same_pass(loaded, batches):
         scale = np.nanmax(np.abs(x), initial=0.0)
         assert np.nanmax(np.abs(f_x - x), initial=0.0) <= delta * scale, column
     _assert_moments_within(moments, f_moments, delta)
+    assert table.is_sink.equals(f_table.is_sink)
     assert len(catch) == len(f_catch)
     if len(catch):
         assert (catch.n_caught.to_numpy() == f_catch.n_caught.to_numpy()).all()
@@ -100,6 +103,18 @@ def _assert_same_pass(loaded, batches):
 def test_fused_stream_pass_equals_hooks(tiny, family):
     loaded = tiny(family)
     _assert_same_pass(loaded, _batches(loaded))
+
+
+@pytest.mark.parametrize("family", ["llama", "bert", "gemma3"])
+def test_fused_census_reads_the_same_catch_breadth(tiny, family):
+    """Random tiny heads under a low threshold have per-prompt sinks of every kind: the breadth
+    columns (from each sink's attention column) and the sink calls they feed agree."""
+    loaded = tiny(family)
+    low = SinkThresholds(sink=0.005, null_margin=1.0, min_occurrences=1, min_prompt_tokens=1)
+    table = _stream_pass(loaded, _batches(loaded), CTRSettings(sinks=low))[0].table()
+    measured = table[table.catch_breadth.notna()]
+    assert {"first", "punctuation", "content"} <= set(measured.sink_kind)
+    _assert_same_pass(loaded, _batches(loaded), low)
 
 
 def test_fused_stream_pass_equals_hooks_on_minilm(minilm):

@@ -90,7 +90,7 @@ def test_left_padding_gives_the_same_scores_and_the_census_refuses_it():
     batch = SimpleNamespace(attention_mask=left, token_strings=[["<s>"] * length])
     census = SinkCensus("hand", 1, 2, frozenset())
     with pytest.raises(PromptError, match="left-padded"):
-        census.update(from_left[:, None], batch, causal=True)
+        census.update(from_left[:, None], batch, causal=True, breadth=(from_left[:, None],) * 2)
 
 
 def test_catch_table_counts_only_queries_that_can_see_the_sink():
@@ -112,6 +112,14 @@ def _census_batch(rows: list[list[str]]) -> SimpleNamespace:
     return SimpleNamespace(attention_mask=mask, token_strings=rows, lengths=mask.sum(1))
 
 
+def _evenly_caught(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``breadth`` of keys of causal, unpadded prompts that every query seeing them attends to
+    equally (n_visible catching queries, each giving 1 / n_visible of what the key receives),
+    shaped like ``scores`` [batch, layer, head, key]."""
+    n_visible = torch.arange(scores.shape[-1], 0, -1).float().expand_as(scores)
+    return n_visible, 1 / n_visible
+
+
 def test_minimum_evidence_per_token_content_and_special_tokens_apart():
     # One head that puts all attention of every query on the first key it finds among
     # (first token, ';', '.', 'cat', [SEP]) in a fixed order per layer.
@@ -125,7 +133,7 @@ def test_minimum_evidence_per_token_content_and_special_tokens_apart():
     for layer, position in enumerate([0, 3, 5, 9]):  # first, ./;, cat, [SEP]
         # all queries that see the key attend to it: mean received attention 1
         scores[:, layer, 0, position] = 1.0
-    census.update(scores, batch, causal=True)
+    census.update(scores, batch, causal=True, breadth=_evenly_caught(scores))
     table = census.table().set_index(["sink_kind", "token", "layer"])
     assert table.loc[(FIRST, "<s>", 0), "is_sink"]
     assert table.loc[(PUNCTUATION, ".", 1), "is_sink"]
@@ -148,7 +156,8 @@ def test_tokens_never_scored_get_no_census_rows():
     rows = [["<s>", "a", "b", "c", "d", "!"], ["<s>", "a", "!", "c", "d"]]
     batch = _census_batch(rows)
     census = SinkCensus("hand", 1, 1, frozenset(), SinkThresholds(min_queries=3))
-    census.update(torch.zeros(2, 1, 1, 6), batch, causal=True)
+    none = torch.zeros(2, 1, 1, 6)  # no key is a sink: its breadth is never read
+    census.update(none, batch, causal=True, breadth=(none, none))
     assert census.table().groupby("token").occurrences.first().to_dict() == {
         "<s>": 2,
         "a": 2,
@@ -157,7 +166,7 @@ def test_tokens_never_scored_get_no_census_rows():
         "!": 1,
     }
     first_only = SinkCensus("hand", 1, 1, frozenset(), SinkThresholds(min_queries=3))
-    first_only.update(torch.zeros(1, 1, 1, 6), _census_batch(rows[:1]), causal=True)
+    first_only.update(none[:1], _census_batch(rows[:1]), causal=True, breadth=(none[:1],) * 2)
     assert "!" not in set(first_only.table().token)
 
 
@@ -188,6 +197,8 @@ def test_ctr_settings_validate_themselves():
         CTRSettings(ranks=(0,))
     with pytest.raises(ConfigError, match="ctr.sinks must be a SinkThresholds"):
         CTRSettings(sinks={"null_margin": 0.1})
+    with pytest.raises(ConfigError, match="ctr.n_control_draws"):
+        CTRSettings(n_control_draws=1)
 
 
 def test_sink_mask_applies_the_margin_over_the_null():
@@ -225,6 +236,15 @@ def test_control_keys_match_sink_counts_and_avoid_sinks():
     assert (n_visible[:, None, :].expand_as(control)[control] >= 3).all()
     assert not control[0, :, 10:].any()  # never a padded key
     assert math.isclose(float(control.float().sum()), 4.0)
+    # A leading axis gives independent draws, each with the same counts and exclusions.
+    draws = control_keys(
+        sinks.expand(50, *sinks.shape), mask, n_visible, 3, torch.Generator().manual_seed(0)
+    )
+    assert (draws.sum(-1) == sinks.sum(-1)).all() and not (draws & sinks).any()
+    assert not draws[:, 0, :, 10:].any()
+    picked = draws[:, 0, 0].float().mean(0)  # key 0 is a sink; keys 1..7 are seen by >= 3
+    assert (picked[1:8] > 0).all()  # every eligible key is drawn in some draw, no other one
+    assert picked[0] == 0 and (picked[8:] == 0).all()
 
 
 def test_the_long_prose_set_clears_the_prompt_length_guard():

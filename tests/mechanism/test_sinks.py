@@ -16,6 +16,7 @@ from sinkmech.mechanism.sinks import (
     key_scores,
     summarise,
 )
+from tests.helpers import pattern_breadth
 
 
 def _causal_pattern(weights_to_first: list[float]) -> torch.Tensor:
@@ -77,7 +78,8 @@ def test_census_flags_first_token_sink_and_gu_metric():
     mask = torch.ones(1, 6, dtype=torch.long)
     batch = TokenBatch(torch.zeros_like(mask), mask, [["<s>", "The", "cat", ".", "It", "sat"]])
     census = SinkCensus("hand", 2, 1, frozenset({"<s>"}), SinkThresholds(min_queries=1))
-    census.update(scores, batch, causal=True)
+    breadth = pattern_breadth(torch.stack([sink, diagonal], dim=1), mask)
+    census.update(scores, batch, causal=True, breadth=breadth)
     table = census.table()
     first = table[table.sink_kind == FIRST].set_index("layer")
     assert bool(first.loc[0, "is_sink"]) and not bool(first.loc[1, "is_sink"])

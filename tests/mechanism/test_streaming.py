@@ -106,30 +106,33 @@ def _reference_sums(batches, n_heads: int, n_groups: int) -> dict[str, torch.Ten
             x = (x - shifts[prefix]) * m
             add(f"{prefix}s1", x.sum(1))
             add(f"{prefix}s2", torch.einsum("bthd,bthe->bhde", x, x))
-        for prefix, keys in (("sink", sinks), ("ctl", control)):
-            w = keys.double().permute(0, 2, 1)[..., None]
-            add(f"{prefix}_outer", torch.einsum("bthd,bthe->bhde", v * w, v))
-            add(f"n_{prefix}", keys.double().sum(-1))
+        w = sinks.double().permute(0, 2, 1)[..., None]
+        add("sink_outer", torch.einsum("bthd,bthe->bhde", v * w, v))
+        add("n_sink", sinks.double().sum(-1))
+        w = control.double().permute(1, 0, 3, 2)[..., None]  # [batch, draw, key, head, 1]
+        add("ctl_outer", torch.einsum("brthd,bthe->brhde", v[:, None] * w, v))
+        add("n_ctl", control.double().sum(-1).transpose(0, 1))
     return sums
 
 
 @pytest.mark.parametrize("chunk", [tags.CHUNK_ELEMENTS, 2 * 4 * 5 * 3, 1])
 def test_chunked_float32_moments_equal_float64_definitions(chunk, monkeypatch):
-    """GQA values (kv heads expanded inside), padding, several batches and chunk sizes: the
-    per-group sums match float64 definitions and give fractions inside [0, 1]."""
+    """GQA values (kv heads expanded inside), padding, several batches, chunk sizes (of tokens,
+    and of the control keys' slots) and control draws: the per-group sums match float64
+    definitions and give fractions inside [0, 1]."""
     monkeypatch.setattr(tags, "CHUNK_ELEMENTS", chunk)
     torch.manual_seed(1)
-    heads, kv, d, length, groups = 4, 2, 5, 19, 3
+    heads, kv, d, length, groups, draws = 4, 2, 5, 19, 3, 2
     batches = []
     for size in (3, 2, 4):
         mask = torch.ones(size, length)
         mask[0, 12:] = 0
         values = torch.randn(size, length, kv, d)
         sinks = (torch.rand(size, heads, length) < 0.15) & mask.bool()[:, None]
-        control = (torch.rand(size, heads, length) < 0.15) & mask.bool()[:, None] & ~sinks
+        control = (torch.rand(draws, size, heads, length) < 0.15) & mask.bool()[:, None] & ~sinks
         z = torch.randn(size, length, heads, d) + 3.0
         batches.append((z, values, sinks, mask, control, uniform_z(values, mask, True)))
-    moments = HeadMoments(heads, d, n_groups=groups)
+    moments = HeadMoments(heads, d, n_groups=groups, n_draws=draws)
     for batch in batches:
         moments.update(*batch)
     expected = _reference_sums(batches, heads, groups)

@@ -18,25 +18,27 @@ from sinkmech.mechanism.variance import (
 )
 
 
-def _moments(pattern, values, sinks, n_groups=1, offset=None, seed=0):
-    """Moments of a hand-built causal head fed in batches of 8 prompts, with controls."""
+def _moments(pattern, values, sinks, n_groups=1, offset=None, seed=0, draws=1, control=None):
+    """Moments of a hand-built causal head fed in batches of 8 prompts, with ``draws`` draws of
+    control keys (or the given ``control`` [draw, batch, head, key])."""
     batch, heads, t, _ = pattern.shape
-    moments = HeadMoments(heads, values.shape[-1], n_groups=n_groups)
     mask = torch.ones(batch, t)
     n_visible = key_null(mask, True).n_visible
-    generator = torch.Generator().manual_seed(seed)
+    if control is None:
+        generator = torch.Generator().manual_seed(seed)
+        control = control_keys(sinks.expand(draws, *sinks.shape), mask, n_visible, 1, generator)
+    moments = HeadMoments(heads, values.shape[-1], n_groups=n_groups, n_draws=len(control))
     for start in range(0, batch, 8):
         part = slice(start, start + 8)
         z = torch.einsum("bhqk,bkhd->bqhd", pattern[part], values[part])
         if offset is not None:
             z = z.double() + offset
-        control = control_keys(sinks[part], mask[part], n_visible[part], 1, generator)
         moments.update(
             z,
             values[part],
             sinks[part],
             mask[part],
-            control,
+            control[:, part],
             uniform_z(values[part], mask[part], True),
         )
     return moments
@@ -224,6 +226,68 @@ def test_the_replicates_give_back_the_jackknife_interval():
     half = 1.959964 * np.sqrt(replicates.var() * 3)  # (g - 1) / g * sum of squares, g = 4
     assert row.tag_excess_high - row.tag_excess_over_nonsink == pytest.approx(half, rel=1e-6)
     assert np.isnan(row["tag_excess_without_group_4"])
+
+
+def _replicates(row, n_groups):
+    return np.array([row[f"tag_excess_without_group_{g}"] for g in range(n_groups)])
+
+
+def test_the_control_is_the_mean_of_its_draws_with_their_spread():
+    """Five draws at once give, per head, the mean and standard deviation of the control computed
+    from each draw alone, and jackknife replicates that are the tag's minus the mean of the
+    draws' (the interval is the jackknife of the mean of draws)."""
+    torch.manual_seed(7)
+    batch, t, d, m, groups = 40, 12, 6, 16, 4
+    values = torch.randn(batch, t, 2, d) * torch.linspace(3, 0.5, d)
+    pattern = _causal_softmax(torch.randn(batch, 2, t, t))
+    sinks = torch.zeros(batch, 2, t, dtype=torch.bool)
+    sinks[:, :, 0] = True
+    sinks[::3, 1, 4] = True  # a second sink in some prompts: two control keys there
+    mask = torch.ones(batch, t)
+    generator = torch.Generator().manual_seed(0)
+    control = control_keys(
+        sinks.expand(5, *sinks.shape), mask, key_null(mask, True).n_visible, 1, generator
+    )
+    w_o = torch.randn(2, d, m)
+    table = variance_explained(_moments(pattern, values, sinks, groups, control=control), w_o)
+    alone = [
+        variance_explained(_moments(pattern, values, sinks, groups, control=draw[None]), w_o)
+        for draw in control
+    ]
+    assert (table.n_control_draws == 5).all()
+    for suffix in ("", "_uncentred"):
+        each = np.stack([a[f"nonsink_key_variance_explained{suffix}"] for a in alone])
+        np.testing.assert_allclose(table[f"nonsink_key_variance_explained{suffix}"], each.mean(0))
+        np.testing.assert_allclose(table[f"nonsink_key_draw_sd{suffix}"], each.std(0, ddof=1))
+        assert (table[f"nonsink_key_draw_sd{suffix}"] > 0).all()
+    for g in range(groups):
+        column = f"tag_excess_without_group_{g}"
+        np.testing.assert_allclose(table[column], np.mean([a[column] for a in alone], 0))
+    assert (alone[0].n_nonsink_control_keys == table.n_nonsink_control_keys).all()
+    assert alone[0].nonsink_key_draw_sd.isna().all()  # one draw: no spread
+
+
+def test_the_draws_spread_reaches_the_interval_when_prompts_do_not_vary():
+    """Forty copies of one prompt: the tag's share is the same without any group, so the excess's
+    interval is the control draws' noise alone, and its jackknife standard error is about the
+    standard deviation over draws divided by sqrt(draws) (the noise left in their mean)."""
+    torch.manual_seed(0)
+    batch, t, d, draws, groups = 40, 12, 6, 20, 10
+    values = (torch.randn(1, t, 1, d) * torch.linspace(3, 0.5, d)).expand(batch, -1, -1, -1)
+    pattern = _causal_softmax(torch.randn(1, 1, t, t)).expand(batch, -1, -1, -1)
+    sinks = torch.zeros(batch, 1, t, dtype=torch.bool)
+    sinks[:, :, 0] = True
+    moments = _moments(pattern, values, sinks, groups, draws=draws)
+    row = variance_explained(moments, torch.randn(1, d, 16), (1,)).iloc[0]
+    for name in ("n", "s2", "sink_outer"):  # every group holds the same prompts' sums
+        assert torch.allclose(
+            moments.sums[name], moments.sums[name][:1].expand_as(moments.sums[name])
+        )
+    replicates = _replicates(row, groups)
+    se = np.sqrt((groups - 1) / groups * ((replicates - replicates.mean()) ** 2).sum())
+    assert row.tag_excess_high - row.tag_excess_over_nonsink == pytest.approx(1.959964 * se)
+    assert se > 0
+    assert 1 / 3 < se / (row.nonsink_key_draw_sd / np.sqrt(draws)) < 3
 
 
 def test_written_directions_find_the_sink_value_the_control_value_and_the_output_axis():

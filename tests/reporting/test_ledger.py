@@ -140,6 +140,15 @@ def test_variance_counts_heads_raw_and_corrected():
     assert "20 raw, 10 Holm, 10 Bonferroni of 20" in row.ours
 
 
+def test_variance_row_says_how_the_control_was_drawn():
+    frame = _variance("m", np.full(10, 0.3), np.full(10, 0.2))
+    (row,) = ledger.variance_rule({"variance": frame})
+    assert "one draw, its spread in no interval" in row.control
+    drawn = frame.assign(n_control_draws=20, nonsink_key_draw_sd=np.linspace(0.01, 0.05, 10))
+    (row,) = ledger.variance_rule({"variance": drawn})
+    assert "mean of 20 draws, median SD over draws 3.0%" in row.control
+
+
 def test_variance_without_control_column_is_not_testable():
     frame = _variance("m", np.full(5, 0.3), np.full(5, 0.1)).drop(
         columns="nonsink_key_variance_explained"
