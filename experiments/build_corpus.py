@@ -2,7 +2,8 @@
 
 python -m experiments.build_corpus                       # default sources -> data/corpus/textlm
 python -m experiments.build_corpus out_dir=/tmp/corpus corpus.val_every=10
-python -m experiments.build_corpus ladder=true out_dir=data/corpus/ladder   # issue-13 ladder corpus
+python -m experiments.build_corpus ladder=true out_dir=data/corpus/ladder_v2  # ladder corpus, fact
+    # world version 2 (issue 29); ladder_corpus.facts_version=1: the committed S pair's (issue 13)
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ def _tar(out: Path, name: str, dirs: list[Path], compress: bool = False) -> None
 
 
 def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
-    """loss_curves.csv, knowledge.csv and runs.csv from what has finished so far."""
-    curves, knowledge, rows = [], [], []
+    """loss_curves.csv, knowledge.csv, knowledge_families.csv and runs.csv from what has finished
+    so far."""
+    curves, knowledge, families, rows = [], [], [], []
     for name, info in runs.items():
         summary_path = work / "runs" / name / "training_summary.json"
         row = {
@@ -108,12 +109,14 @@ def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
             )
         knowledge_path = work / "knowledge" / f"{name}.json"
         if knowledge_path.is_file():
-            for rel in json.loads(knowledge_path.read_text())["summary"]:
-                knowledge.append({"run": name, **rel})
+            payload = json.loads(knowledge_path.read_text())
+            knowledge += [{"run": name, **rel} for rel in payload["summary"]]
+            families += [{"run": name, **family} for family in payload["families"]]
         rows.append(row)
     for file, table in (
         ("loss_curves.csv", curves),
         ("knowledge.csv", knowledge),
+        ("knowledge_families.csv", families),
         ("runs.csv", rows),
     ):
         if table:

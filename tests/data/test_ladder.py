@@ -3,6 +3,7 @@ tokenizer round-trip, well-formed reasoning traces."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -167,3 +168,25 @@ def test_fact_chain_traces_follow_the_world():
         assert second, trace
         assert not any(s in trace for s in held_out_sentences(world))
     assert reasoning_documents(world, 3, seed=2) == reasoning_documents(world, 3, seed=2)
+
+
+def test_version_2_corpus_holds_training_families_only(source_file, tmp_path):
+    from transformers import AutoTokenizer
+
+    world = FactWorld(tiny_world().facts, version=2)
+    meta = build_ladder_corpus(recipe(source_file), tmp_path, tmp_path / "cache", world=world)
+    assert meta["fact_world"]["facts_version"] == 2
+    assert meta["fact_world"]["held_out_families"]["city_country"] == sorted(
+        world.families("city_country", "eval")
+    )
+    text = AutoTokenizer.from_pretrained(tmp_path / "tokenizer").decode(
+        load_shard(tmp_path, "train").tolist()
+    )
+    trained = {render(t, f) for f in world.facts for t in world.templates(f.relation, "train")}
+    assert sum(sentence in text for sentence in trained) > 50
+    assert not [s for s in held_out_sentences(world) if s in text]
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert FactWorld.from_json(facts) == world
+    assert {i["family"] for i in facts["eval_items"]} == {
+        family for r in {f.relation for f in world.facts} for family in world.families(r, "eval")
+    }
