@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sinkmech.attention.backends import tag_z
 from sinkmech.attention.hooks import (
     expand_kv_heads,
     gate_name,
@@ -24,7 +25,6 @@ from sinkmech.mechanism.ctr import CTRSettings, analyse_ctr
 from sinkmech.mechanism.interventions import TagEditSpec, capture_tags, measure_edit, tag_edit_hooks
 from sinkmech.mechanism.release import read_strength
 from sinkmech.mechanism.sinks import detect_sinks
-from sinkmech.attention.backends import tag_z
 from sinkmech.mechanism.tags import catch_table, decompose_head_outputs, sink_mask
 from sinkmech.mechanism.variance import HeadMoments, tag_directions, variance_explained
 from tests.helpers import ALL_FAMILIES
