@@ -52,8 +52,9 @@ WANDB_MODES = ("offline", "online", "disabled")
 # then hash differently and are recomputed instead of skipped.
 # 3 (issue 26, 28): probes fitted in float64 to convergence by Newton steps; variance jackknife
 # over groups of neighbouring prompts with replicates; release against other written directions.
-# 4 (issue 30): massive, secondary, eviction and Gu's Sink_eps read the run's one sink criterion
-# (`sinks`: threshold, null margin and min_queries; eviction's min_queries was 3, not 8).
+# 4 (issues 30, 28): massive, secondary, eviction and Gu's Sink_eps read the run's one sink
+# criterion (`sinks`: threshold, null margin, min_queries; eviction's min_queries was 3, not 8);
+# the non-sink-key control is the mean of 20 draws; prompt-dependent sinks must be caught broadly.
 RESULTS_VERSION = 4
 # Config keys that fix a unit's prompts and their batches. Batching changes tables (ctr's
 # interventions run on the first `intervention_batches` batches, so 8 vs 2 prompts a batch give
@@ -319,7 +320,7 @@ def run_unit(cfg: RunConf, loader: Callable[[ModelSpec], LoadedModel] = load_mod
     if cfg.data.prompt_set not in GENERATORS:
         prompts = load_prompts(cfg.data.prompt_set, cfg.data.limit)
     statements = None
-    if "probing" in cfg.experiment.analyses:
+    if any("statements" in REGISTRY[name].reads for name in cfg.experiment.analyses):
         statements = load_statements(statements_source(cfg))
     digest = unit_hash(cfg)
     staging = Path(cfg.results_dir) / ".staging" / cfg.experiment.name
