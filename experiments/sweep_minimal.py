@@ -33,9 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sinkmech.io import atomic_path, save_figure, write_json, write_table
 from sinkmech.paths import config_dir
+from sinkmech.reporting.minimal_figures import success_heatmap, sweep_cell_figure
 from sinkmech.training.minimal.emergence import EmergenceSpec
 from sinkmech.training.minimal.model import ArchSpec
-from sinkmech.training.minimal.report import success_heatmap, sweep_cell_figure
 from sinkmech.training.minimal.sweep import (
     Cell,
     CellSetting,

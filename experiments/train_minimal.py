@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.config import CONF_DIR
 from sinkmech.errors import ConfigError, SinkmechError
 from sinkmech.io import save_figure, write_json, write_table
+from sinkmech.reporting.minimal_figures import emergence_figure
 from sinkmech.training.minimal.checkpoint import clear_run, load_train_state, write_run_config
 from sinkmech.training.minimal.emergence import (
     EmergenceSpec,
@@ -38,8 +39,8 @@ from sinkmech.training.minimal.emergence import (
     run_emergence,
     summarise_runs,
 )
+from sinkmech.training.minimal.history import binned_history
 from sinkmech.training.minimal.model import ArchSpec
-from sinkmech.training.minimal.report import binned_history, emergence_figure
 from sinkmech.training.minimal.task import TaskSpec
 from sinkmech.training.minimal.train import OptimSpec, train_run
 

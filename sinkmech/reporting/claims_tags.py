@@ -96,8 +96,11 @@ def excess_interval(heads: pd.DataFrame) -> tuple[st.Interval, dict[str, int], s
 
 def control_draws(variance: pd.DataFrame, heads: pd.DataFrame) -> str:
     """How the control was drawn: the number of draws and the heads' median spread over them
-    (at the rank compared), or one draw for tables made before draws."""
+    (at the rank compared), or one draw for tables made before draws (a model's rows of such a
+    table are NaN where it is concatenated with newer ones)."""
     if "n_control_draws" not in variance or CONTROL_SPREAD not in heads:
+        return "one draw, its spread in no interval"
+    if variance.n_control_draws.isna().all() or heads[CONTROL_SPREAD].isna().all():
         return "one draw, its spread in no interval"
     n = int(variance.n_control_draws.max())
     return f"mean of {n} draws, median SD over draws {heads[CONTROL_SPREAD].median():.1%}"

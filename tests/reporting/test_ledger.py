@@ -147,6 +147,12 @@ def test_variance_row_says_how_the_control_was_drawn():
     drawn = frame.assign(n_control_draws=20, nonsink_key_draw_sd=np.linspace(0.01, 0.05, 10))
     (row,) = ledger.variance_rule({"variance": drawn})
     assert "mean of 20 draws, median SD over draws 3.0%" in row.control
+    # an older model's rows beside a newer one's: its draw columns are NaN, it had one draw
+    old = _variance("old", np.full(10, 0.3), np.full(10, 0.2))
+    rows = ledger.variance_rule({"variance": pd.concat([drawn, old], ignore_index=True)})
+    controls = {row.model: row.control for row in rows}
+    assert "mean of 20 draws" in controls["m"]
+    assert "one draw, its spread in no interval" in controls["old"]
 
 
 def test_variance_without_control_column_is_not_testable():

@@ -6,7 +6,7 @@ QK-norm), ``train`` (resumable AdamW loop), ``checkpoint`` (on-disk format and t
 ``sinkmech.models.loading``), ``emergence`` (per-checkpoint catch / tag / release metrics through the
 suite's library), ``metrics`` (fast per-checkpoint metrics on the native model, with the strict
 controls), ``construction`` (hand-built catch / tag / release weights), ``sweep`` (stacked-seed
-factor sweep), ``report`` (figures).
+factor sweep), ``history`` (binned loss); its figures are ``sinkmech.reporting.minimal_figures``.
 
 Assumptions (the paper's section could not be read in full here; every choice is also listed in
 results/minimal/NOTES.md):

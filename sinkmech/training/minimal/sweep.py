@@ -26,9 +26,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from sinkmech.io import write_table
 from sinkmech.training.minimal.emergence import EmergenceSpec, emerged, eval_batch
+from sinkmech.training.minimal.history import binned_history
 from sinkmech.training.minimal.metrics import native_metrics
 from sinkmech.training.minimal.model import ArchSpec, build_native
-from sinkmech.training.minimal.report import binned_history
 from sinkmech.training.minimal.task import TaskSpec, sample_tokens, segment_targets
 from sinkmech.training.minimal.train import DATA_SEED_OFFSET, OptimSpec, lr_factor
 

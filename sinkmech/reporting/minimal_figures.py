@@ -1,6 +1,6 @@
-"""Tables and figures of a minimal-problem sweep: each emergence metric against training step,
-beside the task loss, one line per seed, one figure per variant (the paper's Sec. 7 emergence
-figure, reproduced with the suite's metrics)."""
+"""Figures of a minimal-problem sweep: each emergence metric against training step, beside the
+task loss, one line per seed, one figure per variant (the paper's Sec. 7 emergence figure,
+reproduced with the suite's metrics); a sweep cell's runs; the success heatmap."""
 
 from __future__ import annotations
 
@@ -21,15 +21,6 @@ PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("probe_after_sep_resid", "probe 'after [SEP]' (resid)", ("probe_after_sep_resid_minus_tag",)),
 )
 LOG_PANELS = {"loss", "loss_tag_removed"}
-
-
-def binned_history(history: list[float], bin_size: int) -> pd.DataFrame:
-    """Training loss averaged over consecutive bins of ``bin_size`` steps (end step of each bin)."""
-    frame = pd.DataFrame({"loss": history})
-    frame["bin"] = frame.index // bin_size
-    binned = frame.groupby("bin").loss.mean().reset_index()
-    binned["step"] = ((binned.bin + 1) * bin_size).clip(upper=len(history))
-    return binned[["step", "loss"]]
 
 
 def emergence_figure(
