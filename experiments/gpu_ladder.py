@@ -1,6 +1,8 @@
 """One-GPU-call driver of the issue-13 ladder: train, continue, evaluate and pack under $OUT.
 
-Runs every ladder size x {qknorm, noqknorm} concurrently on one GPU (same seed and data), starts
+Runs every ladder size x {qknorm, noqknorm} concurrently on one GPU (same seed and data; other
+variants, such as issue 27's learned-sink and gated forms, and seeds with ``--variants`` and
+``--seeds``), starts
 the Sec. 5 continuations (reasoning traces vs base mixture, several seeds) from the smallest
 noqknorm base as soon as it is done, evaluates every finished model's knowledge on held-out
 templates, and keeps ``$OUT`` up to date as it goes (so a run cut at the time limit still returns
@@ -31,7 +33,7 @@ from typing import Any
 import yaml
 
 from sinkmech.paths import config_dir
-from sinkmech.training.lm import CUBLAS_WORKSPACE, VARIANTS, LMConf, TrainConf
+from sinkmech.training.lm import ALL_VARIANTS, CUBLAS_WORKSPACE, VARIANTS, LMConf, TrainConf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,6 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sizes", default="ladder_s,ladder_m,ladder_l", help="conf/lm names, smallest first"
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"trained per size, of {list(ALL_VARIANTS)} (issue 27's attention forms: "
+        "learned_sink beside noqknorm, gated beside qknorm)",
+    )
+    parser.add_argument("--seeds", default="0", help="seeds of every (size, variant)")
     parser.add_argument("--reason-lm", default="ladder_reason")
     parser.add_argument("--reason-variants", default="noqknorm")
     parser.add_argument("--reason-seeds", default="1,2")
@@ -184,13 +193,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{time.time() - t0:6.1f}s] start {name}", flush=True)
 
     base = dict(corpus_dir=str(corpus), device=args.device, wandb_mode="disabled", progress=False)
+    variants, seeds = args.variants.split(","), [int(s) for s in args.seeds.split(",")]
+    unknown = sorted(set(variants) - set(ALL_VARIANTS))
+    if unknown:
+        sys.exit(f"gpu_ladder: error: --variants {unknown} not in {list(ALL_VARIANTS)}")
     for size in sizes:
-        for variant in VARIANTS:
-            launch(
-                f"{size}_{variant}_s0", TrainConf(lm=confs[size], variant=variant, seed=0, **base)
-            )
+        for variant in variants:
+            for seed in seeds:
+                conf = TrainConf(lm=confs[size], variant=variant, seed=seed, **base)
+                launch(f"{size}_{variant}_s{seed}", conf)
     smallest = sizes[0]
-    smallest_base = {f"{smallest}_{variant}_s0": variant for variant in VARIANTS}
+    # every smallest-size model comes back whole; continuations start from seed 0's
+    smallest_base = {f"{smallest}_{v}_s{seed}": v for v in variants for seed in seeds}
     reason_started, packed = set(), set()
 
     def pack() -> None:
@@ -254,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
             if name in smallest_base:
                 variant = smallest_base[name]
                 _tar(out, f"{name}.tar", [work / "runs" / name])
-                if variant in args.reason_variants.split(",") and variant not in reason_started:
+                continues = name.endswith("_s0") and variant in args.reason_variants.split(",")
+                if continues and variant not in reason_started:
                     reason_started.add(variant)
                     for seed in map(int, args.reason_seeds.split(",")):
                         for arm, split in (("reasoning", "reasoning"), ("control", "train")):

@@ -45,7 +45,20 @@ from sinkmech.io import atomic_path, write_json
 from sinkmech.provenance import config_diff
 from sinkmech.training.state import load_state
 
-VARIANTS = ("qknorm", "noqknorm")
+VARIANTS = ("qknorm", "noqknorm")  # the ladder's pair (issue 13)
+# Attention forms the field now ships (issue 27), each matched to one of the pair: a learned
+# per-head sink logit (Granite-SWA, every layer full attention, multipliers 1, the usual
+# 1/sqrt(d_head) scale) beside ``noqknorm``; a per-element sigmoid output gate (Qwen3.5, every
+# layer full attention, full rotary) beside ``qknorm``. Differences left: Granite's o_proj bias;
+# Qwen3.5's (1 + w) RMSNorm weights.
+ATTENTION_FORMS = {"learned_sink": "noqknorm", "gated": "qknorm"}
+ALL_VARIANTS = (*VARIANTS, *ATTENTION_FORMS)
+CLASSES = {
+    "qknorm": "Qwen3ForCausalLM",
+    "noqknorm": "Qwen2ForCausalLM",
+    "learned_sink": "GraniteSWAForCausalLM",
+    "gated": "Qwen3_5ForCausalLM",
+}
 STATE_FILE = "train_state.pt"
 
 
@@ -113,8 +126,8 @@ def run_identity(conf: TrainConf) -> dict[str, Any]:
 
 def validate(conf: TrainConf) -> None:
     """Reject bad values before any data or model is touched."""
-    if conf.variant not in VARIANTS:
-        raise ConfigError(f"variant={conf.variant!r} is not one of {list(VARIANTS)}")
+    if conf.variant not in ALL_VARIANTS:
+        raise ConfigError(f"variant={conf.variant!r} is not one of {list(ALL_VARIANTS)}")
     lm = conf.lm
     if lm.d_model % lm.n_heads or lm.n_heads % lm.n_kv_heads:
         raise ConfigError("d_model must divide by n_heads, and n_heads by n_kv_heads")
@@ -127,7 +140,8 @@ def validate(conf: TrainConf) -> None:
 
 
 def model_config(conf: TrainConf, vocab_size: int, bos_id: int) -> transformers.PretrainedConfig:
-    """HF config of the variant; everything but QK-norm (and Qwen3's o_proj bias) is shared."""
+    """HF config of the variant; everything but QK-norm (and Qwen3's o_proj bias), or the
+    attention form (``ATTENTION_FORMS``), is shared."""
     lm = conf.lm
     shared: dict[str, Any] = dict(
         vocab_size=vocab_size,
@@ -146,17 +160,28 @@ def model_config(conf: TrainConf, vocab_size: int, bos_id: int) -> transformers.
         eos_token_id=bos_id,
         initializer_range=0.02,
     )
+    full = ["full_attention"] * lm.n_layers
     if conf.variant == "qknorm":
         return transformers.Qwen3Config(**shared, attention_bias=True)
+    if conf.variant == "gated":
+        rope = {"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 1.0}
+        return transformers.Qwen3_5TextConfig(
+            **shared, attention_bias=True, layer_types=full, rope_parameters=rope
+        )
+    if conf.variant == "learned_sink":
+        return transformers.GraniteSWAConfig(
+            **shared,
+            attention_bias=True,
+            attention_multiplier=(lm.d_model // lm.n_heads) ** -0.5,
+            layer_types=full,
+        )
     return transformers.Qwen2Config(**shared)
 
 
 def build_model(conf: TrainConf, vocab_size: int, bos_id: int) -> torch.nn.Module:
     """A freshly initialised model of the variant, seeded by ``conf.seed``, or the float32
     weights of ``conf.init_from`` when continuing a base model."""
-    model_class = (
-        transformers.Qwen3ForCausalLM if conf.variant == "qknorm" else transformers.Qwen2ForCausalLM
-    )
+    model_class = getattr(transformers, CLASSES[conf.variant])
     torch.manual_seed(conf.seed)
     if conf.init_from is not None:
         model = model_class.from_pretrained(conf.init_from, dtype=torch.float32)

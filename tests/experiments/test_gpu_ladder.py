@@ -60,3 +60,26 @@ def test_tiny_ladder_packs_every_result(tmp_path):
         names = tar.getnames()
     assert "tiny_qknorm_s0/model.safetensors" in names and "tiny_qknorm_s0/tokenizer.json" in names
     assert not any(n.endswith("train_state.pt") for n in names)
+
+
+@pytest.mark.integration  # trains four tiny models (make test-integration)
+def test_attention_form_pair_trains_every_variant_and_seed(tmp_path):
+    """Issue 27's matched pair as the GPU call will run it: learned-sink beside its softmax
+    partner, two seeds each, every model packed whole, no continuation."""
+    import pydoc_data.topics
+
+    source = tmp_path / "src.txt"
+    source.write_text(
+        "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))[:60_000]
+    )
+    build_ladder_corpus(recipe(source), tmp_path / "corpus", tmp_path / "cache", world=tiny_world())
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--corpus", str(tmp_path / "corpus"), "--work", str(tmp_path / "w")]
+    argv += ["--sizes", "tiny", "--variants", "learned_sink,noqknorm", "--seeds", "0,1"]
+    main([*argv, "--reason-variants", "none", "--device", "cpu"])
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    names = {f"tiny_{v}_s{s}" for v in ("learned_sink", "noqknorm") for s in (0, 1)}
+    assert set(runs) == names and {r["state"] for r in runs.values()} == {"done"}
+    assert {p.name for p in out.glob("*.tar")} == {f"{name}.tar" for name in names}
+    with pytest.raises(SystemExit, match="--variants \\['softpick'\\]"):
+        main([*argv, "--variants", "softpick"])

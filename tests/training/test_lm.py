@@ -13,7 +13,16 @@ from safetensors.torch import load_file
 from sinkmech.data.corpus import CorpusConf, Source, build_corpus, gpt2_tokenizer
 from sinkmech.errors import ConfigError
 from sinkmech.models import ModelSpec, load_model
-from sinkmech.training.lm import STATE_FILE, LMConf, TrainConf, build_model, train, validate
+from sinkmech.training.lm import (
+    ATTENTION_FORMS,
+    CLASSES,
+    STATE_FILE,
+    LMConf,
+    TrainConf,
+    build_model,
+    train,
+    validate,
+)
 
 
 def python_docs_text() -> str:
@@ -149,3 +158,31 @@ def test_two_trainings_give_identical_weights_under_deterministic_kernels(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert modes and all(modes)
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+@pytest.mark.integration  # trains two models (make test-integration)
+@pytest.mark.parametrize(
+    "variant, family, learned_sink, gate",
+    [
+        ("learned_sink", "granite_swa", "output_scale", "none"),
+        ("gated", "qwen3_5", "none", "per_element"),
+    ],
+)
+def test_attention_form_variants_train_and_load_as_their_family(
+    corpus, tmp_path, variant, family, learned_sink, gate
+):
+    """Issue 27: the trainer's learned-sink and gated forms learn (below the unigram baseline),
+    their learned sink logits move from initialisation, and the checkpoint loads through the
+    suite's loader as the family whose attention form the analyses then read."""
+    conf = tiny_conf(corpus, tmp_path / variant, variant=variant)
+    summary = train(conf)
+    assert summary["architecture"] == CLASSES[variant]
+    assert summary["final_val_loss"] < summary["unigram_val_loss"]
+    loaded = load_model(ModelSpec(name=f"tiny_{variant}", source="local", path=conf.out_dir))
+    assert (loaded.family, loaded.learned_sink, loaded.gate) == (family, learned_sink, gate)
+    assert loaded.causal and loaded.qk_norm == (ATTENTION_FORMS[variant] == "qknorm")
+    if variant == "learned_sink":
+        initial = build_model(conf, 50257, 50256).model.layers[0].self_attn.sinks
+        trained_sinks = load_file(Path(conf.out_dir) / "model.safetensors")
+        (key,) = [k for k in trained_sinks if k.endswith("layers.0.self_attn.sinks")]
+        assert not torch.allclose(trained_sinks[key].float(), initial.float())
