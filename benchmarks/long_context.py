@@ -148,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                     "weights_gib": weights / GIB,
                     "ratio_to_hf_sdpa": timing.median_s / base.median_s,
                     "peak_ratio_to_hf_sdpa": timing.peak_bytes / base.peak_bytes,
+                    # memory above the weights (activations): the ratio issue 32 targets
+                    "activation_gib": (timing.peak_bytes - weights) / GIB,
+                    "activation_ratio_to_hf_sdpa": (timing.peak_bytes - weights)
+                    / max(base.peak_bytes - weights, 1),
                     "repeats": timing.repeats,
                     "device": device_name(device),
                     **versions(),
