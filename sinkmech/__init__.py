@@ -1,7 +1,9 @@
 """sinkmech: attention sinks as a catch, tag, release mechanism (arXiv 2502.00919).
 
-Subpackages by stage: ``models`` (loading), ``data`` (prompts, statements, corpus), ``mechanism``
-(catch, tag, release), ``probing``, ``training`` (the suite's own models), ``reporting``. The names
+Subpackages by stage: ``attention`` (how attention is read: the hook and fused backends),
+``models`` (loading), ``data`` (prompts, statements, corpus), ``mechanism`` (catch, tag, release),
+``probing``, ``training`` (the suite's own models), ``reporting`` (tables, figures, the report),
+``analyses`` (the registry that binds each analysis to its settings, needs and report). The names
 below are the notebook API (``sinkmech.api``); each analysis returns pandas DataFrames. They are
 imported on first use, so ``import sinkmech.io`` stays cheap and no subpackage imports another
 through this file.
