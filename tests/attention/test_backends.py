@@ -29,7 +29,7 @@ from sinkmech.mechanism.massive import MassiveSettings
 from sinkmech.mechanism.secondary import SecondarySettings
 from sinkmech.mechanism.sinks import capture_key_scores
 from sinkmech.mechanism.thresholds import SinkThresholds
-from sinkmech.models import ModelSpec, load_model
+from sinkmech.models import LoadedModel, ModelSpec, load_model
 from sinkmech.probing.analysis import probe_criterion
 from sinkmech.probing.features import PROBE_SUFFIX, extract_truth_features, final_sink_frequency
 from sinkmech.probing.segments import extract_segment_features, segment_prompts
@@ -91,24 +91,31 @@ def test_fused_backend_runs_hook_points_as_the_hook_path_does(tiny):
         capture_key_scores(fused, batch, [edit])
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3"])
-def test_measures_and_interventions_match_between_backends(tiny, family):
-    """ctr's interventions, massive activations and secondary sinks now run fused: their tables
-    equal the hook path's (float32, CPU tiled reference of the fused algorithm)."""
-    loaded = tiny(family)
+# Tables of the parts that run fused through the pass's own hook points (issue 32).
+FUSED_TABLES = (
+    "variance",
+    "interventions",
+    "massive_summary",
+    "massive_interventions",
+    "secondary",
+)
+
+
+def assert_fused_tables_match(loaded: LoadedModel) -> None:
+    """ctr (interventions included), massive activations and secondary sinks give the same
+    tables on the fused backend as on the hooks (float32, within 1e-4)."""
     batches = _batches(loaded, 2)
     sinks = SinkThresholds(min_prompt_tokens=1, sink=0.05, null_margin=1.0, min_queries=2)
     tables = {}
     for backend in (HookBackend(), FusedBackend()):
         model = replace(loaded, backend=backend)
         context = Context(model, batches, sinks, resolution=resolve(model, "x", {}))
-        ctr = replace(CTRSettings(), n_random=2, top_heads=2)
         tables[backend.name] = {
-            **REGISTRY["ctr"].run(context, ctr),
+            **REGISTRY["ctr"].run(context, replace(CTRSettings(), n_random=2, top_heads=2)),
             **REGISTRY["massive"].run(context, MassiveSettings()),
             **REGISTRY["secondary"].run(context, SecondarySettings()),
         }
-    for name in ("interventions", "massive_summary", "massive_interventions", "secondary"):
+    for name in FUSED_TABLES:
         hooked, fused = tables["hooks"].get(name), tables["fused"].get(name)
         if hooked is None:
             assert fused is None
@@ -118,6 +125,37 @@ def test_measures_and_interventions_match_between_backends(tiny, family):
         pd.testing.assert_frame_equal(
             hooked[numeric], fused[numeric], check_exact=False, rtol=1e-4, atol=1e-5
         )
+
+
+def assert_probe_features_match(loaded: LoadedModel) -> None:
+    """The truth and segment probes read the same features from the fused pass (attention
+    columns, the restricted mix and each block's output) as from the hooks."""
+    statements = load_statements("cities").head(24)
+    prompts = [text + PROBE_SUFFIX for text in statements.statement]
+    segments = segment_prompts(statements).prompt.tolist()[:8]
+    heads = [(0, 0), (1, 1)]
+    got = {}
+    for backend in (HookBackend(), FusedBackend()):
+        model = replace(loaded, backend=backend)
+        got[backend.name] = (
+            final_sink_frequency(model, prompts, 8, probe_criterion(SinkThresholds(sink=0.05))),
+            extract_truth_features(model, prompts, heads, 8, 0.05).arrays,
+            extract_segment_features(model, segments, heads, 8, 0.05).arrays,
+        )
+    assert np.array_equal(got["hooks"][0], got["fused"][0])
+    for hooked, fused in zip(got["hooks"][1:], got["fused"][1:]):
+        for key in heads:
+            assert hooked[key].keys() == fused[key].keys() and len(hooked[key]["tag"]) > 0
+            for name in hooked[key]:
+                np.testing.assert_allclose(
+                    hooked[key][name], fused[key][name], rtol=1e-4, atol=1e-5
+                )
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3"])
+def test_measures_and_interventions_match_between_backends(tiny, family):
+    """Float32 on the CPU: the fused algorithm's tiled reference against the hooks."""
+    assert_fused_tables_match(tiny(family))
 
 
 def test_a_part_the_backend_cannot_serve_moves_to_hooks_in_one_line(tiny, caplog):
@@ -156,26 +194,4 @@ def test_refuse_policy_stops_before_any_table(tmp_path):
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_probe_features_match_between_backends(tiny, family):
-    """The truth and segment probes read the same features from the fused pass (attention
-    columns, the restricted mix and each block's output) as from the hooks."""
-    loaded = tiny(family)
-    statements = load_statements("cities").head(24)
-    prompts = [text + PROBE_SUFFIX for text in statements.statement]
-    segments = segment_prompts(statements).prompt.tolist()[:8]
-    heads = [(0, 0), (1, 1)]
-    got = {}
-    for backend in (HookBackend(), FusedBackend()):
-        model = replace(loaded, backend=backend)
-        got[backend.name] = (
-            final_sink_frequency(model, prompts, 8, probe_criterion(SinkThresholds(sink=0.05))),
-            extract_truth_features(model, prompts, heads, 8, 0.05).arrays,
-            extract_segment_features(model, segments, heads, 8, 0.05).arrays,
-        )
-    assert np.array_equal(got["hooks"][0], got["fused"][0])
-    for hooked, fused in zip(got["hooks"][1:], got["fused"][1:]):
-        for key in heads:
-            assert hooked[key].keys() == fused[key].keys() and len(hooked[key]["tag"]) > 0
-            for name in hooked[key]:
-                np.testing.assert_allclose(
-                    hooked[key][name], fused[key][name], rtol=1e-4, atol=1e-5
-                )
+    assert_probe_features_match(tiny(family))
