@@ -4,7 +4,7 @@ adds (``learned_sinks``) share them without importing each other."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sinkmech.errors import ConfigError
 
@@ -51,3 +51,9 @@ class SinkThresholds:
                 f"sinks.short_prompts must be one of {SHORT_PROMPT_POLICIES}, "
                 f"got {self.short_prompts!r}"
             )
+
+    def seen_by_at_most(self, queries: int) -> "SinkThresholds":
+        """The criterion for a key that at most ``queries`` real queries can see by construction
+        (a statement's final period before a short suffix, the minimal task's [SEP]):
+        ``min_queries`` capped there, everything else the run's."""
+        return replace(self, min_queries=min(self.min_queries, queries))

@@ -12,7 +12,7 @@ embedding and position probes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -290,7 +290,7 @@ def probe_criterion(sinks: SinkThresholds) -> SinkThresholds:
     """The run's sink criterion for the statement-final punctuation: under causal attention only
     the mark itself and ``PROBE_SUFFIX``'s tokens see it, so ``min_queries`` is capped at
     ``PROBE_MIN_QUERIES``; threshold and null margin are the run's."""
-    return replace(sinks, min_queries=min(sinks.min_queries, PROBE_MIN_QUERIES))
+    return sinks.seen_by_at_most(PROBE_MIN_QUERIES)
 
 
 def run_probing(

@@ -148,7 +148,7 @@ def checkpoint_metrics(
         mask,
         True,
         spec.sinks.sink,
-        min_queries=min(spec.sinks.min_queries, SEP_MIN_QUERIES),
+        min_queries=spec.sinks.seen_by_at_most(SEP_MIN_QUERIES).min_queries,
         positions=tokens == SEP,
         null_margin=spec.sinks.null_margin,
     )
