@@ -395,10 +395,9 @@ def backend_named(name: str, fallback: str = "hooks") -> AttentionBackend:
 
 @dataclass
 class Resolution:
-    """The backend of each part of one analysis, with the reason a part moved to hooks."""
+    """The backend of each part of one analysis (a part moved to hooks is said in the log)."""
 
     backends: dict[str, AttentionBackend] = field(default_factory=dict)
-    moved: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> dict[str, str]:
         return {part: backend.name for part, backend in self.backends.items()}
@@ -436,5 +435,5 @@ def resolve(
             )
         if announce:
             log.warning("%s runs on hooks, not %s: %s", where, chosen.name, reason)
-        out.backends[part], out.moved[part] = HOOKS, reason
+        out.backends[part] = HOOKS
     return out
