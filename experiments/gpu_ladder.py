@@ -2,13 +2,14 @@
 
 Runs every ladder size x {qknorm, noqknorm} concurrently on one GPU (same seed and data; other
 variants, such as issue 27's learned-sink and gated forms, and seeds with ``--variants`` and
-``--seeds``), starts
-the Sec. 5 continuations (reasoning traces vs base mixture, several seeds) from the smallest
-noqknorm base as soon as it is done, evaluates every finished model's knowledge on held-out
-templates, and keeps ``$OUT`` up to date as it goes (so a run cut at the time limit still returns
-what finished). At most 7 files reach ``$OUT``: ``summary.json``, ``results.tar.gz`` (logs,
-configs, training summaries, loss curves, knowledge tables), one tar per smallest-size model and
-one tar per continuation seed (both arms). Step counts are fixed in ``conf/lm/*.yaml``, so a later
+``--seeds``), starts the Sec. 5 continuations (reasoning traces vs base mixture, several seeds)
+from the smallest noqknorm base as soon as it is done, evaluates every finished model's knowledge
+on held-out templates, and keeps ``$OUT`` up to date as it goes (so a run cut at the time limit
+still returns what finished). A device call returns at most 8 files, so ``$OUT`` holds
+``summary.json``, ``results.tar.gz`` (logs, configs, training summaries, loss curves, knowledge
+tables), one ``<size>_<variant>.tar.gz`` per smallest-size variant (every finished seed of it;
+gzip takes a fifth off bf16 weights) and one per continuation seed (both arms); a plan that needs
+more files is refused before training. Step counts are fixed in ``conf/lm/*.yaml``, so a later
 call retrains identical weights.
 
     PYTHONUNBUFFERED=1 python -m experiments.gpu_ladder --out $OUT
@@ -36,6 +37,7 @@ from sinkmech.paths import config_dir
 from sinkmech.training.lm import ALL_VARIANTS, CUBLAS_WORKSPACE, VARIANTS, LMConf, TrainConf
 
 REPO = Path(__file__).resolve().parents[1]
+MAX_OUT_FILES = 8  # what one device call returns from $OUT
 
 
 def lm_conf(name: str) -> LMConf:
@@ -197,6 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(variants) - set(ALL_VARIANTS))
     if unknown:
         sys.exit(f"gpu_ladder: error: --variants {unknown} not in {list(ALL_VARIANTS)}")
+    continued = [v for v in args.reason_variants.split(",") if v in variants]
+    n_files = 2 + len(variants) + len(continued) * len(args.reason_seeds.split(","))
+    if n_files > MAX_OUT_FILES:
+        sys.exit(
+            f"gpu_ladder: error: {n_files} files for $OUT (summary, results, {len(variants)} variant "
+            f"tars, continuation tars), more than the {MAX_OUT_FILES} a device call returns"
+        )
     for size in sizes:
         for variant in variants:
             for seed in seeds:
@@ -267,7 +276,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{time.time() - t0:6.1f}s] knowledge {name}: {job.last_line()}", flush=True)
             if name in smallest_base:
                 variant = smallest_base[name]
-                _tar(out, f"{name}.tar", [work / "runs" / name])
+                finished = [
+                    work / "runs" / n
+                    for n, v in smallest_base.items()
+                    if v == variant and runs[n]["state"] == "done"
+                ]
+                _tar(out, f"{smallest}_{variant}.tar.gz", finished, compress=True)
                 continues = name.endswith("_s0") and variant in args.reason_variants.split(",")
                 if continues and variant not in reason_started:
                     reason_started.add(variant)
@@ -294,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
                         runs.get(p, {}).get("state") == "done" for p in pair
                     ):
                         packed.add(key)
-                        _tar(out, f"{key}.tar", [work / "runs" / p for p in pair])
+                        _tar(out, f"{key}.tar.gz", [work / "runs" / p for p in pair], compress=True)
             pack()
         active = [n for n, r in runs.items() if r["state"] in ("training", "evaluating")]
         if not active:

@@ -9,6 +9,7 @@ file lock (``unit_lock``), so it is replaced all at once or not at all.
 from __future__ import annotations
 
 import errno
+import io
 import fcntl
 import json
 import os
@@ -78,14 +79,34 @@ def write_json(payload: Any, path: str | os.PathLike) -> Path:
 
 
 def save_figure(figure: Any, path: str | os.PathLike) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    """Save a matplotlib figure atomically (format from the suffix) and close it.
+
+    PNGs are stored as 256-colour palette images (``compact_png``): plots lose nothing visible and
+    the committed figures take a third of the space, which the GPU call's carry limit needs."""
     import matplotlib.pyplot as plt
 
     target = Path(path)
+    fmt = target.suffix.lstrip(".")
     with atomic_path(target) as tmp:
-        figure.savefig(tmp, format=target.suffix.lstrip("."), dpi=120, bbox_inches="tight")
+        if fmt == "png":
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+            Path(tmp).write_bytes(compact_png(buffer.getvalue()))
+        else:
+            figure.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return target
+
+
+def compact_png(data: bytes) -> bytes:
+    """A PNG re-encoded as a 256-colour palette image (deterministic octree quantisation)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    palette = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def is_complete(directory: str | os.PathLike) -> bool:

@@ -25,6 +25,7 @@ from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models import LoadedModel
 from sinkmech.reporting import plots
 from sinkmech.reporting import statistics as st
+from sinkmech.reporting.attention_forms import ATTENTION_FORMS_TEXT, attention_forms_section
 from sinkmech.reporting.claims_release import (
     PROMPTS_PER_GROUP,
     RELEASE_EFFECT,
@@ -181,6 +182,12 @@ CTR = register(
         report=(
             ReportSection(
                 "Variance explained, rank 1 (Sec. 3.2)", lambda t: variance_section(t["variance"])
+            ),
+            ReportSection(
+                "Attention forms side by side: softmax, QK-norm, learned sink, output gate "
+                "(issue 27)",
+                attention_forms_section,
+                text=ATTENTION_FORMS_TEXT,
             ),
             ReportSection(
                 "Interventions (mean over prompts and top tag heads)",

@@ -49,6 +49,20 @@ class Family:
                 f"family {self.name}: unknown sink {self.learned_sink!r}/gate {self.gate!r}"
             )
 
+    @property
+    def sink_architecture(self) -> bool:
+        """A learned sink or an output gate: attention other than plain softmax (issue 27)."""
+        return self.learned_sink != "none" or self.gate != "none"
+
+    @property
+    def attention_form(self) -> str:
+        """The attention form in words, e.g. ``"learned sink (output scale)"`` or ``"softmax"``."""
+        if self.learned_sink != "none":
+            return f"learned sink ({self.learned_sink.replace('_', ' ')})"
+        if self.gate != "none":
+            return f"output gate ({self.gate.replace('_', ' ')})"
+        return "softmax"
+
 
 def _decoder_kwargs(vocab_size: int) -> dict[str, Any]:
     return dict(
@@ -227,6 +241,11 @@ MODEL_TYPE_TO_FAMILY: dict[str, str] = {
 QK_NORM_MODEL_TYPES = frozenset({"olmo2", "olmo3", "gemma3", "gemma3_text", "qwen3", "qwen3_moe"})
 # Layer kinds whose attention is softmax attention the suite can measure.
 SOFTMAX_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
+
+
+def is_sink_architecture(family: str) -> bool:
+    """True for a known family with a learned sink or an output gate (``Family.sink_architecture``)."""
+    return family in FAMILIES and FAMILIES[family].sink_architecture
 
 
 def family_of(name: str) -> Family:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from sinkmech.mechanism.sinks import PROMPT_DEPENDENT
+from sinkmech.models.families import is_sink_architecture
 from sinkmech.reporting import statistics as st
 from sinkmech.reporting.verdicts import (
     CATCH_BREADTH,
@@ -118,10 +119,18 @@ def _sinks_per_head(
     return flags.groupby([frame.layer, frame["head"]]).sum().to_numpy(float)
 
 
-def _pairs(tables: Tables, by: str) -> list[tuple[str, pd.DataFrame]]:
-    summary = need(tables, "sinks_summary", ("model", "pair", by))
+def matched_pairs(summary: pd.DataFrame, by: str) -> list[tuple[str, pd.DataFrame]]:
+    """The ``pair`` groups that two values of ``by`` (``role``, ``qk_norm``) split, among plain
+    softmax models: a learned-sink or gated model of the same matched set (issue 27) is the
+    attention-form comparison's, not Sec. 5's or Sec. 6's."""
     summary = summary.dropna(subset=["pair", by])
+    if "family" in summary:
+        summary = summary[~summary.family.map(is_sink_architecture)]
     return [(pair, group) for pair, group in summary.groupby("pair") if group[by].nunique() == 2]
+
+
+def _pairs(tables: Tables, by: str) -> list[tuple[str, pd.DataFrame]]:
+    return matched_pairs(need(tables, "sinks_summary", ("model", "pair", by)), by)
 
 
 def _change(a: np.ndarray, b: np.ndarray, th: Thresholds) -> tuple[str, str, st.Interval]:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from sinkmech.mechanism.thresholds import SINK_THRESHOLD
 from sinkmech.reporting import ledger, matrix
+from sinkmech.reporting.claims_sinks import matched_pairs
 from sinkmech.reporting.plots import sink_heatmap
 
 # Truth-probe features in the order of the paper's Table 1, then our controls.
@@ -126,11 +127,7 @@ def paired_sinks_figure(sinks: pd.DataFrame, summary: pd.DataFrame, by: str) -> 
     sinks per head in each model of a matched pair."""
     if sinks.empty or summary.empty or by not in summary or "pair" not in summary:
         return None
-    pairs = [
-        (pair, group)
-        for pair, group in summary.dropna(subset=["pair", by]).groupby("pair")
-        if group[by].nunique() == 2
-    ]
+    pairs = matched_pairs(summary, by)
     if not pairs:
         return None
     figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.5), squeeze=False)

@@ -239,7 +239,7 @@ def _to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(block, tuple):
             buffer = bytes_io.BytesIO()
             block[1].savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-            data = base64.b64encode(buffer.getvalue()).decode()
+            data = base64.b64encode(io.compact_png(buffer.getvalue())).decode()
             body.append(f'<img alt="{block[0]}" src="data:image/png;base64,{data}">')
         else:
             body.append(render(block))

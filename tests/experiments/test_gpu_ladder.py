@@ -46,9 +46,9 @@ def test_tiny_ladder_packs_every_result(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "results.tar.gz",
         "summary.json",
-        "tiny_noqknorm_continued_s1.tar",
-        "tiny_noqknorm_s0.tar",
-        "tiny_qknorm_s0.tar",
+        "tiny_noqknorm.tar.gz",
+        "tiny_noqknorm_continued_s1.tar.gz",
+        "tiny_qknorm.tar.gz",
     ]
     runs = json.loads((out / "summary.json").read_text())["runs"]
     assert {r["state"] for r in runs.values()} == {"done"} and len(runs) == 4
@@ -56,7 +56,7 @@ def test_tiny_ladder_packs_every_result(tmp_path):
         table = tar.extractfile("tables/knowledge.csv").read().decode()
     rows = list(csv.DictReader(io.StringIO(table)))
     assert {r["run"] for r in rows} == set(runs)
-    with tarfile.open(out / "tiny_qknorm_s0.tar") as tar:
+    with tarfile.open(out / "tiny_qknorm.tar.gz") as tar:
         names = tar.getnames()
     assert "tiny_qknorm_s0/model.safetensors" in names and "tiny_qknorm_s0/tokenizer.json" in names
     assert not any(n.endswith("train_state.pt") for n in names)
@@ -80,6 +80,12 @@ def test_attention_form_pair_trains_every_variant_and_seed(tmp_path):
     runs = json.loads((out / "summary.json").read_text())["runs"]
     names = {f"tiny_{v}_s{s}" for v in ("learned_sink", "noqknorm") for s in (0, 1)}
     assert set(runs) == names and {r["state"] for r in runs.values()} == {"done"}
-    assert {p.name for p in out.glob("*.tar")} == {f"{name}.tar" for name in names}
+    assert {p.name for p in out.glob("tiny_*.tar.gz")} == {"tiny_learned_sink.tar.gz", "tiny_noqknorm.tar.gz"}
+    with tarfile.open(out / "tiny_learned_sink.tar.gz") as tar:
+        packed = {name.split("/")[0] for name in tar.getnames()}
+    assert packed == {"tiny_learned_sink_s0", "tiny_learned_sink_s1"}
     with pytest.raises(SystemExit, match="--variants \\['softpick'\\]"):
         main([*argv, "--variants", "softpick"])
+    too_many = ["--variants", "noqknorm,qknorm", "--reason-variants", "noqknorm"]
+    with pytest.raises(SystemExit, match="9 files for \\$OUT"):
+        main([*argv, *too_many, "--reason-seeds", "1,2,3,4,5"])

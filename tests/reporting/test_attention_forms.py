@@ -1,0 +1,91 @@
+"""The attention-form section (issue 27, item 5): a matched set's softmax, learned-sink and gated
+models side by side, each number the unit's own headline or form quantity, means over seeds; and
+the QK-norm and reasoning pairs keep to plain softmax models."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from experiments.pipeline import run_unit
+from sinkmech.reporting.attention_forms import attention_form, attention_form_long
+from sinkmech.reporting.attention_forms import attention_forms_section
+from sinkmech.reporting.claims_sinks import matched_pairs
+from sinkmech.reporting.report import load_tables
+from tests.experiments.test_pipeline import _conf
+
+
+def test_forms_are_named_from_the_family():
+    assert attention_form("qwen2", False) == "softmax"
+    assert attention_form("qwen3", True) == "softmax + QK-norm"
+    assert attention_form("granite_swa", False) == "learned sink (output scale)"
+    assert attention_form("gpt_oss", False) == "learned sink (virtual key)"
+    assert attention_form("qwen3_5", True) == "output gate (per element) + QK-norm"
+
+
+def test_qk_norm_pairs_leave_sink_architectures_out():
+    """A learned-sink model (no QK-norm) and a gated one (QK-norm) in the ladder's pair must not
+    stand in for the softmax pair of Sec. 6, nor make a pair of their own."""
+    summary = pd.DataFrame(
+        {
+            "model": ["qwen2_s0", "qwen3_s0", "granite_s0", "gated_s0", "granite_s1", "gated_s1"],
+            "family": ["qwen2", "qwen3", "granite_swa", "qwen3_5", "granite_swa", "qwen3_5"],
+            "qk_norm": [False, True, False, True, False, True],
+            "pair": ["s", "s", "s", "s", "s_s1", "s_s1"],
+        }
+    )
+    pairs = matched_pairs(summary, "qk_norm")
+    assert [(pair, sorted(group.model)) for pair, group in pairs] == [
+        ("s", ["qwen2_s0", "qwen3_s0"])
+    ]
+
+
+UNIT = (
+    "experiment.analyses=[ctr,massive,eviction,gu_sink]",
+    "experiment.name=forms",
+    "experiment.ctr.n_random=2",
+    "experiment.ctr.n_control_draws=2",
+    "experiment.ctr.intervention_batches=0",
+    "experiment.eviction.window=8",
+    "experiment.eviction.seq_len=64",
+    "experiment.eviction.max_sequences=2",
+    "experiment.gu_sink.length=null",
+    "experiment.gu_sink.n_bootstrap=10",
+    "sinks.min_prompt_tokens=1",
+    "sinks.min_occurrences=1",
+)
+
+
+def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
+    models = {  # (model, pair): softmax twice (two "seeds"), a learned sink, a gate
+        ("tiny_qwen2", "tiny_set"),
+        ("tiny_llama", "tiny_set_s1"),
+        ("tiny_granite_swa", "tiny_set"),
+        ("tiny_qwen3_5", "tiny_set_s1"),
+    }
+    for model, pair in models:
+        run_unit(_conf(tmp_path, f"model={model}", f"model.pair={pair}", *UNIT))
+    tables = load_tables(tmp_path)
+    long = attention_form_long(tables)
+    forms = {"softmax", "learned sink (output scale)", "output gate (per element) + QK-norm"}
+    assert set(long.form) == forms and set(long.set) == {"tiny_set"}
+    # every number is the unit's own headline
+    unit = tmp_path / "forms" / "tiny_granite_swa"
+    headlines = pd.read_parquet(unit / "headlines.parquet").set_index("name").value
+    own = long[long.model == "tiny_granite_swa"].set_index("metric").value
+    for name in ("sinks/first_token_share", "ctr/tag_variance_explained", "gu_sink/sink_eps_pct"):
+        assert own[name] == pytest.approx(headlines[name], nan_ok=True)
+    # form quantities exist only where the form defines them
+    def values(form: str, metric: str) -> pd.Series:
+        return long[(long.form == form) & (long.metric == metric)].value
+
+    assert values("learned sink (output scale)", "form/learned_sink_mass").between(0, 1).all()
+    assert values("softmax", "form/learned_sink_mass").isna().all()
+    assert values("output gate (per element) + QK-norm", "form/mean_gate").between(0, 1).all()
+    assert values("learned sink (output scale)", "form/mean_gate").isna().all()
+    section = attention_forms_section(tables).set_index("quantity")
+    assert list(section.columns) == ["set", "softmax", *sorted(forms - {"softmax"})]
+    softmax = values("softmax", "form/perplexity")
+    cell = section.loc["perplexity, full attention", "softmax"]
+    assert cell.startswith(f"{softmax.mean():.3g} (seeds ") and cell.count(",") == 1  # 2 seeds
+    assert section.loc["learned-sink mass (mean over heads)", "softmax"] == "—"
