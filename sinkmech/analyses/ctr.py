@@ -25,7 +25,12 @@ from sinkmech.mechanism.sinks import SinkThresholds
 from sinkmech.models import LoadedModel
 from sinkmech.reporting import plots
 from sinkmech.reporting import statistics as st
-from sinkmech.reporting.attention_forms import ATTENTION_FORMS_TEXT, attention_forms_section
+from sinkmech.reporting.attention_forms import (
+    ATTENTION_FORMS_TEXT,
+    MINIMAL_FORMS_TEXT,
+    attention_forms_section,
+    minimal_forms_section,
+)
 from sinkmech.reporting.claims_release import (
     PROMPTS_PER_GROUP,
     RELEASE_EFFECT,
@@ -188,6 +193,11 @@ CTR = register(
                 "(issue 27)",
                 attention_forms_section,
                 text=ATTENTION_FORMS_TEXT,
+            ),
+            ReportSection(
+                "Attention forms on the minimal problem (Sec. 7, issue 27)",
+                minimal_forms_section,
+                text=MINIMAL_FORMS_TEXT,
             ),
             ReportSection(
                 "Interventions (mean over prompts and top tag heads)",

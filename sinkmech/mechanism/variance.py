@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from sinkmech.mechanism import tags
+from sinkmech.mechanism import eigen, tags
 
 # Fractions may leave [0, 1] by this much through rounding before they count as impossible.
 RANGE_TOLERANCE = 1e-6
@@ -428,10 +428,10 @@ def _spectra(totals: dict[str, torch.Tensor], moments: HeadMoments, k: torch.Ten
         uniform = _output_moments(totals, moments.u_shift, "u_", k)
     return _Spectra(
         outputs,
-        (torch.linalg.eigvalsh(outputs[0]), torch.linalg.eigvalsh(outputs[1])),
+        (eigen.eigvalsh(outputs[0]), eigen.eigvalsh(outputs[1])),
         uniform,
-        torch.linalg.eigh(k_t @ totals["sink_outer"] @ k),
-        torch.linalg.eigh(k_t @ totals["ctl_outer"] @ k),
+        eigen.eigh(k_t @ totals["sink_outer"] @ k),
+        eigen.eigh(k_t @ totals["ctl_outer"] @ k),
         totals["n_sink"],
         totals["n_ctl"],
     )
@@ -641,7 +641,7 @@ def written_directions(
         moment, seen = _output_moments(totals, moments.shift, "", k)[0], totals["n"].sum() > 0
     else:
         raise ValueError(f"unknown direction kind {kind!r}; expected one of {DIRECTION_KINDS}")
-    _, vectors = torch.linalg.eigh(moment)
+    _, vectors = eigen.eigh(moment)
     top = vectors[..., -rank:].flip(-1)  # [head, d, rank], strongest first
     directions = torch.einsum("hdr,hdm->hrm", top, vh)
     return directions * torch.as_tensor(seen, device=directions.device).double()[..., None, None]

@@ -20,6 +20,7 @@ import pandas as pd
 from sinkmech.analyses.headlines import headline_table
 from sinkmech.analyses.registry import Tables
 from sinkmech.models.families import FAMILIES, is_sink_architecture
+from sinkmech.reporting.statistics import wilson
 
 # (headline or form quantity, what the report calls it), in the order of the issue's item 5
 METRICS = (
@@ -146,4 +147,40 @@ ATTENTION_FORMS_TEXT = (
     "Softmax-plus-one, sigmoid, ReLU and softpick attention are trained on the minimal problem "
     "only (`results/minimal_sweep/attention_forms/`): no shipped family has them, so the suite's "
     "loader cannot read them in a language model."
+)
+
+
+def minimal_forms_section(tables: Tables) -> pd.DataFrame:
+    """The minimal problem per attention form (Sec. 7; ``minimal_sweep=attention_forms``): runs
+    solved, [SEP] caught in layer 0 and the strict emergence rule met, each a count with its
+    Wilson 95% interval, beside the median over seeds of layer 0's attention to [SEP] and of the
+    loss increase when the tag is removed (the tag still needed without a sink-sized weight)."""
+    success = tables.get("minimal_forms", pd.DataFrame())
+    if success.empty:
+        return success
+    metrics = tables.get("minimal_forms_metrics", pd.DataFrame())
+    final = metrics.sort_values("step").groupby(["cell", "seed"]).tail(1) if len(metrics) else None
+    rows = []
+    for _, cell in success.iterrows():
+        row = {"form": cell.cell, "seeds": int(cell.n_runs)}
+        for label, column in (
+            ("solved", "n_solved"),
+            ("[SEP] catch", "n_catch"),
+            ("emerged (strict)", "n_emerged_strict"),
+        ):
+            low, high = wilson(int(cell[column]), int(cell.n_runs))
+            row[label] = f"{int(cell[column])}/{int(cell.n_runs)} [{low:.2f}, {high:.2f}]"
+        if final is not None:
+            runs = final[final.cell == cell.cell]
+            row["attention to [SEP], layer 0 (median)"] = runs.catch_sep_l0.median()
+            row["loss rise, tag removed (median)"] = (runs.loss_tag_removed - runs.loss).median()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+MINIMAL_FORMS_TEXT = (
+    "Trained on the trigger-then-average task, 10 seeds per form (`python -m "
+    "experiments.sweep_minimal minimal_sweep=attention_forms`). arXiv 2603.11487 predicts that "
+    "softmax attention must form a sink here and ReLU attention need not. The catch threshold "
+    "(0.2 of a row) assumes rows that sum to 1; ReLU and sigmoid rows do not."
 )

@@ -94,6 +94,10 @@ def load_tables(
     sweep = minimal_dir.parent / "minimal_sweep" / "gpu" / "success_rate.parquet"
     if sweep.is_file():
         tables["minimal_sweep"] = pd.read_parquet(sweep)
+    forms = minimal_dir.parent / "minimal_sweep" / "attention_forms"
+    if (forms / "success_rate.parquet").is_file():
+        tables["minimal_forms"] = pd.read_parquet(forms / "success_rate.parquet")
+        tables["minimal_forms_metrics"] = pd.read_parquet(forms / "metrics.parquet")
     for size in ("paper", "cpu"):
         if (minimal_dir / size / "success_rate.parquet").is_file():
             tables["minimal_success"] = pd.read_parquet(minimal_dir / size / "success_rate.parquet")
