@@ -519,10 +519,12 @@ def variance_explained(
     for rank in ranks:
         if rank > d:
             continue
+        # drawn and orthonormalised on the CPU: the same bases on every device, and thousands
+        # of tiny QRs cost milliseconds there against seconds of GPU launches (issue 32)
         bases = [
             torch.linalg.qr(
-                torch.randn(n_heads, d, rank, generator=generator, dtype=torch.float64).to(k.device)
-            )[0]
+                torch.randn(n_heads, d, rank, generator=generator, dtype=torch.float64)
+            )[0].to(k.device)
             for _ in range(n_random)
         ]
         full = _fractions(whole, rank, bases)
