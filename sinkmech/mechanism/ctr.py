@@ -107,6 +107,9 @@ class CTRSettings:
     # Draws of the non-sink control keys: the control is their mean, with its spread over draws
     # (one draw's spread is as large as the excess it controls, issue 28); at least 2 for a spread.
     n_control_draws: int = 20
+    # The sinks' value norms (``value_norms``) for plain-softmax models too, so an attention-form
+    # comparison reads every form's (issue 27, item 6); sink architectures always get them.
+    value_norms: bool = False
 
     def __post_init__(self) -> None:
         self.ranks = tuple(int(rank) for rank in self.ranks)
@@ -314,13 +317,14 @@ def _attention_form_tables(
     loaded: LoadedModel, batches: Sequence[TokenBatch], sinks: pd.DataFrame, settings: CTRSettings
 ) -> dict[str, pd.DataFrame]:
     """``attention_form`` and ``value_norms`` for a model with a learned sink or an output gate
-    (issue 27); none for the others, whose tables stay those of the reference."""
-    if loaded.learned_sink == "none" and loaded.gate == "none":
-        return {}
-    return {
-        "attention_form": attention_form_table(loaded, batches, sinks),
-        "value_norms": value_norm_table(loaded, batches, settings.sinks, seed=settings.seed),
-    }
+    (issue 27); ``value_norms`` alone for a plain-softmax model with ``settings.value_norms``;
+    none otherwise, so the other units' tables stay those of the reference."""
+    tables = {}
+    if loaded.learned_sink != "none" or loaded.gate != "none":
+        tables["attention_form"] = attention_form_table(loaded, batches, sinks)
+    if tables or settings.value_norms:
+        tables["value_norms"] = value_norm_table(loaded, batches, settings.sinks, seed=settings.seed)
+    return tables
 
 
 def variance_table(

@@ -36,8 +36,9 @@ METRICS = (
     ("ctr/tag_excess_over_nonsink", "tag variance over the non-sink-key control"),
     ("ctr/release_query_excess", "release: query read over the head's other direction"),
     ("form/value_norm_ratio", "sinks' value norm / other keys' (median over heads)"),
-    ("eviction/ppl_ratio_first", "KV eviction: window+first ppl / window ppl"),
-    ("form/perplexity", "perplexity, full attention"),
+    ("form/do_nothing_share", "heads whose sinks' values fall below the null (do-nothing)"),
+    ("eviction/ppl_ratio_first", "KV eviction: window + first tokens, ppl / full (null: window)"),
+    ("form/perplexity", "perplexity, full attention (the eviction analysis's text)"),
 )
 ANALYSES = ("ctr", "massive", "eviction", "gu_sink")  # whose headlines the section reads
 SEED_SUFFIX = re.compile(r"_s\d+$")
@@ -50,12 +51,23 @@ def attention_form(family: str, qk_norm: bool) -> str:
     return f"{form} + QK-norm" if qk_norm else form
 
 
+def _base(labels: pd.Series) -> pd.Series:
+    """Unit labels without their overrides (``ladder_s_gated@experiment.ctr.value_norms=true``)."""
+    return labels.astype(str).str.split("@").str[0]
+
+
 def _of_model(tables: Tables, model: str) -> Tables:
-    return {
-        name: table[table.model == model]
-        for name, table in tables.items()
-        if isinstance(table, pd.DataFrame) and "model" in table
-    }
+    """Every table's rows of one model; a table that two of its units wrote (the census, which
+    ``ctr`` and ``measures`` both run) from one unit only, the first experiment by name."""
+    out = {}
+    for name, table in tables.items():
+        if not isinstance(table, pd.DataFrame) or "model" not in table:
+            continue
+        rows = table[_base(table.model) == model]
+        if "experiment" in rows and rows.experiment.nunique() > 1:
+            rows = rows[rows.experiment == min(rows.experiment)]
+        out[name] = rows
+    return out
 
 
 def _form_quantities(tables: Tables) -> dict[str, float]:
@@ -67,6 +79,10 @@ def _form_quantities(tables: Tables) -> dict[str, float]:
     norms = tables.get("value_norms", pd.DataFrame())
     ratio = "value_norm_ratio"
     out["form/value_norm_ratio"] = float(norms[ratio].median()) if ratio in norms else math.nan
+    with_sinks = norms[norms.value_vs_null != "no_sinks"] if "value_vs_null" in norms else norms
+    out["form/do_nothing_share"] = (
+        float((with_sinks.value_vs_null == "below").mean()) if len(with_sinks) else math.nan
+    )
     eviction = tables.get("eviction", pd.DataFrame())
     full = eviction[eviction.condition == "full"] if "condition" in eviction else eviction.iloc[:0]
     out["form/perplexity"] = float(full.ppl.iloc[0]) if "ppl" in full and len(full) else math.nan
@@ -78,7 +94,8 @@ def attention_form_long(tables: Tables) -> pd.DataFrame:
     summary = tables.get("sinks_summary", pd.DataFrame())
     if summary.empty or not {"pair", "family", "qk_norm"} <= set(summary):
         return pd.DataFrame()
-    models = summary.dropna(subset=["pair"]).drop_duplicates("model")
+    models = summary.dropna(subset=["pair"]).assign(model=lambda f: _base(f.model))
+    models = models.drop_duplicates("model")
     models = models.assign(set=models.pair.str.replace(SEED_SUFFIX, "", regex=True))
     rows = []
     for set_name, group in models.groupby("set"):

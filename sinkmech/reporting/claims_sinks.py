@@ -125,7 +125,7 @@ def matched_pairs(summary: pd.DataFrame, by: str) -> list[tuple[str, pd.DataFram
     attention-form comparison's, not Sec. 5's or Sec. 6's."""
     summary = summary.dropna(subset=["pair", by])
     if "family" in summary:
-        summary = summary[~summary.family.map(is_sink_architecture)]
+        summary = summary[~summary.family.map(is_sink_architecture).astype(bool)]
     return [(pair, group) for pair, group in summary.groupby("pair") if group[by].nunique() == 2]
 
 

@@ -38,6 +38,7 @@ def test_qk_norm_pairs_leave_sink_architectures_out():
     assert [(pair, sorted(group.model)) for pair, group in pairs] == [
         ("s", ["qwen2_s0", "qwen3_s0"])
     ]
+    assert matched_pairs(summary.assign(role=None), "role") == []  # no role: no pair, no error
 
 
 UNIT = (
@@ -46,6 +47,7 @@ UNIT = (
     "experiment.ctr.n_random=2",
     "experiment.ctr.n_control_draws=2",
     "experiment.ctr.intervention_batches=0",
+    "experiment.ctr.value_norms=true",  # plain softmax gets them too (labels carry the override)
     "experiment.eviction.window=8",
     "experiment.eviction.seq_len=64",
     "experiment.eviction.max_sequences=2",
@@ -70,7 +72,7 @@ def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
     forms = {"softmax", "learned sink (output scale)", "output gate (per element) + QK-norm"}
     assert set(long.form) == forms and set(long.set) == {"tiny_set"}
     # every number is the unit's own headline
-    unit = tmp_path / "forms" / "tiny_granite_swa"
+    (unit,) = (tmp_path / "forms").glob("tiny_granite_swa*")  # label: name@overrides
     headlines = pd.read_parquet(unit / "headlines.parquet").set_index("name").value
     own = long[long.model == "tiny_granite_swa"].set_index("metric").value
     for name in ("sinks/first_token_share", "ctr/tag_variance_explained", "gu_sink/sink_eps_pct"):
@@ -83,9 +85,10 @@ def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
     assert values("softmax", "form/learned_sink_mass").isna().all()
     assert values("output gate (per element) + QK-norm", "form/mean_gate").between(0, 1).all()
     assert values("learned sink (output scale)", "form/mean_gate").isna().all()
+    assert (tables["value_norms"].family == "qwen2").any()  # plain softmax, asked for
     section = attention_forms_section(tables).set_index("quantity")
     assert list(section.columns) == ["set", "softmax", *sorted(forms - {"softmax"})]
     softmax = values("softmax", "form/perplexity")
-    cell = section.loc["perplexity, full attention", "softmax"]
+    cell = section.loc["perplexity, full attention (the eviction analysis's text)", "softmax"]
     assert cell.startswith(f"{softmax.mean():.3g} (seeds ") and cell.count(",") == 1  # 2 seeds
     assert section.loc["learned-sink mass (mean over heads)", "softmax"] == "—"
