@@ -50,13 +50,16 @@ VARIANTS = ("qknorm", "noqknorm")  # the ladder's pair (issue 13)
 # per-head sink logit (Granite-SWA, every layer full attention, multipliers 1, the usual
 # 1/sqrt(d_head) scale) beside ``noqknorm``; a per-element sigmoid output gate (Qwen3.5, every
 # layer full attention, full rotary) beside ``qknorm``. Differences left: Granite's o_proj bias;
-# Qwen3.5's (1 + w) RMSNorm weights.
-ATTENTION_FORMS = {"learned_sink": "noqknorm", "gated": "qknorm"}
+# Qwen3.5's (1 + w) RMSNorm weights. ``softmax_plus_one`` is the learned-sink model with every
+# sink logit fixed at 0: each row's output scaled by sigmoid(LSE_i) = sum exp / (1 + sum exp),
+# exactly softmax-plus-one (Kaul et al.; Miller's "attention is off by one").
+ATTENTION_FORMS = {"learned_sink": "noqknorm", "softmax_plus_one": "noqknorm", "gated": "qknorm"}
 ALL_VARIANTS = (*VARIANTS, *ATTENTION_FORMS)
 CLASSES = {
     "qknorm": "Qwen3ForCausalLM",
     "noqknorm": "Qwen2ForCausalLM",
     "learned_sink": "GraniteSWAForCausalLM",
+    "softmax_plus_one": "GraniteSWAForCausalLM",
     "gated": "Qwen3_5ForCausalLM",
 }
 STATE_FILE = "train_state.pt"
@@ -168,7 +171,7 @@ def model_config(conf: TrainConf, vocab_size: int, bos_id: int) -> transformers.
         return transformers.Qwen3_5TextConfig(
             **shared, attention_bias=True, layer_types=full, rope_parameters=rope
         )
-    if conf.variant == "learned_sink":
+    if conf.variant in ("learned_sink", "softmax_plus_one"):
         return transformers.GraniteSWAConfig(
             **shared,
             attention_bias=True,
@@ -189,8 +192,13 @@ def build_model(conf: TrainConf, vocab_size: int, bos_id: int) -> torch.nn.Modul
             raise ConfigError(
                 f"init_from={conf.init_from} has vocab {model.config.vocab_size}, corpus {vocab_size}"
             )
-        return model
-    return model_class(model_config(conf, vocab_size, bos_id))
+    else:
+        model = model_class(model_config(conf, vocab_size, bos_id))
+    if conf.variant == "softmax_plus_one":  # sink logits stay at their initial 0
+        for name, parameter in model.named_parameters():
+            if name.endswith("self_attn.sinks"):
+                torch.nn.init.zeros_(parameter).requires_grad_(False)
+    return model
 
 
 # --- data ----------------------------------------------------------------------------------------

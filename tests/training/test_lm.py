@@ -165,15 +165,17 @@ def test_two_trainings_give_identical_weights_under_deterministic_kernels(
     "variant, family, learned_sink, gate",
     [
         ("learned_sink", "granite_swa", "output_scale", "none"),
+        ("softmax_plus_one", "granite_swa", "output_scale", "none"),
         ("gated", "qwen3_5", "none", "per_element"),
     ],
 )
 def test_attention_form_variants_train_and_load_as_their_family(
     corpus, tmp_path, variant, family, learned_sink, gate
 ):
-    """Issue 27: the trainer's learned-sink and gated forms learn (below the unigram baseline),
-    their learned sink logits move from initialisation, and the checkpoint loads through the
-    suite's loader as the family whose attention form the analyses then read."""
+    """Issue 27: the trainer's learned-sink, softmax-plus-one and gated forms learn (below the
+    unigram baseline), learned sink logits move from initialisation while softmax-plus-one's stay
+    at 0, and the checkpoint loads through the suite's loader as the family whose attention form
+    the analyses then read."""
     conf = tiny_conf(corpus, tmp_path / variant, variant=variant)
     summary = train(conf)
     assert summary["architecture"] == CLASSES[variant]
@@ -181,8 +183,12 @@ def test_attention_form_variants_train_and_load_as_their_family(
     loaded = load_model(ModelSpec(name=f"tiny_{variant}", source="local", path=conf.out_dir))
     assert (loaded.family, loaded.learned_sink, loaded.gate) == (family, learned_sink, gate)
     assert loaded.causal and loaded.qk_norm == (ATTENTION_FORMS[variant] == "qknorm")
-    if variant == "learned_sink":
+    if variant in ("learned_sink", "softmax_plus_one"):
         initial = build_model(conf, 50257, 50256).model.layers[0].self_attn.sinks
         trained_sinks = load_file(Path(conf.out_dir) / "model.safetensors")
         (key,) = [k for k in trained_sinks if k.endswith("layers.0.self_attn.sinks")]
-        assert not torch.allclose(trained_sinks[key].float(), initial.float())
+        moved = not torch.allclose(trained_sinks[key].float(), initial.float())
+        # learned: the logits move; softmax-plus-one: fixed at 0, every row's "+1"
+        assert moved == (variant == "learned_sink")
+        if variant == "softmax_plus_one":
+            assert not (trained_sinks[key].float() != 0).any()
