@@ -7,7 +7,8 @@ Models are ``conf/model`` names or checkpoint directories. Statements: every cit
 every template of ``--known-family`` (a held-out family of the ``--facts-version`` world other than
 the probe's frame; default that world's ``known_family``). Writes ``truth_probes`` (per model,
 weights, feature, position, layer, probe and subset: accuracy and AUROC with 95% city-bootstrap
-intervals), ``tag_heads``, ``known`` (per model: the family and how many cities it certifies) and
+intervals), ``cv_best_layers`` (its rows at the layer each probe cross-validated best on),
+``tag_heads``, ``known`` (per model: the family and how many cities it certifies) and
 ``statements``.
 
     python -m experiments.truth_probes --models ladder_s_qknorm,ladder_s_noqknorm \
@@ -29,7 +30,7 @@ from sinkmech.data.facts import FactWorld, geonames_world
 from sinkmech.io import write_table
 from sinkmech.models import ModelSpec, load_model
 from sinkmech.models.random_init import random_weights
-from sinkmech.probing.truth_power import TruthProbeSettings, run_truth_probes
+from sinkmech.probing.truth_power import TruthProbeSettings, cv_best_layers, run_truth_probes
 from sinkmech.probing.truth_sets import city_statements, known_city_names, known_filter_family
 
 
@@ -102,8 +103,8 @@ def main() -> None:
     for table, frames in tables.items():
         write_table(pd.concat(frames, ignore_index=True), args.out / table)
     write_table(statements, args.out / "statements")
-    summary = pd.concat(tables["truth_probes"], ignore_index=True).query("subset == 'all'")
-    best = summary.loc[summary.groupby(["model", "weights", "feature", "probe"]).auc.idxmax()]
+    best = cv_best_layers(pd.concat(tables["truth_probes"], ignore_index=True))
+    write_table(best, args.out / "cv_best_layers")
     print(best.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 

@@ -36,6 +36,7 @@ from sinkmech.probing.cv_probes import (
     held_out_score,
 )
 from sinkmech.probing.features import PROBE_SUFFIX, HeadKey, final_sink_frequency
+from sinkmech.probing.probes import converged
 from sinkmech.probing.readouts import (
     EMBEDDING_LAYER,
     embedding_bag,
@@ -70,6 +71,7 @@ COLUMNS = (
     "C",
     "alpha",
     "dim",
+    "converged",
 )
 
 
@@ -80,7 +82,7 @@ class TruthProbeSettings:
     layers: tuple[int, ...] | None = None  # EMBEDDING_LAYER and block indices; None: every one
     probes: tuple[str, ...] = ("linear", "mlp")
     mlp_hidden: int = 64
-    n_folds: int = 4  # CV folds over training cities choosing each probe's penalty
+    n_folds: int = 3  # CV folds over training cities choosing each probe's penalty
     n_boot: int = N_BOOT
     seed: int = 0
     batch_size: int = 64
@@ -131,7 +133,11 @@ def read_features(
     layers = settings.layers_of(loaded.n_layers)
     where = {"country": tokens.country, "period": tokens.period}
     resid = residual_at(loaded, prompts, where, layers, settings.batch_size)
-    features = {("resid", position, layer): x for (position, layer), x in resid.items()}
+    features = {  # the period's embedding is one vector for every statement: nothing to probe
+        ("resid", position, layer): x
+        for (position, layer), x in resid.items()
+        if (position, layer) != ("period", EMBEDDING_LAYER)
+    }
     chosen = [head for head in heads if head[0] in layers]
     if chosen:
         threshold = probe_criterion(SinkThresholds()).sink
@@ -193,10 +199,21 @@ def probe_rows(
                         "cv_auc": float(search.best_score_),
                         **chosen_penalty(search),
                         "dim": x.shape[1],
+                        "converged": converged(search.best_estimator_),
                     }
                 )
         log.info("%s %s layer %d: %.0f s", feature, position, layer, time.time() - started)
     return rows
+
+
+def cv_best_layers(probes: pd.DataFrame) -> pd.DataFrame:
+    """``truth_probes`` rows of the layer whose probe cross-validated best on the training split
+    (highest ``cv_auc``), per (model, weights, feature, position, probe): a layer chosen without
+    the test statements, so its test score is not the best of several draws."""
+    keys = ["model", "weights", "feature", "position", "probe"]
+    fits = probes[probes.subset == "all"]
+    chosen = fits.loc[fits.groupby(keys, sort=False).cv_auc.idxmax(), [*keys, "layer"]]
+    return probes.merge(chosen, on=[*keys, "layer"])[list(COLUMNS)]
 
 
 def run_truth_probes(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -22,7 +23,12 @@ from sinkmech.paths import resolve_path
 from sinkmech.probing import truth_sets
 from sinkmech.probing.cv_probes import fit_probe, held_out_score
 from sinkmech.probing.readouts import EMBEDDING_LAYER, residual_at, statement_tokens
-from sinkmech.probing.truth_power import TruthProbeSettings, probe_prompts
+from sinkmech.probing.truth_power import (
+    COLUMNS,
+    TruthProbeSettings,
+    cv_best_layers,
+    probe_prompts,
+)
 from sinkmech.probing.truth_sets import (
     city_statements,
     country_cycles,
@@ -192,6 +198,19 @@ def test_residual_reads_match_a_full_cache(tiny):
         np.testing.assert_allclose(reads[("period", layer)], expected, atol=1e-5)
 
 
+def test_the_reported_layer_is_chosen_by_cross_validation_not_by_test_score():
+    base = {column: 0.0 for column in COLUMNS} | {"model": "m", "weights": "trained"}
+    base |= {"feature": "resid", "position": "country", "probe": "mlp"}
+    rows = [
+        base | {"layer": layer, "subset": subset, "cv_auc": cv, "auc": test}
+        for layer, cv, test in ((3, 0.70, 0.90), (4, 0.80, 0.60))
+        for subset in ("all", "known")
+    ]
+    best = cv_best_layers(pd.DataFrame(rows))
+    assert list(best.layer) == [4, 4] and set(best.subset) == {"all", "known"}
+    assert list(best.columns) == list(COLUMNS)
+
+
 def test_settings_check_probes_and_layers():
     with pytest.raises(ConfigError):
         TruthProbeSettings(probes=("forest",))
@@ -204,7 +223,7 @@ def test_settings_check_probes_and_layers():
 def test_the_experiment_on_a_ladder_model_writes_every_readout():
     from sinkmech.api import model_spec
     from sinkmech.data.facts import geonames_world
-    from sinkmech.probing.truth_power import COLUMNS, run_truth_probes
+    from sinkmech.probing.truth_power import run_truth_probes
 
     spec = model_spec("ladder_s_noqknorm")
     trained, random = load_model(spec), random_weights(spec, 0)
