@@ -51,6 +51,15 @@ def attention_form(family: str, qk_norm: bool) -> str:
     return f"{form} + QK-norm" if qk_norm else form
 
 
+def _form_of(unit: pd.Series, form_table: pd.DataFrame) -> str:
+    """The unit's attention form; a learned-sink model whose every sink logit is 0 is
+    softmax-plus-one (the trainer's ``softmax_plus_one``, or an untrained learned-sink model)."""
+    logits = form_table.sink_logit.dropna() if "sink_logit" in form_table else pd.Series([])
+    if len(logits) and (logits == 0).all():
+        return "softmax plus one" + (" + QK-norm" if bool(unit.qk_norm) else "")
+    return attention_form(unit.family, bool(unit.qk_norm))
+
+
 def _base(labels: pd.Series) -> pd.Series:
     """Unit labels without their overrides (``ladder_s_gated@experiment.ctr.value_norms=true``)."""
     return labels.astype(str).str.split("@").str[0]
@@ -103,10 +112,11 @@ def attention_form_long(tables: Tables) -> pd.DataFrame:
             continue
         for _, unit in group.iterrows():
             own = _of_model(tables, unit.model)
+            form = _form_of(unit, own.get("attention_form", pd.DataFrame()))
             headlines = headline_table(ANALYSES, own).set_index("name")
             quantities = _form_quantities(own)
             for metric, _ in METRICS:
-                row = {"set": set_name, "form": attention_form(unit.family, bool(unit.qk_norm))}
+                row = {"set": set_name, "form": form}
                 row |= {"model": unit.model, "metric": metric}
                 if metric in headlines.index:
                     h = headlines.loc[metric]

@@ -69,7 +69,8 @@ def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
         run_unit(_conf(tmp_path, f"model={model}", f"model.pair={pair}", *UNIT))
     tables = load_tables(tmp_path)
     long = attention_form_long(tables)
-    forms = {"softmax", "learned sink (output scale)", "output gate (per element) + QK-norm"}
+    # an untrained Granite-SWA's sink logits are all 0: softmax-plus-one in function and in name
+    forms = {"softmax", "softmax plus one", "output gate (per element) + QK-norm"}
     assert set(long.form) == forms and set(long.set) == {"tiny_set"}
     # every number is the unit's own headline
     (unit,) = (tmp_path / "forms").glob("tiny_granite_swa*")  # label: name@overrides
@@ -81,13 +82,15 @@ def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
     def values(form: str, metric: str) -> pd.Series:
         return long[(long.form == form) & (long.metric == metric)].value
 
-    assert values("learned sink (output scale)", "form/learned_sink_mass").between(0, 1).all()
+    assert values("softmax plus one", "form/learned_sink_mass").between(0, 1).all()
     assert values("softmax", "form/learned_sink_mass").isna().all()
     assert values("output gate (per element) + QK-norm", "form/mean_gate").between(0, 1).all()
-    assert values("learned sink (output scale)", "form/mean_gate").isna().all()
+    assert values("softmax plus one", "form/mean_gate").isna().all()
     assert (tables["value_norms"].family == "qwen2").any()  # plain softmax, asked for
     section = attention_forms_section(tables).set_index("quantity")
-    assert list(section.columns) == ["set", "softmax", *sorted(forms - {"softmax"})]
+    assert list(section.columns) == [
+        "set", "softmax", "softmax plus one", "output gate (per element) + QK-norm"
+    ]
     softmax = values("softmax", "form/perplexity")
     cell = section.loc["perplexity, full attention (the eviction analysis's text)", "softmax"]
     assert cell.startswith(f"{softmax.mean():.3g} (seeds ") and cell.count(",") == 1  # 2 seeds
