@@ -1,5 +1,6 @@
 """Catch, tag, release per attention form (issue 27, item 5): softmax, softmax with QK-norm, a
-learned sink logit and a sigmoid output gate, side by side, each a mean over its seeds.
+learned sink logit (softmax-plus-one when every logit is 0) and a sigmoid output gate, side by
+side, each a mean over its seeds; and the minimal problem's eight forms (``minimal_forms_section``).
 
 A *matched set* is the models whose ``pair`` is the same up to a trailing seed (``ladder_s`` and
 ``ladder_s_s1`` form the set ``ladder_s``); a set enters the section once it holds a sink
@@ -54,7 +55,7 @@ def attention_form(family: str, qk_norm: bool) -> str:
 def _form_of(unit: pd.Series, form_table: pd.DataFrame) -> str:
     """The unit's attention form; a learned-sink model whose every sink logit is 0 is
     softmax-plus-one (the trainer's ``softmax_plus_one``, or an untrained learned-sink model)."""
-    logits = form_table.sink_logit.dropna() if "sink_logit" in form_table else pd.Series([])
+    logits = form_table.sink_logit.dropna() if "sink_logit" in form_table else pd.Series([], dtype=float)
     if len(logits) and (logits == 0).all():
         return "softmax plus one" + (" + QK-norm" if bool(unit.qk_norm) else "")
     return attention_form(unit.family, bool(unit.qk_norm))
