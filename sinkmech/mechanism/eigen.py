@@ -51,8 +51,8 @@ def _chunked(solve: Callable[[torch.Tensor], object], matrices: torch.Tensor) ->
 
 
 def _host(matrices: torch.Tensor, host_cores: bool | None) -> bool:
-    """Solve on the host's cores: by default for a non-CPU batch (module docstring)."""
-    default = matrices.device.type != "cpu"
+    """Solve on the host's cores: by default for a CUDA batch (module docstring)."""
+    default = matrices.device.type == "cuda"
     return matrices.numel() > 0 and (default if host_cores is None else host_cores)
 
 
