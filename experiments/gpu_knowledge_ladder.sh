@@ -12,10 +12,11 @@ CORPUS=${CORPUS:-data/corpus/ladder_v2}
 WORK=${WORK:-/tmp/knowledge_ladder}
 SIZES=${SIZES:-ladder_s,ladder_m,ladder_l}
 CITIES=${CITIES:-300}
+REASON_LM=${REASON_LM:-ladder_reason}
 mkdir -p "$OUT" "$WORK/families"
 [ -f "$CORPUS/facts.json.xz" ] && xz -d -f "$CORPUS/facts.json.xz"
 python3 -m experiments.gpu_ladder --out "$OUT" --corpus "$CORPUS" --work "$WORK" --sizes "$SIZES" \
-    --variants noqknorm,qknorm --seeds 0 --reason-variants noqknorm --reason-seeds 1,2 \
+    --variants noqknorm,qknorm --seeds 0 --reason-lm "$REASON_LM" --reason-variants noqknorm --reason-seeds 1,2 \
     --deadline-s "${TRAIN_DEADLINE_S:-390}" --threads 2 | grep -v '^\[.*s\] ladder_.*: ' || true
 for run in "$WORK"/runs/*; do
     [ -f "$run/model.safetensors" ] || continue

@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sinkmech.data.facts import Fact, FactWorld, eval_items, geonames_world, object_answers
+from sinkmech.data.facts import (
+    Fact,
+    FactWorld,
+    completable,
+    eval_items,
+    geonames_world,
+    object_answers,
+)
 from sinkmech.io import write_table
 from sinkmech.training.knowledge_rank import family_table, rank_objects
 
@@ -59,7 +66,9 @@ def template_sets(
         version, split = entry.split(":")
         world = FactWorld(facts, version=int(version))
         relations = sorted({fact.relation for fact in facts})
-        families = {r: world.families(r, split) for r in relations}
+        # ranking reads the object after the subject: templates of the other direction are
+        # training text only (version 2 writes both directions), never asked
+        families = {r: completable(world.families(r, split)) for r in relations}
         out[f"v{version} {'train' if split == 'train' else 'held-out'}"] = eval_items(
             world, families
         )

@@ -9,8 +9,8 @@ file lock (``unit_lock``), so it is replaced all at once or not at all.
 from __future__ import annotations
 
 import errno
-import io
 import fcntl
+import io
 import json
 import os
 import re

@@ -115,11 +115,24 @@ def _phrase(name: str, relation: str, role: str) -> str:
     return country_phrase(name) if is_country else name
 
 
+def has_completion_prompt(template: str) -> bool:
+    """True when the object follows the subject after a space, so the text before the object is
+    a prompt to complete; a template of the other direction ("{o} is home to {s}.") has none."""
+    head = template.partition("{o}")[0]
+    return "{s}" in head and head.endswith(" ")
+
+
+def completable(families: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The families' templates that have a completion prompt; families left empty are dropped."""
+    kept = {name: tuple(filter(has_completion_prompt, ts)) for name, ts in families.items()}
+    return {name: templates for name, templates in kept.items() if templates}
+
+
 def template_prompt(template: str, subject: str) -> str:
     """The text before a template's object, ``subject`` in place of ``{s}``: a completion prompt.
     Raises unless the object follows the subject after a space."""
     head = template.partition("{o}")[0]
-    if "{s}" not in head or not head.endswith(" "):
+    if not has_completion_prompt(template):
         raise ValueError(
             f"template {template!r}: no completion prompt (object must follow subject)"
         )

@@ -323,7 +323,9 @@ def _attention_form_tables(
     if loaded.learned_sink != "none" or loaded.gate != "none":
         tables["attention_form"] = attention_form_table(loaded, batches, sinks)
     if tables or settings.value_norms:
-        tables["value_norms"] = value_norm_table(loaded, batches, settings.sinks, seed=settings.seed)
+        tables["value_norms"] = value_norm_table(
+            loaded, batches, settings.sinks, seed=settings.seed
+        )
     return tables
 
 

@@ -55,7 +55,9 @@ def attention_form(family: str, qk_norm: bool) -> str:
 def _form_of(unit: pd.Series, form_table: pd.DataFrame) -> str:
     """The unit's attention form; a learned-sink model whose every sink logit is 0 is
     softmax-plus-one (the trainer's ``softmax_plus_one``, or an untrained learned-sink model)."""
-    logits = form_table.sink_logit.dropna() if "sink_logit" in form_table else pd.Series([], dtype=float)
+    logits = (
+        form_table.sink_logit.dropna() if "sink_logit" in form_table else pd.Series([], dtype=float)
+    )
     if len(logits) and (logits == 0).all():
         return "softmax plus one" + (" + QK-norm" if bool(unit.qk_norm) else "")
     return attention_form(unit.family, bool(unit.qk_norm))
@@ -160,7 +162,6 @@ def attention_forms_section(tables: Tables) -> pd.DataFrame:
     forms = sorted(long.form.unique(), key=lambda f: (not f.startswith("softmax"), f))
     table["metric"] = table.metric.map(labels)
     return table[["set", "metric", *forms]].rename(columns={"metric": "quantity"})
-
 
 
 ATTENTION_FORMS_TEXT = (

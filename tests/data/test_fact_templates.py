@@ -20,6 +20,8 @@ from sinkmech.data.facts import (
     prompt_and_answer,
     render,
     template_prompt,
+    completable,
+    has_completion_prompt,
 )
 from sinkmech.data.frames import has_content, template_frame, trigrams
 from sinkmech.data.reasoning import reasoning_documents
@@ -123,6 +125,19 @@ def test_held_out_templates_are_completion_prompts():
             assert answer.strip() in (fact.object, f"the {fact.object}")
     with pytest.raises(ValueError, match="no completion prompt"):
         template_prompt("{o} is home to {s}.", "Quorvik")
+
+
+def test_training_families_keep_their_forward_templates_for_ranking():
+    """Version 2 trains both directions of a relation; only the forward templates can be asked
+    (the object after the subject), and every relation keeps some of them."""
+    v2 = world(2)
+    for relation in {fact.relation for fact in v2.facts}:
+        families = v2.families(relation, "train")
+        kept = completable(families)
+        assert kept and all(has_completion_prompt(t) for ts in kept.values() for t in ts)
+        dropped = {t for ts in families.values() for t in ts} - {t for ts in kept.values() for t in ts}
+        assert all(not has_completion_prompt(t) for t in dropped)
+    assert not has_completion_prompt("{o} is home to {s}.")
 
 
 def test_world_json_round_trip_refuses_other_templates():

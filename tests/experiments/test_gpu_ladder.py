@@ -80,7 +80,10 @@ def test_attention_form_pair_trains_every_variant_and_seed(tmp_path):
     runs = json.loads((out / "summary.json").read_text())["runs"]
     names = {f"tiny_{v}_s{s}" for v in ("learned_sink", "noqknorm") for s in (0, 1)}
     assert set(runs) == names and {r["state"] for r in runs.values()} == {"done"}
-    assert {p.name for p in out.glob("tiny_*.tar.gz")} == {"tiny_learned_sink.tar.gz", "tiny_noqknorm.tar.gz"}
+    assert {p.name for p in out.glob("tiny_*.tar.gz")} == {
+        "tiny_learned_sink.tar.gz",
+        "tiny_noqknorm.tar.gz",
+    }
     with tarfile.open(out / "tiny_learned_sink.tar.gz") as tar:
         packed = {name.split("/")[0] for name in tar.getnames()}
     assert packed == {"tiny_learned_sink_s0", "tiny_learned_sink_s1"}
@@ -89,3 +92,51 @@ def test_attention_form_pair_trains_every_variant_and_seed(tmp_path):
     too_many = ["--variants", "noqknorm,qknorm", "--reason-variants", "noqknorm"]
     with pytest.raises(SystemExit, match="9 files for \\$OUT"):
         main([*argv, *too_many, "--reason-seeds", "1,2,3,4,5"])
+
+
+@pytest.mark.integration  # trains four tiny models and ranks their knowledge
+def test_knowledge_ladder_script_trains_ranks_and_packs(tmp_path):
+    """``experiments/gpu_knowledge_ladder.sh`` as the GPU call runs it (issue 29), at tiny size on
+    the CPU: a transport corpus with ``facts.json.xz`` is unpacked, every model is trained and
+    ranked on the version-2 template families, and $OUT stays within what a call returns."""
+    import lzma
+    import os
+    import pydoc_data.topics
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = tmp_path / "src.txt"
+    source.write_text(
+        "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))[:60_000]
+    )
+    corpus = tmp_path / "corpus"
+    build_ladder_corpus(recipe(source), corpus, tmp_path / "cache", world=tiny_world())
+    facts = corpus / "facts.json"
+    (corpus / "facts.json.xz").write_bytes(lzma.compress(facts.read_bytes()))
+    facts.unlink()
+    out = tmp_path / "out"
+    env = dict(
+        os.environ,
+        OUT=str(out),
+        CORPUS=str(corpus),
+        WORK=str(tmp_path / "work"),
+        SIZES="tiny",
+        REASON_LM="tiny",
+        CITIES="4",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    script = Path(__file__).resolve().parents[2] / "experiments" / "gpu_knowledge_ladder.sh"
+    subprocess.run(["bash", str(script)], env=env, check=True, cwd=script.parents[1])
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) <= 8 and "families.tar.gz" in names and "summary.json" in names
+    with tarfile.open(out / "families.tar.gz") as tar:
+        ranked = {n.split("/")[1] for n in tar.getnames() if n.endswith("/summary.csv")}
+        table = tar.extractfile("families/tiny_noqknorm_s0/families.csv").read().decode()
+    assert ranked == {
+        "tiny_noqknorm_s0",
+        "tiny_qknorm_s0",
+        *(f"tiny_noqknorm_{arm}_s{seed}" for arm in ("reasoning", "control") for seed in (1, 2)),
+    }
+    sets = {row["set"] for row in csv.DictReader(io.StringIO(table))}
+    assert sets == {"v2 train", "v2 held-out"}

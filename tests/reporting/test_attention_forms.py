@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 
 from experiments.pipeline import run_unit
-from sinkmech.reporting.attention_forms import attention_form, attention_form_long
-from sinkmech.reporting.attention_forms import attention_forms_section
+from sinkmech.reporting.attention_forms import (
+    attention_form,
+    attention_form_long,
+    attention_forms_section,
+)
 from sinkmech.reporting.claims_sinks import matched_pairs
 from sinkmech.reporting.report import load_tables
 from tests.experiments.test_pipeline import _conf
@@ -78,6 +81,7 @@ def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
     own = long[long.model == "tiny_granite_swa"].set_index("metric").value
     for name in ("sinks/first_token_share", "ctr/tag_variance_explained", "gu_sink/sink_eps_pct"):
         assert own[name] == pytest.approx(headlines[name], nan_ok=True)
+
     # form quantities exist only where the form defines them
     def values(form: str, metric: str) -> pd.Series:
         return long[(long.form == form) & (long.metric == metric)].value
@@ -89,7 +93,10 @@ def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
     assert (tables["value_norms"].family == "qwen2").any()  # plain softmax, asked for
     section = attention_forms_section(tables).set_index("quantity")
     assert list(section.columns) == [
-        "set", "softmax", "softmax plus one", "output gate (per element) + QK-norm"
+        "set",
+        "softmax",
+        "softmax plus one",
+        "output gate (per element) + QK-norm",
     ]
     softmax = values("softmax", "form/perplexity")
     cell = section.loc["perplexity, full attention (the eviction analysis's text)", "softmax"]
