@@ -3,12 +3,13 @@
 Runs every ladder size x {qknorm, noqknorm} concurrently on one GPU (same seed and data; other
 variants, such as issue 27's learned-sink and gated forms, and seeds with ``--variants`` and
 ``--seeds``), starts the Sec. 5 continuations (reasoning traces vs base mixture, several seeds)
-from the smallest noqknorm base as soon as it is done, evaluates every finished model's knowledge
+from the smallest noqknorm base as soon as it is trained, evaluates every finished model's knowledge
 on held-out templates, and keeps ``$OUT`` up to date as it goes (so a run cut at the time limit
 still returns what finished). A device call returns at most 8 files, so ``$OUT`` holds
 ``summary.json``, ``results.tar.gz`` (logs, configs, training summaries, loss curves, knowledge
-tables), one ``<size>_<variant>.tar.gz`` per smallest-size variant (every finished seed of it;
-gzip takes a fifth off bf16 weights) and one per continuation seed (both arms); a plan that needs
+tables), one ``<size>_<variant>.tar.gz`` per smallest-size variant (every trained seed of it,
+packed before its evaluation so a deadline there keeps the weights; gzip takes a fifth off bf16
+weights) and one per continuation seed (both arms); a plan that needs
 more files is refused before training. Step counts are fixed in ``conf/lm/*.yaml``, so a later
 call retrains identical weights.
 
@@ -235,6 +236,33 @@ def main(argv: list[str] | None = None) -> None:
             compress=True,
         )
 
+    def on_trained(name: str) -> None:
+        """Pack the variant's trained smallest-size models (a deadline during evaluation keeps
+        them) and start the continuations from seed 0's base."""
+        variant = smallest_base[name]
+        trained = [
+            work / "runs" / n
+            for n, v in smallest_base.items()
+            if v == variant and runs[n]["kind"] == "eval"
+        ]
+        _tar(out, f"{smallest}_{variant}.tar.gz", trained, compress=True)
+        continues = name.endswith("_s0") and variant in args.reason_variants.split(",")
+        if continues and variant not in reason_started:
+            reason_started.add(variant)
+            for seed in map(int, args.reason_seeds.split(",")):
+                for arm, split in (("reasoning", "reasoning"), ("control", "train")):
+                    launch(
+                        f"{smallest}_{variant}_{arm}_s{seed}",
+                        TrainConf(
+                            lm=confs[args.reason_lm],
+                            variant=variant,
+                            seed=seed,
+                            train_split=split,
+                            init_from=str(work / "runs" / name),
+                            **base,
+                        ),
+                    )
+
     last_print = 0.0
     while True:
         for name, job in list(jobs.items()):
@@ -271,33 +299,11 @@ def main(argv: list[str] | None = None) -> None:
                     model_dir / "training_summary.json", work / "summaries" / f"{name}.json"
                 )
                 print(f"[{time.time() - t0:6.1f}s] trained {name} ({wall} s)", flush=True)
+                if name in smallest_base:  # weights out and continuations on before evaluation
+                    on_trained(name)
                 continue
             runs[name]["state"] = "done"
             print(f"[{time.time() - t0:6.1f}s] knowledge {name}: {job.last_line()}", flush=True)
-            if name in smallest_base:
-                variant = smallest_base[name]
-                finished = [
-                    work / "runs" / n
-                    for n, v in smallest_base.items()
-                    if v == variant and runs[n]["state"] == "done"
-                ]
-                _tar(out, f"{smallest}_{variant}.tar.gz", finished, compress=True)
-                continues = name.endswith("_s0") and variant in args.reason_variants.split(",")
-                if continues and variant not in reason_started:
-                    reason_started.add(variant)
-                    for seed in map(int, args.reason_seeds.split(",")):
-                        for arm, split in (("reasoning", "reasoning"), ("control", "train")):
-                            launch(
-                                f"{smallest}_{variant}_{arm}_s{seed}",
-                                TrainConf(
-                                    lm=confs[args.reason_lm],
-                                    variant=variant,
-                                    seed=seed,
-                                    train_split=split,
-                                    init_from=str(work / "runs" / name),
-                                    **base,
-                                ),
-                            )
             for seed in map(int, args.reason_seeds.split(",")):
                 for variant in reason_started:
                     pair = [

@@ -6,8 +6,10 @@ from sinkmech.models.families import FAMILIES
 
 CAUSAL_FAMILIES = [name for name, family in FAMILIES.items() if family.causal]
 ALL_FAMILIES = list(FAMILIES)
-# The fused backend refuses gated heads (the gate acts after the attention function).
-FUSED_FAMILIES = [name for name, family in FAMILIES.items() if family.gate == "none"]
+# The fused backend serves every family: per-element output gates are read from q_proj.
+FUSED_FAMILIES = [
+    name for name, family in FAMILIES.items() if family.gate in ("none", "per_element")
+]
 
 
 def pattern_breadth(patterns, attention_mask):

@@ -7,16 +7,17 @@ a fused pass runs the wrapped Hugging Face model with the bridge's components sw
 originals (``plain_model``) and restores them afterwards; hooks are not used on this path.
 
 Every argument transformers passes is either honoured or refused in one line, never dropped: a
-learned sink (``s_aux``, GPT-OSS and Granite-SWA) is folded into the log-sum-exp, and a model
-whose head output is gated after the attention function (Qwen3-Next) is refused, since the
-function never sees the gate.
+learned sink (``s_aux``, GPT-OSS and Granite-SWA) is folded into the log-sum-exp. A per-element
+output gate (Qwen3-Next, Qwen3.5) acts after the attention function: the pass reads it from
+``q_proj``'s output as the model splits it, and hands analyses and ``hook_z`` hooks the gated z,
+as the hook path does, while the model still receives the ungated output it gates itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
@@ -36,7 +37,9 @@ NAME = "sinkmech_fused"
 # sequences without a cache: positions are already rotated into q and k (``position_ids`` would
 # only mark packed sequences); the others are accepted only when off.
 POSITIONS_ONLY = frozenset({"position_ids"})
-ACCEPTED_WHEN_OFF = frozenset({"use_cache", "encoder_hidden_states", "output_attentions"})
+ACCEPTED_WHEN_OFF = frozenset(
+    {"use_cache", "encoder_hidden_states", "output_attentions", "output_router_logits"}
+)
 
 
 def refuse_unknown_arguments(arguments: dict[str, object]) -> None:
@@ -70,6 +73,7 @@ class LayerAttention:
     lse: torch.Tensor
     scale: float
     sink_logits: torch.Tensor | None = None
+    gate: torch.Tensor | None = None  # sigmoid output gate, [batch, T, head, d_head], or None
 
     def learned_sink_mass(self) -> torch.Tensor:
         """sigmoid(s_h - LSE_i) of the real keys' LSE, [batch, head, T] (needs ``sink_logits``)."""
@@ -91,6 +95,7 @@ class _Pass:
 
     on_layer: Callable[[LayerAttention], None]
     z_hooks: dict[int, list[tuple[str, Callable]]]
+    gates: dict[int, torch.Tensor] = field(default_factory=dict)  # pre-sigmoid, by layer
 
 
 _consumer: list[_Pass] = []
@@ -125,11 +130,16 @@ def fused_attention(
     out, lse = ops.attention_with_lse(query, key, value, scale, span)
     if s_aux is not None:
         out, lse = ops.with_learned_sink(out, lse, s_aux)
-    z = out.transpose(1, 2)
+    z = ungated = out.transpose(1, 2)
     current, layer = _consumer[-1], int(module.layer_idx)
+    gate = current.gates.pop(layer, None)
+    if gate is not None:  # the model gates what this function returns: hook_z is gated
+        gate = torch.sigmoid(gate).view(*z.shape[:3], -1)
+        z = z * gate
+    edits = False
     for name, hook in current.z_hooks.get(layer, ()):  # edits first, as the hook path runs them
         edited = hook(z, HookPoint(name))
-        z = z if edited is None else edited
+        z, edits = (z, edits) if edited is None else (edited, True)
     current.on_layer(
         LayerAttention(
             layer=layer,
@@ -142,8 +152,11 @@ def fused_attention(
             lse=lse,
             scale=scale,
             sink_logits=s_aux,
+            gate=gate,
         )
     )
+    if gate is not None:  # the model applies the gate itself
+        z = z / gate if edits else ungated
     return z.contiguous(), None
 
 
@@ -275,6 +288,26 @@ def _residual_hooks(
     return handles
 
 
+def _gate_hooks(
+    blocks: torch.nn.ModuleList, gates: dict[int, torch.Tensor]
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Forward hooks that keep each layer's output gate as Qwen3-Next and Qwen3.5 split it from
+    ``q_proj``'s output ([query | gate] per head), [batch, T, head * d_head], before its
+    attention function runs."""
+
+    def keep(layer: int, head_dim: int) -> Callable:
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+            per_head = output.view(*output.shape[:-1], -1, head_dim * 2)
+            gates[layer] = torch.chunk(per_head, 2, dim=-1)[1].reshape(*output.shape[:-1], -1)
+
+        return hook
+
+    return [
+        block.self_attn.q_proj.register_forward_hook(keep(layer, block.self_attn.head_dim))
+        for layer, block in enumerate(blocks)
+    ]
+
+
 def fused_pass(
     loaded: "LoadedModel",
     batch: TokenBatch,
@@ -287,8 +320,9 @@ def fused_pass(
     ``(name, fn)`` pairs at the points the pass provides (``_HOOK_POINT``), run as the hook path
     runs them (a returned tensor replaces the activation). Returns the logits when ``logits``;
     else runs the base model only (no LM head: at long context logits would dwarf everything
-    else). A gated model is refused: its gate acts after the attention function, out of sight."""
-    if loaded.gate != "none":
+    else). A per-element output gate is read from each layer's ``q_proj`` (``_gate_hooks``); any
+    other gate is refused."""
+    if loaded.gate not in ("none", "per_element"):
         raise ConfigError(
             f"model.attn_backend=fused does not see the {loaded.gate} output gate of "
             f"{loaded.name} ({loaded.model_type}); use model.attn_backend=hooks"
@@ -303,7 +337,10 @@ def fused_pass(
         handles = []
         if kinds.keys() - {"attn.hook_z"}:
             handles = _residual_hooks(decoder_layers(model, loaded.n_layers), kinds)
-        _consumer.append(_Pass(on_layer, kinds.get("attn.hook_z", {})))
+        current = _Pass(on_layer, kinds.get("attn.hook_z", {}))
+        if loaded.gate != "none":
+            handles += _gate_hooks(decoder_layers(model, loaded.n_layers), current.gates)
+        _consumer.append(current)
         try:
             kwargs = {"use_cache": False} if loaded.causal else {}
             runner = model if logits else model.base_model

@@ -184,12 +184,14 @@ class HookedLayer:
 
 @dataclass
 class FusedLayer:
-    """A ``LayerView`` over the fused pass's ``LayerAttention`` (no gate: gated models are not
-    served)."""
+    """A ``LayerView`` over the fused pass's ``LayerAttention`` (z gated where the model gates)."""
 
     attention: LayerAttention
-    gate: None = None
     resid: torch.Tensor | None = None
+
+    @property
+    def gate(self) -> torch.Tensor | None:
+        return self.attention.gate
 
     @property
     def layer(self) -> int:
@@ -229,7 +231,8 @@ class FusedLayer:
         ).flatten()
         heads_of = index[:, None].expand(-1, columns.shape[-1]).flatten()
         flat.index_put_((rows, heads_of), contribution.flatten(0, 1), accumulate=True)
-        return out
+        gate = self.gate
+        return out if gate is None else out * gate[:, :, heads.to(gate.device)].to(out.dtype)
 
     def learned_sink_mass(self) -> torch.Tensor:
         return self.attention.learned_sink_mass()
@@ -335,13 +338,13 @@ class HookBackend(AttentionBackend):
 class FusedBackend(AttentionBackend):
     """The fused pass: everything but the [T, T] pattern and edits of attention scores; the
     residual stream and edits of z or of it through the pass's own hook points
-    (``backend.fused_pass``). Output gates are not seen (gated models are not served)."""
+    (``backend.fused_pass``); a per-element output gate is read from ``q_proj``."""
 
     name: ClassVar[str] = "fused"
     serves: ClassVar[frozenset[str]] = frozenset(DATA) - {"pattern", "masks"}
 
     def why_not(self, loaded: "LoadedModel", needs: frozenset[str]) -> str | None:
-        if loaded.gate != "none":
+        if loaded.gate not in ("none", "per_element"):
             return f"it does not see the {loaded.gate} output gate of {loaded.model_type}"
         return super().why_not(loaded, needs)
 

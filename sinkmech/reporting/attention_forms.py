@@ -173,9 +173,11 @@ ATTENTION_FORMS_TEXT = (
     "first-token attention 0.467 -> 0.048 and the largest activation 1053 -> 94 (Qiu et al., "
     "Table 4); softmax-plus-one lowered the first token's share 65% -> 3.3% (Kaul et al.); "
     "sigmoid attention without normalisation lowered Sink_eps 18.18% -> 0.44% (Gu et al.). "
-    "Softmax-plus-one, sigmoid, ReLU and softpick attention are trained on the minimal problem "
-    "only (`results/minimal_sweep/attention_forms/`): no shipped family has them, so the suite's "
-    "loader cannot read them in a language model."
+    "Softmax-plus-one is the learned-sink model with its logits fixed at 0 (LM variant "
+    "`softmax_plus_one`); sigmoid, ReLU and softpick attention are trained on the minimal problem "
+    "only: no shipped family has them, so the suite's loader cannot read them in a language model. "
+    "The ladder S matched set's units are not committed (they regenerate in minutes): its numbers "
+    "are in `results/ladder/forms/` (NOTES.md, attention_forms.csv)."
 )
 
 

@@ -13,7 +13,7 @@ import transformers
 
 from sinkmech.attention import backend, ops
 from sinkmech.attention.backend import fused_attention, fused_pass
-from sinkmech.attention.backends import FusedBackend, received_attention
+from sinkmech.attention.backends import FusedBackend, HookBackend, received_attention
 from sinkmech.attention.hooks import gather_per_layer, pattern_name, run_hooked, z_name
 from sinkmech.data.prompts import iter_batches, load_prompts
 from sinkmech.errors import ConfigError
@@ -202,7 +202,17 @@ def test_fused_attention_refuses_an_argument_it_does_not_know():
     assert "\n" not in str(error.value)
 
 
-def test_fused_backend_refuses_gated_heads(tiny):
-    loaded = replace(tiny("qwen3_next"), backend=FusedBackend())
-    with pytest.raises(ConfigError, match="per_element output gate"):
-        fused_pass(loaded, _batches(loaded, 2)[0], lambda layer: None)
+@pytest.mark.parametrize("family", ["qwen3_next", "qwen3_5"])
+def test_fused_pass_reads_the_output_gate_and_leaves_the_logits_alone(tiny, family):
+    """A gated model's fused pass hands out the gated z with its gate (the hook path's hook_z)
+    and its logits are the eager model's: the model still gates the ungated output itself."""
+    loaded = tiny(family)
+    batch = _batches(loaded, 2)[0]
+    hooked = HookBackend().run(loaded, batch)
+    seen = {}
+    fused = replace(loaded, backend=FusedBackend())
+    logits = fused_pass(fused, batch, lambda a: seen.update({a.layer: a}), logits=True)
+    real = batch.attention_mask.bool()
+    assert (logits - hooked)[real].abs().max() < 1e-4 * hooked[real].abs().max()
+    gate, z = seen[0].gate, seen[0].z
+    assert gate is not None and gate.shape == z.shape and ((gate > 0) & (gate < 1)).all()

@@ -152,7 +152,7 @@ def assert_probe_features_match(loaded: LoadedModel) -> None:
                 )
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3", "qwen3_next", "qwen3_5"])
 def test_measures_and_interventions_match_between_backends(tiny, family):
     """Float32 on the CPU: the fused algorithm's tiled reference against the hooks."""
     assert_fused_tables_match(tiny(family))
@@ -166,10 +166,12 @@ def test_a_part_the_backend_cannot_serve_moves_to_hooks_in_one_line(tiny, caplog
     assert resolution.names() == {"census": "fused", "eviction": "hooks"}
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("eviction runs on hooks, not fused: it does not give edits of the")
-    gated = replace(tiny("qwen3_next"), backend=FusedBackend(fallback="refuse"))
-    with pytest.raises(ConfigError, match="per_element output gate") as error:
-        resolve(gated, "ctr", NEEDS)
+    strict = replace(tiny("llama"), backend=FusedBackend(fallback="refuse"))
+    with pytest.raises(ConfigError, match="eviction") as error:
+        resolve(strict, "eviction", REGISTRY["eviction"].needs)
     assert "\n" not in str(error.value)
+    gated = replace(tiny("qwen3_next"), backend=FusedBackend(fallback="refuse"))
+    assert resolve(gated, "ctr", NEEDS).names() == {"stream": "fused", "interventions": "fused"}
 
 
 def test_each_unit_records_the_backend_of_every_part(tmp_path):
@@ -192,6 +194,6 @@ def test_refuse_policy_stops_before_any_table(tmp_path):
     assert not list(tmp_path.glob("**/*.parquet"))
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_5"])
 def test_probe_features_match_between_backends(tiny, family):
     assert_probe_features_match(tiny(family))

@@ -19,11 +19,11 @@ def _on_gpu(family: str):
     return load_model(ModelSpec(f"tiny_{family}", "tiny", family=family, device="cuda"))
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3", "qwen3_next", "qwen3_5"])
 def test_fused_tables_equal_the_hook_path_on_cuda(family):
     assert_fused_tables_match(_on_gpu(family))
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_5"])
 def test_probe_features_equal_the_hook_path_on_cuda(family):
     assert_probe_features_match(_on_gpu(family))
