@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from sinkmech.attention.backend import FUSED_GATES
 from sinkmech.models.families import FAMILIES
 
 CAUSAL_FAMILIES = [name for name, family in FAMILIES.items() if family.causal]
 ALL_FAMILIES = list(FAMILIES)
 # The fused backend serves every family: per-element output gates are read from q_proj.
-FUSED_FAMILIES = [
-    name for name, family in FAMILIES.items() if family.gate in ("none", "per_element")
-]
+FUSED_FAMILIES = [name for name, family in FAMILIES.items() if family.gate in FUSED_GATES]
 
 
 def pattern_breadth(patterns, attention_mask):

@@ -40,6 +40,8 @@ POSITIONS_ONLY = frozenset({"position_ids"})
 ACCEPTED_WHEN_OFF = frozenset(
     {"use_cache", "encoder_hidden_states", "output_attentions", "output_router_logits"}
 )
+# Output gates the pass reads (``_gate_hooks``); a model with another gate is refused.
+FUSED_GATES = frozenset({"none", "per_element"})
 
 
 def refuse_unknown_arguments(arguments: dict[str, object]) -> None:
@@ -322,7 +324,7 @@ def fused_pass(
     else runs the base model only (no LM head: at long context logits would dwarf everything
     else). A per-element output gate is read from each layer's ``q_proj`` (``_gate_hooks``); any
     other gate is refused."""
-    if loaded.gate not in ("none", "per_element"):
+    if loaded.gate not in FUSED_GATES:
         raise ConfigError(
             f"model.attn_backend=fused does not see the {loaded.gate} output gate of "
             f"{loaded.name} ({loaded.model_type}); use model.attn_backend=hooks"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Collection, Mapping, Proto
 import torch
 from jaxtyping import Bool, Float
 
-from sinkmech.attention.backend import LayerAttention, fused_pass
+from sinkmech.attention.backend import FUSED_GATES, LayerAttention, fused_pass
 from sinkmech.attention.hooks import (
     HookFn,
     expand_kv_heads,
@@ -344,7 +344,7 @@ class FusedBackend(AttentionBackend):
     serves: ClassVar[frozenset[str]] = frozenset(DATA) - {"pattern", "masks"}
 
     def why_not(self, loaded: "LoadedModel", needs: frozenset[str]) -> str | None:
-        if loaded.gate not in ("none", "per_element"):
+        if loaded.gate not in FUSED_GATES:
             return f"it does not see the {loaded.gate} output gate of {loaded.model_type}"
         return super().why_not(loaded, needs)
 

@@ -26,8 +26,13 @@ CHUNKS_PER_WORKER = 2  # a few chunks per core even out uneven chunk times
 
 
 @lru_cache(maxsize=1)
+def _workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+@lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0))), "sinkmech-eigh")
+    return ThreadPoolExecutor(_workers(), "sinkmech-eigh")
 
 
 @contextmanager
@@ -44,8 +49,7 @@ def _one_thread_per_call() -> Iterator[None]:
 
 def _chunked(solve: Callable[[torch.Tensor], object], matrices: torch.Tensor) -> list[object]:
     flat = matrices.detach().reshape(-1, *matrices.shape[-2:]).cpu()
-    workers = _pool()._max_workers
-    parts = torch.chunk(flat, max(1, min(len(flat), workers * CHUNKS_PER_WORKER)))
+    parts = torch.chunk(flat, max(1, min(len(flat), _workers() * CHUNKS_PER_WORKER)))
     with _one_thread_per_call():
         return list(_pool().map(solve, parts))
 

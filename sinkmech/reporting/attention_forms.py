@@ -21,6 +21,7 @@ import pandas as pd
 from sinkmech.analyses.headlines import headline_table
 from sinkmech.analyses.registry import Tables
 from sinkmech.models.families import FAMILIES, is_sink_architecture
+from sinkmech.reporting.sections import unit_models
 from sinkmech.reporting.statistics import wilson
 
 # (headline or form quantity, what the report calls it), in the order of the issue's item 5
@@ -63,11 +64,6 @@ def _form_of(unit: pd.Series, form_table: pd.DataFrame) -> str:
     return attention_form(unit.family, bool(unit.qk_norm))
 
 
-def _base(labels: pd.Series) -> pd.Series:
-    """Unit labels without their overrides (``ladder_s_gated@experiment.ctr.value_norms=true``)."""
-    return labels.astype(str).str.split("@").str[0]
-
-
 def _of_model(tables: Tables, model: str) -> Tables:
     """Every table's rows of one model; a table that two of its units wrote (the census, which
     ``ctr`` and ``measures`` both run) from one unit only, the first experiment by name."""
@@ -75,7 +71,7 @@ def _of_model(tables: Tables, model: str) -> Tables:
     for name, table in tables.items():
         if not isinstance(table, pd.DataFrame) or "model" not in table:
             continue
-        rows = table[_base(table.model) == model]
+        rows = table[unit_models(table.model) == model]
         if "experiment" in rows and rows.experiment.nunique() > 1:
             rows = rows[rows.experiment == min(rows.experiment)]
         out[name] = rows
@@ -106,7 +102,7 @@ def attention_form_long(tables: Tables) -> pd.DataFrame:
     summary = tables.get("sinks_summary", pd.DataFrame())
     if summary.empty or not {"pair", "family", "qk_norm"} <= set(summary):
         return pd.DataFrame()
-    models = summary.dropna(subset=["pair"]).assign(model=lambda f: _base(f.model))
+    models = summary.dropna(subset=["pair"]).assign(model=lambda f: unit_models(f.model))
     models = models.drop_duplicates("model")
     models = models.assign(set=models.pair.str.replace(SEED_SUFFIX, "", regex=True))
     rows = []

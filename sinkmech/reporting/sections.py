@@ -8,6 +8,12 @@ import pandas as pd
 META = ["experiment", "model", "family", "qk_norm", "role", "pair"]
 
 
+def unit_models(labels: pd.Series) -> pd.Series:
+    """Unit labels without their overrides: ``ladder_s_gated@ctr.value_norms=true`` ->
+    ``ladder_s_gated``."""
+    return labels.astype(str).str.split("@").str[0]
+
+
 def sink_section(summary: pd.DataFrame) -> pd.DataFrame:
     if summary.empty:
         return summary
@@ -110,7 +116,7 @@ def long_context_section(summary: pd.DataFrame) -> pd.DataFrame:
         return summary
     table = pd.DataFrame(
         {
-            "model": summary.model.str.split("@").str[0],
+            "model": unit_models(summary.model),
             "tokens": summary.seq_len,
             "first-token sink heads": summary.frac_first_token_sink_heads,
             "first-token score": summary.mean_first_token_score,
