@@ -11,7 +11,12 @@ tables), one ``<size>_<variant>.tar.gz`` per smallest-size variant (every traine
 packed before its evaluation so a deadline there keeps the weights; gzip takes a fifth off bf16
 weights) and one per continuation seed (both arms); a plan that needs
 more files is refused before training. Step counts are fixed in ``conf/lm/*.yaml``, so a later
-call retrains identical weights.
+call retrains identical weights. A size may name its own variants (``ladder_xl:noqknorm``).
+
+Resumable in chunks: with ``--max-wall-s`` every training stops (saving its state) after that many
+seconds of the call and is marked ``paused``; the same command with the same ``--work`` (kept on a
+warm machine between calls) resumes each paused run where it stopped and skips every run already
+trained and evaluated, repacking them into the new ``$OUT``.
 
     PYTHONUNBUFFERED=1 python -m experiments.gpu_ladder --out $OUT
 """
@@ -133,13 +138,38 @@ def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
             (work / "tables" / file).write_text(buffer.getvalue())
 
 
+def size_plan(sizes: str, variants: list[str]) -> dict[str, list[str]]:
+    """``ladder_s,ladder_xl:noqknorm`` -> each size's variants (``--variants`` where none named)."""
+    plan = {}
+    for item in sizes.split(","):
+        size, _, own = item.partition(":")
+        plan[size] = own.split("+") if own else list(variants)
+    return plan
+
+
+def finished(work: Path, name: str) -> bool:
+    """Trained and evaluated under this --work by an earlier call."""
+    run = work / "runs" / name
+    return (run / "model.safetensors").is_file() and (work / "knowledge" / f"{name}.json").is_file()
+
+
+def paused_step(job: Job) -> str:
+    """The step a training paused at, from its last line (``{"finished": false, "step": N}``)."""
+    try:
+        return str(json.loads(job.last_line())["step"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "ladder_out"))
     parser.add_argument("--corpus", default="data/corpus/ladder")
     parser.add_argument("--work", default="/tmp/ladder_work")
     parser.add_argument(
-        "--sizes", default="ladder_s,ladder_m,ladder_l", help="conf/lm names, smallest first"
+        "--sizes",
+        default="ladder_s,ladder_m,ladder_l",
+        help="conf/lm names, smallest first; size:variant+variant trains only those at that size",
     )
     parser.add_argument(
         "--variants",
@@ -153,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reason-seeds", default="1,2")
     parser.add_argument(
         "--deadline-s", type=float, default=540.0, help="kill what still runs and pack"
+    )
+    parser.add_argument(
+        "--max-wall-s", type=float, help="pause every training after this long (resume: rerun)"
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per subprocess")
@@ -173,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             f"gpu_ladder: error: {corpus}/meta.json not found (carry the ladder corpus folder)"
         )
-    sizes = args.sizes.split(",")
+    variants, seeds = args.variants.split(","), [int(s) for s in args.seeds.split(",")]
+    plan = size_plan(args.sizes, variants)
+    sizes = list(plan)
     confs = {size: lm_conf(size) for size in sizes} | {args.reason_lm: lm_conf(args.reason_lm)}
     env = _env(args.threads)
     runs: dict[str, dict[str, Any]] = {}
@@ -181,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def launch(name: str, conf: TrainConf) -> None:
         conf.out_dir = str(work / "runs" / name)
+        if finished(work, name):  # trained and evaluated by an earlier call on this --work
+            runs[name] = {"state": "done", "kind": "eval", "call": "earlier"}
+            print(f"[{time.time() - t0:6.1f}s] done earlier: {name}", flush=True)
+            return
         path = work / "configs" / f"{name}.json"
         path.write_text(json.dumps(asdict(conf), indent=1))
         argv = [
@@ -195,26 +234,33 @@ def main(argv: list[str] | None = None) -> None:
         runs[name] = {"state": "training", "kind": "train"}
         print(f"[{time.time() - t0:6.1f}s] start {name}", flush=True)
 
-    base = dict(corpus_dir=str(corpus), device=args.device, wandb_mode="disabled", progress=False)
-    variants, seeds = args.variants.split(","), [int(s) for s in args.seeds.split(",")]
-    unknown = sorted(set(variants) - set(ALL_VARIANTS))
+    base = dict(
+        corpus_dir=str(corpus),
+        device=args.device,
+        wandb_mode="disabled",
+        progress=False,
+        max_wall_s=args.max_wall_s,
+    )
+    unknown = sorted({v for vs in plan.values() for v in vs} - set(ALL_VARIANTS))
     if unknown:
         sys.exit(f"gpu_ladder: error: --variants {unknown} not in {list(ALL_VARIANTS)}")
-    continued = [v for v in args.reason_variants.split(",") if v in variants]
-    n_files = 2 + len(variants) + len(continued) * len(args.reason_seeds.split(","))
+    smallest_variants = plan[sizes[0]]
+    continued = [v for v in args.reason_variants.split(",") if v in smallest_variants]
+    n_files = 2 + len(smallest_variants) + len(continued) * len(args.reason_seeds.split(","))
     if n_files > MAX_OUT_FILES:
         sys.exit(
-            f"gpu_ladder: error: {n_files} files for $OUT (summary, results, {len(variants)} variant "
-            f"tars, continuation tars), more than the {MAX_OUT_FILES} a device call returns"
+            f"gpu_ladder: error: {n_files} files for $OUT (summary, results, "
+            f"{len(smallest_variants)} variant tars, continuation tars), more than the "
+            f"{MAX_OUT_FILES} a device call returns"
         )
     for size in sizes:
-        for variant in variants:
+        for variant in plan[size]:
             for seed in seeds:
                 conf = TrainConf(lm=confs[size], variant=variant, seed=seed, **base)
                 launch(f"{size}_{variant}_s{seed}", conf)
     smallest = sizes[0]
     # every smallest-size model comes back whole; continuations start from seed 0's
-    smallest_base = {f"{smallest}_{v}_s{seed}": v for v in variants for seed in seeds}
+    smallest_base = {f"{smallest}_{v}_s{seed}": v for v in plan[smallest] for seed in seeds}
     reason_started, packed = set(), set()
 
     def pack() -> None:
@@ -263,6 +309,20 @@ def main(argv: list[str] | None = None) -> None:
                         ),
                     )
 
+    def pack_continuations() -> None:
+        """One tar per continuation seed once both of its arms are done."""
+        for seed in map(int, args.reason_seeds.split(",")):
+            for variant in reason_started:
+                pair = [f"{smallest}_{variant}_{arm}_s{seed}" for arm in ("reasoning", "control")]
+                key = f"{smallest}_{variant}_continued_s{seed}"
+                if key not in packed and all(runs.get(p, {}).get("state") == "done" for p in pair):
+                    packed.add(key)
+                    _tar(out, f"{key}.tar.gz", [work / "runs" / p for p in pair], compress=True)
+
+    for name in smallest_base:  # done by an earlier call: pack it and go on to what follows it
+        if runs[name]["state"] == "done":
+            on_trained(name)
+    pack_continuations()
     last_print = 0.0
     while True:
         for name, job in list(jobs.items()):
@@ -274,6 +334,14 @@ def main(argv: list[str] | None = None) -> None:
             if code != 0:
                 runs[name]["state"] = f"failed ({code})"
                 print(f"[{time.time() - t0:6.1f}s] FAILED {name}: {job.last_line()}", flush=True)
+                continue
+            if (
+                runs[name]["kind"] == "train"
+                and not (work / "runs" / name / "model.safetensors").is_file()
+            ):
+                runs[name]["state"] = f"paused at step {paused_step(job)} (rerun to resume)"
+                print(f"[{time.time() - t0:6.1f}s] paused {name}", flush=True)
+                pack()
                 continue
             if runs[name]["kind"] == "train":
                 runs[name]["state"] = "evaluating"
@@ -304,17 +372,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             runs[name]["state"] = "done"
             print(f"[{time.time() - t0:6.1f}s] knowledge {name}: {job.last_line()}", flush=True)
-            for seed in map(int, args.reason_seeds.split(",")):
-                for variant in reason_started:
-                    pair = [
-                        f"{smallest}_{variant}_{arm}_s{seed}" for arm in ("reasoning", "control")
-                    ]
-                    key = f"{smallest}_{variant}_continued_s{seed}"
-                    if key not in packed and all(
-                        runs.get(p, {}).get("state") == "done" for p in pair
-                    ):
-                        packed.add(key)
-                        _tar(out, f"{key}.tar.gz", [work / "runs" / p for p in pair], compress=True)
+            pack_continuations()
             pack()
         active = [n for n, r in runs.items() if r["state"] in ("training", "evaluating")]
         if not active:

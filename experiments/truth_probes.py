@@ -34,11 +34,11 @@ from sinkmech.probing.truth_power import TruthProbeSettings, cv_best_layers, run
 from sinkmech.probing.truth_sets import city_statements, known_city_names, known_filter_family
 
 
-def spec_of(name: str) -> ModelSpec:
-    """A ``conf/model`` name's spec, or a local checkpoint directory's."""
+def spec_of(name: str, device: str = "cpu") -> ModelSpec:
+    """A ``conf/model`` name's spec, or a local checkpoint directory's, on ``device``."""
     if Path(name).is_dir():
-        return ModelSpec(name=Path(name).name, source="local", path=name)
-    return model_spec(name)
+        return ModelSpec(name=Path(name).name, source="local", path=name, device=device)
+    return model_spec(name, device=device)
 
 
 def parse_layers(text: str) -> tuple[int, ...] | None:
@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--probes", default="linear,mlp")
     parser.add_argument("--mlp-hidden", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
+    parser.add_argument("--n-jobs", type=int, default=1, help="probe fits in parallel processes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     facts = (
@@ -76,11 +78,12 @@ def main() -> None:
         probes=tuple(args.probes.split(",")),
         mlp_hidden=args.mlp_hidden,
         seed=args.seed,
+        n_jobs=args.n_jobs,
     )
     tables: dict[str, list[pd.DataFrame]] = {"truth_probes": [], "tag_heads": [], "known": []}
     for name in args.models.split(","):
         started = time.time()
-        spec = spec_of(name)
+        spec = spec_of(name, args.device)
         trained, random = load_model(spec), random_weights(spec, args.seed)
         known = known_city_names(trained.model.original_model, trained.tokenizer, world, family)
         for table, frame in run_truth_probes(trained, random, statements, known, settings).items():

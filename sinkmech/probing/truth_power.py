@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from sinkmech.data.statements import country_phrase
 from sinkmech.errors import ConfigError
@@ -86,13 +87,14 @@ class TruthProbeSettings:
     n_boot: int = N_BOOT
     seed: int = 0
     batch_size: int = 64
+    n_jobs: int = 1  # probes fitted in parallel processes (every fit is seeded: same rows)
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.probes if kind not in PROBE_KINDS]
         if unknown or not self.probes:
             raise ConfigError(f"probes {unknown or '()'} not among {list(PROBE_KINDS)}")
-        if self.n_folds < 2 or self.mlp_hidden < 1 or self.n_boot < 1:
-            raise ConfigError("n_folds must be >= 2, mlp_hidden and n_boot >= 1")
+        if self.n_folds < 2 or self.mlp_hidden < 1 or self.n_boot < 1 or self.n_jobs < 1:
+            raise ConfigError("n_folds must be >= 2, mlp_hidden, n_boot and n_jobs >= 1")
 
     def layers_of(self, n_layers: int) -> list[int]:
         """The layers read of a model of ``n_layers`` blocks; raises for one it lacks."""
@@ -157,52 +159,72 @@ def probe_rows(
 ) -> list[dict]:
     """One row per (feature, position, layer, probe, subset): fitted on the training split (its
     penalty cross-validated over ``country_cycles`` groups), scored on the test statements (all;
-    those of ``known`` cities)."""
+    those of ``known`` cities). Fits run in ``settings.n_jobs`` processes, rows in a fixed order."""
+    test = (statements.split == "test").to_numpy()
+    folds = statements.entity.map(country_cycles(statements[~test], settings.seed)).to_numpy()
+    fits = [
+        (key, kind)
+        for key in features
+        for kind in (("linear",) if key[0] == "logprob" else settings.probes)
+    ]
+    scored = Parallel(n_jobs=settings.n_jobs)(
+        delayed(_probe_rows)(key, kind, features[key], statements, folds, known, settings)
+        for key, kind in fits
+    )
+    return [row for rows in scored for row in rows]
+
+
+def _probe_rows(
+    key: FeatureKey,
+    kind: str,
+    x: np.ndarray,
+    statements: pd.DataFrame,
+    folds: np.ndarray,
+    known: np.ndarray,
+    settings: TruthProbeSettings,
+) -> list[dict]:
+    """The rows of one probe kind on one feature (both test subsets)."""
+    (feature, position, layer), started = key, time.time()
     y, cities = statements.label.to_numpy(), statements.entity.to_numpy()
     test = (statements.split == "test").to_numpy()
     train = ~test
-    folds = statements.entity.map(country_cycles(statements[train], settings.seed)).to_numpy()
-    subsets = {"all": test, "known": test & known}
+    search = fit_probe(
+        kind,
+        x[train],
+        y[train],
+        folds[train],
+        n_folds=settings.n_folds,
+        seed=settings.seed,
+        hidden=settings.mlp_hidden,
+    )
     rows = []
-    for (feature, position, layer), x in features.items():
-        started = time.time()
-        for kind in ("linear",) if feature == "logprob" else settings.probes:
-            search = fit_probe(
-                kind,
-                x[train],
-                y[train],
-                folds[train],
-                n_folds=settings.n_folds,
-                seed=settings.seed,
-                hidden=settings.mlp_hidden,
-            )
-            for subset, rows_of in subsets.items():
-                if not rows_of.any():
-                    continue
-                score = held_out_score(
-                    y[rows_of],
-                    search.predict(x[rows_of]),
-                    search.predict_proba(x[rows_of])[:, 1],
-                    cities[rows_of],
-                    n_boot=settings.n_boot,
-                    seed=settings.seed,
-                )
-                rows.append(
-                    {
-                        "feature": feature,
-                        "position": position,
-                        "layer": layer,
-                        "probe": kind,
-                        "subset": subset,
-                        "n_train": int(train.sum()),
-                        **score.as_row(),
-                        "cv_auc": float(search.best_score_),
-                        **chosen_penalty(search),
-                        "dim": x.shape[1],
-                        "converged": converged(search.best_estimator_),
-                    }
-                )
-        log.info("%s %s layer %d: %.0f s", feature, position, layer, time.time() - started)
+    for subset, rows_of in {"all": test, "known": test & known}.items():
+        if not rows_of.any():
+            continue
+        score = held_out_score(
+            y[rows_of],
+            search.predict(x[rows_of]),
+            search.predict_proba(x[rows_of])[:, 1],
+            cities[rows_of],
+            n_boot=settings.n_boot,
+            seed=settings.seed,
+        )
+        rows.append(
+            {
+                "feature": feature,
+                "position": position,
+                "layer": layer,
+                "probe": kind,
+                "subset": subset,
+                "n_train": int(train.sum()),
+                **score.as_row(),
+                "cv_auc": float(search.best_score_),
+                **chosen_penalty(search),
+                "dim": x.shape[1],
+                "converged": converged(search.best_estimator_),
+            }
+        )
+    log.info("%s %s layer %d %s: %.0f s", feature, position, layer, kind, time.time() - started)
     return rows
 
 

@@ -104,7 +104,9 @@ class TrainConf:
     wandb_mode: str = "offline"  # offline | online | disabled
     wandb_project: str = "sinkmech"
     progress: bool = True
-    max_wall_s: Optional[float] = None  # stop (saving state) after this long; resume later
+    # stop (saving state) after this many seconds of this invocation; a rerun resumes for another
+    # chunk of the same length (device calls last at most 10 minutes)
+    max_wall_s: Optional[float] = None
     train_split: str = "train"  # shard to train on (the ladder corpus also has "reasoning")
     init_from: Optional[str] = None  # save_pretrained dir to continue from (Sec. 5 analogue)
     fresh: bool = False  # discard a saved run of another config in out_dir (else: refused)
@@ -405,7 +407,8 @@ def _train(conf: TrainConf) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         step, history, elapsed = state["step"], state["history"], state["elapsed_s"]
     tracker = _tracker(conf)
-    started = time.perf_counter() - elapsed
+    chunk_started = time.perf_counter()
+    started = chunk_started - elapsed
     model.train()
     bar = tqdm(total=lm.max_steps, initial=step, disable=not conf.progress, desc=out.name)
     while step < lm.max_steps:
@@ -431,7 +434,7 @@ def _train(conf: TrainConf) -> dict[str, Any]:
         bar.update(1)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         out_of_time = (
-            conf.max_wall_s is not None and time.perf_counter() - started > conf.max_wall_s
+            conf.max_wall_s is not None and time.perf_counter() - chunk_started > conf.max_wall_s
         )
         if step % lm.ckpt_every == 0 or out_of_time:
             save_state(

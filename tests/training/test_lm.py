@@ -121,6 +121,8 @@ def test_killed_run_resumes_to_the_same_weights(corpus, tmp_path):
     train(straight)
     resumed = replace(straight, out_dir=str(tmp_path / "resumed"), max_wall_s=0.0)
     assert train(resumed) == {"finished": False, "step": 1}  # "killed" after its first step
+    # the wall limit is per invocation: each rerun resumes for another chunk
+    assert train(resumed) == {"finished": False, "step": 2}
     assert train(replace(resumed, max_wall_s=None))["finished"]
     a = load_file(tmp_path / "straight" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "model.safetensors")
