@@ -9,7 +9,8 @@
 #   3. on the models too large to come back from a call (ANALYSE): truth probes with the power to
 #      see (experiments.truth_probes, fits on every core), the sentiment probe (Table 7) and
 #      catch-tag-release (experiments.run);
-#   4. pack it all into $OUT (at most 8 files: gpu_ladder's, then families.tar.gz).
+#   4. check the weights against the committed hashes (EXPECT) and pack it all into $OUT (at
+#      most 8 files: gpu_ladder's, then families.tar.gz).
 #      CORPUS=data/corpus/ladder_v2 bash experiments/gpu_knowledge_ladder.sh   (carry the corpus)
 # CORPUS may be a transport copy whose facts.json is xz-compressed (facts.json.xz): it is unpacked
 # in place first. Deterministic: a later call retrains identical weights.
@@ -41,17 +42,23 @@ for name in ${ANALYSE//,/ }; do
     run="$WORK/runs/$name" there="$WORK/analysis/$name" model="ladder2_${name#ladder_}"
     model=${model%_s0}
     [ -f "$run/model.safetensors" ] && [ ! -f "$there/done" ] || continue
-    mkdir -p "$there" checkpoints/ladder2 && ln -sfn "$(realpath "$run")" "checkpoints/ladder2/$name"
+    mkdir -p "$there"
     timeout "${PROBE_TIMEOUT_S:-300}" python3 -m experiments.truth_probes --models "$run" \
         --facts "$CORPUS/facts.json" --facts-version 2 --device "$DEVICE" --n-jobs "$JOBS" \
         --out "$there/truth_probes" > "$there/truth_probes.log" 2>&1 || true
     for experiment in ctr "probing data.statements=sentiment"; do
         # shellcheck disable=SC2086  # the experiment's overrides are separate words
         timeout "${SUITE_TIMEOUT_S:-150}" python3 -m experiments.run model="$model" \
-            model.device="$DEVICE" experiment=$experiment logging=disabled \
+            model.path="$(realpath "$run")" model.device="$DEVICE" experiment=$experiment logging=disabled \
             results_dir="$there/suite" >> "$there/suite.log" 2>&1 || true
     done
     [ -f "$there/truth_probes/cv_best_layers.csv" ] && touch "$there/done"
 done
+# A rerun checks its weights against the committed hashes (deterministic training): OK or FAILED
+EXPECT=${EXPECT:-results/ladder2/training/weights.sha256}
+if [ -f "$EXPECT" ]; then
+    expect=$(realpath "$EXPECT")
+    (cd "$WORK/runs" && sha256sum -c --ignore-missing "$expect") > "$WORK/families/weights_check.txt" 2>&1 || true
+fi
 tail -n 2 "$WORK"/families/*.log "$WORK"/analysis/*/*.log || true
 tar czf "$OUT/families.tar.gz" -C "$WORK" families analysis

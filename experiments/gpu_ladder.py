@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -99,6 +100,7 @@ def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
     curves, knowledge, families, rows = [], [], [], []
     for name, info in runs.items():
         summary_path = work / "runs" / name / "training_summary.json"
+        weights = work / "runs" / name / "model.safetensors"
         row = {
             "run": name,
             "state": info["state"],
@@ -117,6 +119,8 @@ def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
                 * summary["config"]["lm"]["batch_size"]
                 * summary["config"]["lm"]["seq_len"]
             )
+        if weights.is_file():  # what a rerun checks its weights against (deterministic training)
+            row["weights_sha256"] = sha256_of(weights)
         knowledge_path = work / "knowledge" / f"{name}.json"
         if knowledge_path.is_file():
             payload = json.loads(knowledge_path.read_text())
@@ -136,6 +140,15 @@ def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
             writer.writeheader()
             writer.writerows(table)
             (work / "tables" / file).write_text(buffer.getvalue())
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (a 100M-parameter model is 220 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def size_plan(sizes: str, variants: list[str]) -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ share of the most common prediction (how much one answer dominates).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections import Counter
 from typing import Any, Sequence
@@ -62,7 +63,9 @@ def continuation_logprobs(
                     scores[
                         torch.tensor(chunk, device=device)[:, None],
                         torch.tensor(columns, device=device),
-                    ] += _rest(model, out.cache, [continuations[c] for c in columns], len(chunk))
+                    ] += _rest(
+                        model, _cache_of(out), [continuations[c] for c in columns], len(chunk)
+                    )
     return scores
 
 
@@ -72,7 +75,8 @@ def _rest(model: Any, cache: Any, continuations: list[Sequence[int]], n_prompts:
     tokens = torch.tensor(continuations, device=next(model.parameters()).device)
     rows = copy.deepcopy(cache)
     rows.batch_repeat_interleave(len(continuations))  # prompt-major: prompt p, every continuation
-    logits = model(input_ids=tokens[:, :-1].repeat(n_prompts, 1), cache=rows).logits.float()
+    inputs = tokens[:, :-1].repeat(n_prompts, 1)
+    logits = model(input_ids=inputs, **{_cache_argument(model): rows}).logits.float()
     target = tokens[:, 1:].repeat(n_prompts, 1)[..., None]
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, target)[..., 0].sum(-1)
     return logprobs.view(n_prompts, len(continuations))
@@ -159,3 +163,14 @@ def family_table(ranked: pd.DataFrame, by: Sequence[str] = ("relation", "family"
             }
         )
     return pd.DataFrame(table)
+
+
+def _cache_of(out: Any) -> Any:
+    """The key-value cache of a forward's output: ``cache`` from transformers 5.24,
+    ``past_key_values`` before (the GPU image has 5.17)."""
+    return out.cache if hasattr(out, "cache") else out.past_key_values
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward's name for a key-value cache, by the same rename."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

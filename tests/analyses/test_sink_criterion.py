@@ -12,7 +12,7 @@ import pytest
 from experiments.pipeline import run_unit
 from sinkmech.analyses import REGISTRY
 from sinkmech.data.statements import load_statements
-from tests.experiments.test_pipeline import _conf
+from tests.experiments.run_conf import run_conf as _conf
 
 ALL = f"[{','.join(REGISTRY)}]"
 

@@ -34,7 +34,7 @@ from sinkmech.probing.analysis import probe_criterion
 from sinkmech.probing.features import PROBE_SUFFIX, extract_truth_features, final_sink_frequency
 from sinkmech.probing.segments import extract_segment_features, segment_prompts
 from tests.attention.test_backend import _batches
-from tests.experiments.test_pipeline import _conf
+from tests.experiments.run_conf import run_conf as _conf
 
 
 def test_loading_turns_the_backend_name_into_an_object():
@@ -197,3 +197,15 @@ def test_refuse_policy_stops_before_any_table(tmp_path):
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_5"])
 def test_probe_features_match_between_backends(tiny, family):
     assert_probe_features_match(tiny(family))
+
+
+@pytest.mark.integration  # a fresh interpreter importing torch, transformers and the bridge
+def test_the_gpu_tests_import_without_optional_packages():
+    """The GPU image has no wandb: the GPU test module must import without it (a device call once
+    lost its whole GPU test run to a collection error)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys; sys.modules['wandb'] = None; import tests.attention.test_backends_gpu"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

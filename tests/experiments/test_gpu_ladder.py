@@ -4,6 +4,7 @@ the smallest base on traces and on the base mixture, evaluates knowledge and pac
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import tarfile
@@ -190,4 +191,8 @@ def test_paused_trainings_resume_in_the_next_call_and_finished_ones_are_skipped(
         (tmp_path / "w" / "runs" / "tiny_noqknorm_s0" / "training_summary.json").read_text()
     )
     assert summary["step"] == summary["config"]["lm"]["max_steps"]
-    assert load_file(tmp_path / "w" / "runs" / "tiny_noqknorm_s0" / "model.safetensors")
+    weights = tmp_path / "w" / "runs" / "tiny_noqknorm_s0" / "model.safetensors"
+    assert load_file(weights)
+    with tarfile.open(tmp_path / "out3" / "results.tar.gz") as tar:
+        rows = list(csv.DictReader(io.TextIOWrapper(tar.extractfile("tables/runs.csv"))))
+    assert rows[0]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()

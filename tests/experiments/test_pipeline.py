@@ -10,29 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from experiments.config import RunConf, register
 from experiments.pipeline import run_unit, unit_hash
 from sinkmech import io
 from sinkmech.analyses import REGISTRY
 from sinkmech.models import load_model
 from sinkmech.reporting.report import write_report
 from sinkmech.reporting.side_by_side import unit_headlines
+from tests.experiments.run_conf import run_conf as _conf
 from tests.experiments.wandb_log import offline_run
-
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
-register()
-
-
-def _conf(results: Path, *overrides: str) -> RunConf:
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"results_dir={results}", "logging=disabled", "data.limit=6", *overrides],
-        )
-    return OmegaConf.to_object(cfg)
 
 
 class CountingLoader:
