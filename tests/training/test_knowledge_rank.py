@@ -104,3 +104,21 @@ def test_greedy_summary_per_family():
     assert table["t5"]["accuracy"] == 1.0 and table["t6"]["accuracy"] == 1 / 6
     assert table["t6"]["facts_known_all_templates"] == 1
     assert table["t5"]["majority_baseline"] == 2 / 6
+
+
+def test_the_cache_is_found_under_either_transformers_name():
+    """transformers 5.24 calls the key-value cache ``cache``, the GPU image's 5.17
+    ``past_key_values``: ranking must work under both (it once failed on every GPU model)."""
+    from types import SimpleNamespace
+
+    from sinkmech.training.knowledge_rank import _cache_argument, _cache_of
+
+    class Before:
+        def forward(self, input_ids, past_key_values=None): ...
+
+    class After:
+        def forward(self, input_ids, cache=None): ...
+
+    assert _cache_argument(Before()) == "past_key_values" and _cache_argument(After()) == "cache"
+    assert _cache_of(SimpleNamespace(past_key_values="kv")) == "kv"
+    assert _cache_of(SimpleNamespace(cache="kv", past_key_values=None)) == "kv"
