@@ -95,7 +95,9 @@ def main() -> None:
     keep = sampled_facts(facts, args.cities, args.seed)
     sets = {
         label: [item for item in items if item["fact"] in keep]
-        for label, items in template_sets(facts, args.sets.split(","), args.templates).items()
+        for label, items in template_sets(
+            facts, [s for s in args.sets.split(",") if s], args.templates
+        ).items()
     }
     answers = object_answers(FactWorld(facts))
     ranked_all = []
