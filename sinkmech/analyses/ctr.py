@@ -189,8 +189,8 @@ CTR = register(
                 "Variance explained, rank 1 (Sec. 3.2)", lambda t: variance_section(t["variance"])
             ),
             ReportSection(
-                "Attention forms side by side: softmax, QK-norm, learned sink, output gate "
-                "(issue 27)",
+                "Attention forms side by side: softmax, QK-norm, softmax plus one, learned sink, "
+                "output gate (issue 27)",
                 attention_forms_section,
                 text=ATTENTION_FORMS_TEXT,
             ),

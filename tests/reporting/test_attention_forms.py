@@ -102,3 +102,50 @@ def test_section_sets_each_form_beside_softmax_with_its_seeds(tmp_path):
     cell = section.loc["perplexity, full attention (the eviction analysis's text)", "softmax"]
     assert cell.startswith(f"{softmax.mean():.3g} (seeds ") and cell.count(",") == 1  # 2 seeds
     assert section.loc["learned-sink mass (mean over heads)", "softmax"] == "—"
+
+
+def test_learned_sink_and_softmax_plus_one_stand_apart_in_one_set():
+    """The ladder S set holds both Granite-SWA forms: the trained logits (learned sink) and the
+    logits fixed at 0 (softmax plus one, ``--variants softmax_plus_one``) each get their own
+    column, each the mean over its own seeds; one nonzero logit makes a model a learned sink."""
+    models = {  # model: (family, pair, sink logit of its two heads, learned-sink mass)
+        "soft": ("qwen2", "s", None, None),
+        "soft_s1": ("qwen2", "s_s1", None, None),
+        "sink": ("granite_swa", "s", (0.5, 1.5), 0.10),
+        "sink_s1": ("granite_swa", "s_s1", (0.0, 0.2), 0.12),  # one logit at 0 is not enough
+        "spo": ("granite_swa", "s", (0.0, 0.0), 0.04),
+        "spo_s1": ("granite_swa", "s_s1", (0.0, 0.0), 0.06),
+    }
+    summary = pd.DataFrame(
+        [{"model": m, "family": f, "qk_norm": False, "pair": p} for m, (f, p, *_) in models.items()]
+    )
+    form = pd.DataFrame(
+        [
+            {"model": m, "layer": 0, "head": h, "sink_logit": logit, "learned_sink_mass": mass}
+            for m, (_, _, logits, mass) in models.items()
+            if logits is not None
+            for h, logit in enumerate(logits)
+        ]
+    )
+    tables = {"sinks_summary": summary, "attention_form": form}
+    long = attention_form_long(tables)
+    named = long.groupby("model").form.first().to_dict()
+    assert named == {
+        "soft": "softmax",
+        "soft_s1": "softmax",
+        "sink": "learned sink (output scale)",
+        "sink_s1": "learned sink (output scale)",
+        "spo": "softmax plus one",
+        "spo_s1": "softmax plus one",
+    }
+    section = attention_forms_section(tables).set_index("quantity")
+    assert list(section.columns) == [
+        "set",
+        "softmax",
+        "softmax plus one",
+        "learned sink (output scale)",
+    ]
+    mass = section.loc["learned-sink mass (mean over heads)"]
+    assert mass["softmax plus one"] == "0.05 (seeds 0.04, 0.06)"
+    assert mass["learned sink (output scale)"] == "0.11 (seeds 0.1, 0.12)"
+    assert mass["softmax"] == "—"
