@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sinkmech.analyses.headlines import headline_table
-from sinkmech.analyses.registry import Tables
 from sinkmech.models.families import FAMILIES, is_sink_architecture
 from sinkmech.reporting.sections import unit_models
 from sinkmech.reporting.statistics import wilson
+
+if TYPE_CHECKING:  # the analyses package imports this module to register its sections
+    from sinkmech.analyses.registry import Tables
 
 # (headline or form quantity, what the report calls it), in the order of the issue's item 5
 METRICS = (
@@ -99,6 +101,9 @@ def _form_quantities(tables: Tables) -> dict[str, float]:
 
 def attention_form_long(tables: Tables) -> pd.DataFrame:
     """Tidy: one row per (set, form, model, metric) with ``value``, ``low``, ``high``, ``null``."""
+    # imported here, not above: the analyses package imports this module (see TYPE_CHECKING)
+    from sinkmech.analyses.headlines import headline_table
+
     summary = tables.get("sinks_summary", pd.DataFrame())
     if summary.empty or not {"pair", "family", "qk_norm"} <= set(summary):
         return pd.DataFrame()

@@ -149,3 +149,15 @@ def test_learned_sink_and_softmax_plus_one_stand_apart_in_one_set():
     assert mass["softmax plus one"] == "0.05 (seeds 0.04, 0.06)"
     assert mass["learned sink (output scale)"] == "0.11 (seeds 0.1, 0.12)"
     assert mass["softmax"] == "—"
+
+
+def test_the_table_command_refuses_what_holds_no_matched_set(tmp_path):
+    """``experiments.attention_forms`` fails with one line, writing nothing, on a missing folder
+    and on one without a matched set of forms."""
+    from experiments.attention_forms import main
+
+    with pytest.raises(SystemExit, match="is not a folder of results"):
+        main(["--results", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="no matched set of attention forms"):
+        main(["--results", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
