@@ -51,9 +51,10 @@ def _umask() -> int:
     return mask
 
 
-# Tables up to this many cells also get a CSV twin; larger ones (per-token sink tables, 2.5 MB of
-# CSV each) stay parquet only, so committed results do not crowd what a GPU call can carry.
-CSV_MAX_CELLS = 100_000
+# Tables up to this many cells (a CSV of about 200 KB) also get a CSV twin; larger ones (per-head
+# sink tables, per-step curves) stay parquet only, so committed results leave room for a corpus in
+# what a GPU call can carry.
+CSV_MAX_CELLS = 20_000
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
