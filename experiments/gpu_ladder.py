@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import os
@@ -40,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from sinkmech.digests import file_digest
 from sinkmech.paths import config_dir
 from sinkmech.training.lm import ALL_VARIANTS, CUBLAS_WORKSPACE, VARIANTS, LMConf, TrainConf
 
@@ -120,7 +120,7 @@ def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
                 * summary["config"]["lm"]["seq_len"]
             )
         if weights.is_file():  # what a rerun checks its weights against (deterministic training)
-            row["weights_sha256"] = sha256_of(weights)
+            row["weights_sha256"] = file_digest(weights)  # cached: hashed once
         knowledge_path = work / "knowledge" / f"{name}.json"
         if knowledge_path.is_file():
             payload = json.loads(knowledge_path.read_text())
@@ -140,15 +140,6 @@ def _tables(work: Path, runs: dict[str, dict[str, Any]]) -> None:
             writer.writeheader()
             writer.writerows(table)
             (work / "tables" / file).write_text(buffer.getvalue())
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (a 100M-parameter model is 220 MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def size_plan(sizes: str, variants: list[str]) -> dict[str, list[str]]:

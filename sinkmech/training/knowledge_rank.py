@@ -40,6 +40,7 @@ def continuation_logprobs(
     ``batch_size``) and their key-value cache serves every continuation, continuations grouped by
     length: nothing is padded and no prompt is computed twice."""
     device = next(model.parameters()).device
+    cache_argument = _cache_argument(model)
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     by_prompt: dict[int, list[int]] = {}
     for index, ids in enumerate(encoded):
@@ -64,19 +65,29 @@ def continuation_logprobs(
                         torch.tensor(chunk, device=device)[:, None],
                         torch.tensor(columns, device=device),
                     ] += _rest(
-                        model, _cache_of(out), [continuations[c] for c in columns], len(chunk)
+                        model,
+                        _cache_of(out),
+                        cache_argument,
+                        [continuations[c] for c in columns],
+                        len(chunk),
                     )
     return scores
 
 
-def _rest(model: Any, cache: Any, continuations: list[Sequence[int]], n_prompts: int):
+def _rest(
+    model: Any,
+    cache: Any,
+    cache_argument: str,
+    continuations: list[Sequence[int]],
+    n_prompts: int,
+):
     """[prompt, continuation] log-probability of every token after the first of equally long
-    continuations, given the prompts' cache."""
+    continuations, given the prompts' cache (passed as the forward's ``cache_argument``)."""
     tokens = torch.tensor(continuations, device=next(model.parameters()).device)
     rows = copy.deepcopy(cache)
     rows.batch_repeat_interleave(len(continuations))  # prompt-major: prompt p, every continuation
     inputs = tokens[:, :-1].repeat(n_prompts, 1)
-    logits = model(input_ids=inputs, **{_cache_argument(model): rows}).logits.float()
+    logits = model(input_ids=inputs, **{cache_argument: rows}).logits.float()
     target = tokens[:, 1:].repeat(n_prompts, 1)[..., None]
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, target)[..., 0].sum(-1)
     return logprobs.view(n_prompts, len(continuations))
